@@ -1,0 +1,335 @@
+// Package config reads Sesame's TOML configuration file into typed structs,
+// fills in defaults, and validates the whole file at once: every problem is
+// reported, each naming its key and what is expected, so an operator fixes a
+// broken file in one go.
+//
+// Every key, its default and its meaning are listed in docs/configuration.md;
+// a test checks that the two agree.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where the commands look when --config is not given.
+const DefaultPath = "/etc/sesame/sesame.toml"
+
+// Config is the whole configuration.
+type Config struct {
+	Hostname   string     `toml:"hostname"`
+	DataDir    string     `toml:"data_dir"`
+	LogLevel   string     `toml:"log_level"`
+	LogFormat  string     `toml:"log_format"`
+	Submission Submission `toml:"submission"`
+	Relay      Relay      `toml:"relay"`
+	HTTP       HTTP       `toml:"http"`
+	DKIM       DKIM       `toml:"dkim"`
+
+	// Path is the file the configuration was read from; "" for built-in defaults.
+	Path string `toml:"-"`
+}
+
+// Submission configures the listeners that apps submit mail to.
+type Submission struct {
+	StartTLSListen      []string `toml:"starttls_listen"`
+	TLSListen           []string `toml:"tls_listen"`
+	TLSCertFile         string   `toml:"tls_cert_file"`
+	TLSKeyFile          string   `toml:"tls_key_file"`
+	MaxMessageBytes     int64    `toml:"max_message_bytes"`
+	MaxRecipients       int      `toml:"max_recipients"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	ReadTimeout         Duration `toml:"read_timeout"`
+	WriteTimeout        Duration `toml:"write_timeout"`
+	AuthCacheTTL        Duration `toml:"auth_cache_ttl"`
+}
+
+// Relay configures what happens to mail after it is queued.
+type Relay struct {
+	Smarthost  string   `toml:"smarthost"`
+	DNSServers []string `toml:"dns_servers"`
+	MXPort     int      `toml:"mx_port"`
+	SourceIPs  []string `toml:"source_ips"`
+	Workers    int      `toml:"workers"`
+	RetryFirst Duration `toml:"retry_first"`
+	RetryMax   Duration `toml:"retry_max"`
+}
+
+// HTTP configures the HTTP listener (/healthz).
+type HTTP struct {
+	Listen string `toml:"listen"`
+}
+
+// DKIM configures the keys made for new domains.
+type DKIM struct {
+	Ed25519 bool `toml:"ed25519"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "5m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as \"30s\" or \"5m\"", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the built-in configuration: data in ./sesame-data and every
+// listener on loopback, enough for a first try on one machine.
+func Default() *Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return &Config{
+		Hostname:  host,
+		DataDir:   "sesame-data",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Submission: Submission{
+			StartTLSListen:      []string{"127.0.0.1:587"},
+			TLSListen:           []string{"127.0.0.1:465"},
+			MaxMessageBytes:     40 << 20, // 40 MiB, as SES
+			MaxRecipients:       50,       // as SES
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 100,
+			ReadTimeout:         Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2.7 server timeout
+			WriteTimeout:        Duration{time.Minute},
+			AuthCacheTTL:        Duration{5 * time.Minute},
+		},
+		Relay: Relay{
+			MXPort:     25,
+			Workers:    16,
+			RetryFirst: Duration{time.Minute},
+			RetryMax:   Duration{time.Hour},
+		},
+		HTTP: HTTP{Listen: "127.0.0.1:8025"},
+	}
+}
+
+// Error lists every problem found in a configuration.
+type Error struct {
+	Path     string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	where := e.Path
+	if where == "" {
+		where = "built-in defaults"
+	}
+	return fmt.Sprintf("config %s:\n  %s", where, strings.Join(e.Problems, "\n  "))
+}
+
+// Load reads the file at path over the defaults. When explicit is false
+// (no --config flag) and the file does not exist, the defaults are used.
+func Load(path string, explicit bool) (*Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && !explicit {
+		return cfg, cfg.Validate()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.Path = path
+	return cfg, cfg.parse(data)
+}
+
+// Parse reads TOML text over the defaults and validates the result.
+func Parse(text string) (*Config, error) {
+	cfg := Default()
+	return cfg, cfg.parse([]byte(text))
+}
+
+func (c *Config) parse(data []byte) error {
+	md, err := toml.Decode(string(data), c)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return &Error{Path: c.Path, Problems: []string{strings.TrimSpace(perr.ErrorWithPosition())}}
+		}
+		return &Error{Path: c.Path, Problems: []string{err.Error()}}
+	}
+	var problems []string
+	for _, key := range md.Undecoded() {
+		problems = append(problems, fmt.Sprintf("%s: unknown key; see docs/configuration.md for the keys Sesame knows", key))
+	}
+	if err := c.Validate(); err != nil {
+		problems = append(problems, err.(*Error).Problems...)
+	}
+	if len(problems) > 0 {
+		return &Error{Path: c.Path, Problems: problems}
+	}
+	return nil
+}
+
+// Validate checks every value and reports all problems at once.
+func (c *Config) Validate() error {
+	var p []string
+	bad := func(key, format string, args ...any) {
+		p = append(p, key+": "+fmt.Sprintf(format, args...))
+	}
+
+	if !validHostname(c.Hostname) {
+		bad("hostname", "%q is not a host name; set the fully qualified name clients and receivers see, e.g. \"relay.example.com\"", c.Hostname)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must name a directory, e.g. \"/var/lib/sesame\"")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q: expected \"debug\", \"info\", \"warn\" or \"error\"", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "%q: expected \"text\" or \"json\"", c.LogFormat)
+	}
+
+	s := &c.Submission
+	if len(s.StartTLSListen)+len(s.TLSListen) == 0 {
+		bad("submission", "no listener: set starttls_listen and/or tls_listen")
+	}
+	for i, a := range s.StartTLSListen {
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("submission.starttls_listen[%d]", i), "%v", err)
+		}
+	}
+	for i, a := range s.TLSListen {
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("submission.tls_listen[%d]", i), "%v", err)
+		}
+	}
+	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+		bad("submission.tls_cert_file", "tls_cert_file and tls_key_file go together: set both, or neither for a self-signed certificate")
+	}
+	if s.MaxMessageBytes < 1024 || s.MaxMessageBytes > 1<<30 {
+		bad("submission.max_message_bytes", "%d: expected a size in bytes from 1024 to 1073741824", s.MaxMessageBytes)
+	}
+	if s.MaxRecipients < 1 || s.MaxRecipients > 10000 {
+		bad("submission.max_recipients", "%d: expected 1 to 10000", s.MaxRecipients)
+	}
+	if s.MaxConnections < 1 {
+		bad("submission.max_connections", "%d: expected at least 1", s.MaxConnections)
+	}
+	if s.MaxConnectionsPerIP < 1 {
+		bad("submission.max_connections_per_ip", "%d: expected at least 1", s.MaxConnectionsPerIP)
+	}
+	positive := func(key string, d Duration) {
+		if d.Duration <= 0 {
+			bad(key, "%s: expected a positive duration such as \"30s\"", d)
+		}
+	}
+	positive("submission.read_timeout", s.ReadTimeout)
+	positive("submission.write_timeout", s.WriteTimeout)
+	if s.AuthCacheTTL.Duration < 0 {
+		bad("submission.auth_cache_ttl", "%s: expected 0 (no cache) or a positive duration", s.AuthCacheTTL)
+	}
+
+	r := &c.Relay
+	if r.Smarthost != "" {
+		if host, port, err := net.SplitHostPort(r.Smarthost); err != nil || host == "" || !validPort(port) || port == "0" {
+			bad("relay.smarthost", "%q: expected \"host:port\", e.g. \"smtp.example.net:587\"", r.Smarthost)
+		}
+	}
+	for i, a := range r.DNSServers {
+		if _, err := DNSServerAddr(a); err != nil {
+			bad(fmt.Sprintf("relay.dns_servers[%d]", i), "%v", err)
+		}
+	}
+	if r.MXPort < 1 || r.MXPort > 65535 {
+		bad("relay.mx_port", "%d: expected a port from 1 to 65535", r.MXPort)
+	}
+	for i, a := range r.SourceIPs {
+		if _, err := netip.ParseAddr(a); err != nil {
+			bad(fmt.Sprintf("relay.source_ips[%d]", i), "%q is not an IP address", a)
+		}
+	}
+	if r.Workers < 1 || r.Workers > 1000 {
+		bad("relay.workers", "%d: expected 1 to 1000", r.Workers)
+	}
+	positive("relay.retry_first", r.RetryFirst)
+	positive("relay.retry_max", r.RetryMax)
+	if r.RetryMax.Duration < r.RetryFirst.Duration {
+		bad("relay.retry_max", "%s is shorter than retry_first (%s)", r.RetryMax, r.RetryFirst)
+	}
+
+	if c.HTTP.Listen != "" {
+		if err := checkListen(c.HTTP.Listen); err != nil {
+			bad("http.listen", "%v (or \"\" to turn the HTTP listener off)", err)
+		}
+	}
+
+	if len(p) > 0 {
+		return &Error{Path: c.Path, Problems: p}
+	}
+	return nil
+}
+
+// DNSServerAddr turns "192.0.2.1" or "192.0.2.1:5353" or "[2001:db8::1]:53"
+// into an "ip:port" address.
+func DNSServerAddr(s string) (string, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(ip, 53).String(), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 {
+		return "", fmt.Errorf("%q: expected an IP address, optionally with a port (\"127.0.0.1:5353\")", s)
+	}
+	return ap.String(), nil
+}
+
+func checkListen(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || !validPort(port) {
+		return fmt.Errorf("%q: expected \"address:port\", e.g. \"0.0.0.0:587\"", a)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+			return fmt.Errorf("%q: the address must be an IP address (or empty for all)", a)
+		}
+	}
+	return nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,176 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsAreValid(t *testing.T) {
+	cfg, err := Load(filepath.Join(t.TempDir(), "missing.toml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "sesame-data" || cfg.Submission.StartTLSListen[0] != "127.0.0.1:587" ||
+		cfg.Submission.MaxMessageBytes != 41943040 || cfg.Submission.MaxRecipients != 50 || cfg.Relay.MXPort != 25 {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestExplicitMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.toml"), true)
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestFullFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sesame.toml")
+	text := `
+hostname = "relay.example.com"
+data_dir = "/var/lib/sesame"
+log_level = "debug"
+log_format = "json"
+[submission]
+starttls_listen = ["0.0.0.0:587", "[::]:587"]
+tls_listen      = ["0.0.0.0:465"]
+tls_cert_file = "/etc/ssl/c.pem"
+tls_key_file  = "/etc/ssl/k.pem"
+max_message_bytes = 10485760
+max_recipients = 10
+read_timeout = "2m"
+[relay]
+smarthost = "smtp.example.net:587"
+dns_servers = ["127.0.0.1:5353", "::1"]
+mx_port = 2525
+source_ips = ["127.0.0.2", "::1"]
+retry_first = "10s"
+[http]
+listen = ""
+[dkim]
+ed25519 = true
+`
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Path != path || cfg.Hostname != "relay.example.com" || cfg.Submission.ReadTimeout.Duration != 2*time.Minute ||
+		cfg.Relay.MXPort != 2525 || !cfg.DKIM.Ed25519 || cfg.HTTP.Listen != "" || len(cfg.Relay.SourceIPs) != 2 ||
+		cfg.Submission.WriteTimeout.Duration != time.Minute {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	if a, _ := DNSServerAddr(cfg.Relay.DNSServers[1]); a != "[::1]:53" {
+		t.Fatalf("dns server addr %q", a)
+	}
+}
+
+// A broken file gets every problem reported, each naming its key.
+func TestBadConfigs(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       []string
+	}{
+		{"unknown keys", "hostnme = \"x\"\n[submission]\nmax_recipient = 3\n",
+			[]string{"hostnme: unknown key", "submission.max_recipient: unknown key"}},
+		{"syntax", "hostname = \n", []string{"line 1"}},
+		{"wrong type", "[submission]\nmax_recipients = \"ten\"\n", []string{"max_recipients"}},
+		{"bad duration", "[submission]\nread_timeout = \"soon\"\n", []string{"read_timeout", "not a duration"}},
+		{"many at once", `
+hostname = "bad host"
+log_level = "loud"
+[submission]
+starttls_listen = ["587"]
+tls_listen = ["10.0.0.1:99999"]
+tls_cert_file = "/c.pem"
+max_message_bytes = 10
+max_recipients = 0
+[relay]
+smarthost = "nohostport"
+dns_servers = ["dns.example"]
+mx_port = 0
+source_ips = ["1.2.3"]
+retry_first = "2h"
+[http]
+listen = "somewhere"
+`, []string{
+			`hostname: "bad host" is not a host name`,
+			`log_level: "loud"`,
+			`submission.starttls_listen[0]: "587"`,
+			`submission.tls_listen[0]`,
+			"submission.tls_cert_file: tls_cert_file and tls_key_file go together",
+			"submission.max_message_bytes: 10",
+			"submission.max_recipients: 0",
+			`relay.smarthost: "nohostport"`,
+			`relay.dns_servers[0]: "dns.example"`,
+			"relay.mx_port: 0",
+			`relay.source_ips[0]: "1.2.3" is not an IP address`,
+			"relay.retry_max: 1h0m0s is shorter than retry_first",
+			`http.listen: "somewhere"`,
+		}},
+		{"no listeners", "[submission]\nstarttls_listen = []\ntls_listen = []\n", []string{"submission: no listener"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.text)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// Every key the code knows is documented in docs/configuration.md, and the
+// documentation names no key the code does not know.
+func TestDocumentedKeys(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := tomlKeys(reflect.TypeOf(Config{}), "")
+	for _, k := range keys {
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/configuration.md does not document `%s`", k)
+		}
+	}
+	known := map[string]bool{}
+	for _, k := range keys {
+		known[k] = true
+	}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		k := strings.SplitN(strings.TrimPrefix(line, "| `"), "`", 2)[0]
+		if !known[k] {
+			t.Errorf("docs/configuration.md documents unknown key `%s`", k)
+		}
+	}
+}
+
+func tomlKeys(t reflect.Type, prefix string) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("toml")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration{}) {
+			out = append(out, tomlKeys(f.Type, prefix+tag+".")...)
+			continue
+		}
+		out = append(out, prefix+tag)
+	}
+	return out
+}

@@ -1,0 +1,517 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite", pure Go so the binary stays static
+)
+
+// SQLite is the embedded store: one database file in the data directory, in
+// WAL mode with synchronous=FULL, so a commit is on disk when it returns.
+//
+// Every write the server makes on the hot path (Enqueue, Claim, Complete)
+// goes through one committer goroutine that runs whatever writes are waiting
+// in a single transaction: concurrent submissions share one fsync (group
+// commit) and never fight over SQLite's single write lock. Administrative
+// writes (credentials, domains) are rare and run directly; SQLite's busy
+// timeout orders them against the committer and against other processes (the
+// admin commands open the same file while `sesame serve` runs).
+type SQLite struct {
+	db    *sql.DB
+	ops   chan *writeOp
+	ready chan struct{}
+	done  chan struct{} // closed when the committer has exited
+	stop  chan struct{}
+	once  sync.Once
+
+	commits atomic.Int64 // transactions committed by the committer, for tests and metrics
+}
+
+var _ Store = (*SQLite)(nil)
+
+// writeOp is one unit of work for the committer. Its error is reported on
+// errc after the transaction holding it has committed (or failed).
+type writeOp struct {
+	run      func(tx *sql.Tx) error
+	enqueues bool // signals Ready after commit
+	errc     chan error
+}
+
+const (
+	maxBatchOps   = 512
+	maxBatchBytes = 32 << 20 // keep one transaction's payload bounded
+)
+
+// OpenSQLite opens (creating if needed) the database at path, with file mode
+// 0600: it holds DKIM private keys and password hashes.
+func OpenSQLite(path string) (*SQLite, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	f.Close()
+	dsn := "file:" + path + "?_txlock=immediate" +
+		"&_pragma=busy_timeout(10000)" +
+		"&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(FULL)" +
+		"&_pragma=foreign_keys(1)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: prepare %s: %w", path, err)
+	}
+	s := &SQLite{
+		db:    db,
+		ops:   make(chan *writeOp, 1024),
+		ready: make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		stop:  make(chan struct{}),
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+const schema = `
+CREATE TABLE credentials (
+	name          TEXT PRIMARY KEY,
+	username      TEXT NOT NULL UNIQUE,
+	password_hash TEXT NOT NULL,
+	created_at    INTEGER NOT NULL,
+	updated_at    INTEGER NOT NULL,
+	last_used_at  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE domains (
+	name       TEXT PRIMARY KEY,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE dkim_keys (
+	domain      TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+	selector    TEXT NOT NULL,
+	algorithm   TEXT NOT NULL,
+	private_key BLOB NOT NULL,
+	created_at  INTEGER NOT NULL,
+	PRIMARY KEY (domain, selector)
+);
+CREATE TABLE messages (
+	id          TEXT PRIMARY KEY,
+	credential  TEXT NOT NULL,
+	sender      TEXT NOT NULL,
+	message_id  TEXT NOT NULL,
+	size        INTEGER NOT NULL,
+	received_at INTEGER NOT NULL,
+	body        BLOB NOT NULL
+);
+CREATE TABLE recipients (
+	message_id      TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+	address         TEXT NOT NULL,
+	state           TEXT NOT NULL,
+	attempts        INTEGER NOT NULL DEFAULT 0,
+	next_attempt_at INTEGER NOT NULL,
+	lease_until     INTEGER NOT NULL DEFAULT 0,
+	last_reply      TEXT NOT NULL DEFAULT '',
+	updated_at      INTEGER NOT NULL,
+	PRIMARY KEY (message_id, address)
+);
+CREATE INDEX recipients_due ON recipients(next_attempt_at) WHERE state IN ('queued', 'deferred');
+`
+
+func migrate(db *sql.DB) error {
+	var version int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	switch version {
+	case 0:
+		tx, err := db.Begin()
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		if _, err := tx.Exec(schema); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`PRAGMA user_version = 1`); err != nil {
+			return err
+		}
+		return tx.Commit()
+	case 1:
+		return nil
+	default:
+		return fmt.Errorf("database schema version %d is newer than this binary understands; upgrade sesame", version)
+	}
+}
+
+// Close stops the committer after the writes already submitted and closes the
+// database.
+func (s *SQLite) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	<-s.done
+	return s.db.Close()
+}
+
+// Ping reports whether the database answers and accepts reads.
+func (s *SQLite) Ping(ctx context.Context) error {
+	var one int
+	if err := s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// Ready receives a value after an Enqueue commits.
+func (s *SQLite) Ready() <-chan struct{} { return s.ready }
+
+var errClosed = errors.New("store: closed")
+
+// write hands op to the committer and waits for its commit.
+func (s *SQLite) write(ctx context.Context, op *writeOp) error {
+	op.errc = make(chan error, 1)
+	select {
+	case s.ops <- op:
+	case <-s.stop:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once handed over, the op will run: wait for its result even if ctx ends,
+	// so the caller never reports failure for a write that then commits.
+	return <-op.errc
+}
+
+func (s *SQLite) commitLoop() {
+	defer close(s.done)
+	for {
+		var first *writeOp
+		select {
+		case first = <-s.ops:
+		case <-s.stop:
+			// Drain what was handed over before stopping.
+			for {
+				select {
+				case op := <-s.ops:
+					s.commit([]*writeOp{op})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*writeOp{first}
+	collect:
+		for len(batch) < maxBatchOps {
+			select {
+			case op := <-s.ops:
+				batch = append(batch, op)
+			default:
+				break collect
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs batch in one transaction. Each op runs inside a savepoint so
+// that one failing op (say, a constraint) does not fail the others.
+func (s *SQLite) commit(batch []*writeOp) {
+	errs := make([]error, len(batch))
+	fail := func(err error) {
+		for _, op := range batch {
+			op.errc <- err
+		}
+	}
+	tx, err := s.db.Begin()
+	if err != nil {
+		fail(fmt.Errorf("store: begin: %w", err))
+		return
+	}
+	enqueued := false
+	for i, op := range batch {
+		if len(batch) == 1 {
+			errs[i] = op.run(tx)
+			continue
+		}
+		if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("store: savepoint: %w", err))
+			return
+		}
+		errs[i] = op.run(tx)
+		if errs[i] != nil {
+			if _, err := tx.Exec(`ROLLBACK TO op`); err != nil {
+				tx.Rollback()
+				fail(fmt.Errorf("store: rollback to savepoint: %w", err))
+				return
+			}
+		}
+		if _, err := tx.Exec(`RELEASE op`); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("store: release savepoint: %w", err))
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("store: commit: %w", err))
+		return
+	}
+	s.commits.Add(1)
+	for i, op := range batch {
+		op.errc <- errs[i]
+		if errs[i] == nil && op.enqueues {
+			enqueued = true
+		}
+	}
+	if enqueued {
+		select {
+		case s.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// NewQueueID returns a new random queue id: 16 characters of base32.
+func NewQueueID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("store: crypto/rand failed: " + err.Error())
+	}
+	return base32.StdEncoding.EncodeToString(b[:])
+}
+
+// Enqueue stores m and one queued row per recipient, durably.
+func (s *SQLite) Enqueue(ctx context.Context, m *Message) error {
+	if len(m.Recipients) == 0 {
+		return errors.New("store: enqueue: message has no recipients")
+	}
+	m.ID = NewQueueID()
+	received := m.ReceivedAt.UnixNano()
+	op := &writeOp{enqueues: true, run: func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO messages (id, credential, sender, message_id, size, received_at, body)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			m.ID, m.Credential, m.Sender, m.MessageID, len(m.Data), received, m.Data)
+		if err != nil {
+			return err
+		}
+		for _, rcpt := range m.Recipients {
+			_, err := tx.Exec(`INSERT OR IGNORE INTO recipients (message_id, address, state, next_attempt_at, updated_at)
+				VALUES (?, ?, ?, ?, ?)`, m.ID, rcpt, StateQueued, received, received)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	if err := s.write(ctx, op); err != nil {
+		return fmt.Errorf("store: enqueue: %w", err)
+	}
+	return nil
+}
+
+// Claim leases up to max messages with due recipients, oldest due first.
+func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	var out []Delivery
+	op := &writeOp{run: func(tx *sql.Tx) error {
+		out = nil
+		nowNano := now.UnixNano()
+		rows, err := tx.Query(`SELECT message_id, address, attempts FROM recipients
+			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND lease_until <= ?
+			ORDER BY next_attempt_at LIMIT ?`, nowNano, nowNano, max*16)
+		if err != nil {
+			return err
+		}
+		index := map[string]int{}
+		for rows.Next() {
+			var id string
+			var r DueRecipient
+			if err := rows.Scan(&id, &r.Address, &r.Attempts); err != nil {
+				rows.Close()
+				return err
+			}
+			i, ok := index[id]
+			if !ok {
+				if len(out) == max {
+					continue
+				}
+				i = len(out)
+				index[id] = i
+				out = append(out, Delivery{QueueID: id})
+			}
+			out[i].Recipients = append(out[i].Recipients, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		until := now.Add(lease).UnixNano()
+		for i := range out {
+			d := &out[i]
+			var received int64
+			err := tx.QueryRow(`SELECT sender, received_at, body FROM messages WHERE id = ?`, d.QueueID).
+				Scan(&d.Sender, &received, &d.Data)
+			if err != nil {
+				return fmt.Errorf("load message %s: %w", d.QueueID, err)
+			}
+			d.ReceivedAt = time.Unix(0, received)
+			for _, r := range d.Recipients {
+				if _, err := tx.Exec(`UPDATE recipients SET lease_until = ? WHERE message_id = ? AND address = ?`,
+					until, d.QueueID, r.Address); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}}
+	if err := s.write(ctx, op); err != nil {
+		return nil, fmt.Errorf("store: claim: %w", err)
+	}
+	return out, nil
+}
+
+// Complete records outcomes. A message whose recipients are all delivered
+// leaves the queue.
+func (s *SQLite) Complete(ctx context.Context, outcomes []Outcome) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	op := &writeOp{run: func(tx *sql.Tx) error {
+		now := time.Now().UnixNano()
+		done := map[string]bool{}
+		for _, o := range outcomes {
+			switch o.State {
+			case StateDelivered, StateDeferred, StateFailed:
+			default:
+				return fmt.Errorf("outcome for %s in %s: invalid state %q", o.Recipient, o.QueueID, o.State)
+			}
+			next := o.NextAttempt.UnixNano()
+			if o.State != StateDeferred {
+				next = now
+			}
+			_, err := tx.Exec(`UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + 1,
+				next_attempt_at = ?, lease_until = 0, updated_at = ? WHERE message_id = ? AND address = ?`,
+				o.State, o.Reply, next, now, o.QueueID, o.Recipient)
+			if err != nil {
+				return err
+			}
+			if o.State == StateDelivered {
+				done[o.QueueID] = true
+			}
+		}
+		for id := range done {
+			_, err := tx.Exec(`DELETE FROM messages WHERE id = ? AND NOT EXISTS
+				(SELECT 1 FROM recipients WHERE message_id = ? AND state != 'delivered')`, id, id)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	if err := s.write(ctx, op); err != nil {
+		return fmt.Errorf("store: complete: %w", err)
+	}
+	return nil
+}
+
+// ReleaseLeases ends every lease. A single node calls it at start-up: leases
+// left by a process that died would otherwise delay its mail until they expire.
+func (s *SQLite) ReleaseLeases(ctx context.Context) error {
+	op := &writeOp{run: func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE recipients SET lease_until = 0 WHERE lease_until != 0`)
+		return err
+	}}
+	if err := s.write(ctx, op); err != nil {
+		return fmt.Errorf("store: release leases: %w", err)
+	}
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// NextDue returns the earliest time an unleased recipient becomes due.
+func (s *SQLite) NextDue(ctx context.Context) (time.Time, bool, error) {
+	var next sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(MAX(next_attempt_at, lease_until)) FROM recipients
+		WHERE state IN ('queued', 'deferred')`).Scan(&next)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("store: next due: %w", err)
+	}
+	if !next.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.Unix(0, next.Int64), true, nil
+}
+
+// QueueEntry is a queued message as the operator sees it.
+type QueueEntry struct {
+	ID         string           `json:"id"`
+	Credential string           `json:"credential"`
+	Sender     string           `json:"sender"`
+	MessageID  string           `json:"message_id"`
+	Size       int              `json:"size"`
+	ReceivedAt time.Time        `json:"received_at"`
+	Recipients []RecipientEntry `json:"recipients"`
+}
+
+// RecipientEntry is one recipient's state in the queue.
+type RecipientEntry struct {
+	Address     string    `json:"address"`
+	State       string    `json:"state"`
+	Attempts    int       `json:"attempts"`
+	NextAttempt time.Time `json:"next_attempt"`
+	LastReply   string    `json:"last_reply"`
+}
+
+// QueueMessages lists the messages still in the queue, oldest first.
+func (s *SQLite) QueueMessages(ctx context.Context) ([]QueueEntry, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT m.id, m.credential, m.sender, m.message_id, m.size, m.received_at,
+			r.address, r.state, r.attempts, r.next_attempt_at, r.last_reply
+		FROM messages m JOIN recipients r ON r.message_id = m.id
+		ORDER BY m.received_at, m.id, r.address`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list queue: %w", err)
+	}
+	defer rows.Close()
+	var out []QueueEntry
+	for rows.Next() {
+		var e QueueEntry
+		var r RecipientEntry
+		var received, next int64
+		if err := rows.Scan(&e.ID, &e.Credential, &e.Sender, &e.MessageID, &e.Size, &received,
+			&r.Address, &r.State, &r.Attempts, &next, &r.LastReply); err != nil {
+			return nil, fmt.Errorf("store: list queue: %w", err)
+		}
+		r.NextAttempt = time.Unix(0, next)
+		if n := len(out); n > 0 && out[n-1].ID == e.ID {
+			out[n-1].Recipients = append(out[n-1].Recipients, r)
+			continue
+		}
+		e.ReceivedAt = time.Unix(0, received)
+		e.Recipients = []RecipientEntry{r}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list queue: %w", err)
+	}
+	return out, nil
+}
+
+func isUniqueViolation(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}

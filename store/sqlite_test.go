@@ -1,0 +1,263 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T) (*SQLite, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sesame.db")
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestQueueLifecycle(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	body := []byte("Subject: hi\r\n\r\nbody \xc3\xa9\r\n")
+	m := &Message{Credential: "app", Sender: "a@example.com", Recipients: []string{"x@example.net", "y@example.net"},
+		MessageID: "<1@example.com>", ReceivedAt: now, Data: body}
+	if err := s.Enqueue(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.ID) != 16 {
+		t.Fatalf("queue id %q", m.ID)
+	}
+	select {
+	case <-s.Ready():
+	default:
+		t.Fatal("Ready not signalled after Enqueue")
+	}
+
+	ds, err := s.Claim(ctx, now, 10, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || len(ds[0].Recipients) != 2 || !bytes.Equal(ds[0].Data, body) || ds[0].Sender != m.Sender {
+		t.Fatalf("claim = %+v", ds)
+	}
+	// Leased: a second claim gets nothing.
+	if again, _ := s.Claim(ctx, now, 10, time.Minute); len(again) != 0 {
+		t.Fatalf("claimed leased recipients again: %+v", again)
+	}
+	if next, ok, _ := s.NextDue(ctx); !ok || next.Before(now.Add(59*time.Second)) {
+		t.Fatalf("NextDue = %v %v, want lease end", next, ok)
+	}
+
+	retry := now.Add(time.Hour)
+	err = s.Complete(ctx, []Outcome{
+		{QueueID: m.ID, Recipient: "x@example.net", State: StateDelivered, Reply: "250 ok"},
+		{QueueID: m.ID, Recipient: "y@example.net", State: StateDeferred, Reply: "451 later", NextAttempt: retry},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := s.Claim(ctx, now.Add(time.Minute), 10, time.Minute); len(ds) != 0 {
+		t.Fatalf("deferred recipient claimed early: %+v", ds)
+	}
+	next, ok, err := s.NextDue(ctx)
+	if err != nil || !ok || !next.Equal(time.Unix(0, retry.UnixNano())) {
+		t.Fatalf("NextDue = %v %v %v, want %v", next, ok, err, retry)
+	}
+	ds, err = s.Claim(ctx, retry, 10, time.Minute)
+	if err != nil || len(ds) != 1 || len(ds[0].Recipients) != 1 || ds[0].Recipients[0].Attempts != 1 {
+		t.Fatalf("claim after retry time = %+v, %v", ds, err)
+	}
+	entries, err := s.QueueMessages(ctx)
+	if err != nil || len(entries) != 1 || entries[0].Recipients[1].LastReply != "451 later" {
+		t.Fatalf("queue = %+v, %v", entries, err)
+	}
+	if err := s.Complete(ctx, []Outcome{{QueueID: m.ID, Recipient: "y@example.net", State: StateDelivered}}); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := s.QueueMessages(ctx); len(entries) != 0 {
+		t.Fatalf("delivered message still queued: %+v", entries)
+	}
+	if _, ok, _ := s.NextDue(ctx); ok {
+		t.Fatal("NextDue reports work on an empty queue")
+	}
+}
+
+func TestFailedStaysQueued(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	m := &Message{Sender: "a@example.com", Recipients: []string{"x@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
+	if err := s.Enqueue(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := s.Claim(ctx, time.Now(), 1, time.Minute)
+	if len(ds) != 1 {
+		t.Fatal("nothing claimed")
+	}
+	if err := s.Complete(ctx, []Outcome{{QueueID: m.ID, Recipient: "x@example.net", State: StateFailed, Reply: "550 no"}}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := s.QueueMessages(ctx)
+	if len(entries) != 1 || entries[0].Recipients[0].State != StateFailed {
+		t.Fatalf("queue = %+v", entries)
+	}
+	if ds, _ := s.Claim(ctx, time.Now().Add(time.Hour), 1, time.Minute); len(ds) != 0 {
+		t.Fatal("failed recipient claimed again")
+	}
+	if err := s.Complete(ctx, []Outcome{{QueueID: m.ID, Recipient: "x@example.net", State: "bogus"}}); err == nil {
+		t.Fatal("invalid state accepted")
+	}
+}
+
+// Concurrent submissions must share commits, and every one must be stored.
+func TestGroupCommit(t *testing.T) {
+	s, path := openTest(t)
+	ctx := context.Background()
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				m := &Message{Sender: "a@example.com", Recipients: []string{fmt.Sprintf("r%d-%d@example.net", w, i)},
+					ReceivedAt: time.Now(), Data: bytes.Repeat([]byte("x"), 10<<10)}
+				errs <- s.Enqueue(ctx, m)
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := s.commits.Load(); c >= writers*each {
+		t.Fatalf("%d commits for %d messages: no group commit", c, writers*each)
+	}
+	s.Close()
+
+	// Everything is there after reopening.
+	s2, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	entries, err := s2.QueueMessages(ctx)
+	if err != nil || len(entries) != writers*each {
+		t.Fatalf("after reopen: %d messages, %v", len(entries), err)
+	}
+}
+
+func TestReleaseLeases(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	m := &Message{Sender: "", Recipients: []string{"x@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
+	if err := s.Enqueue(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Hour); len(ds) != 1 {
+		t.Fatal("nothing claimed")
+	}
+	if err := s.ReleaseLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Hour); len(ds) != 1 || ds[0].Sender != "" {
+		t.Fatalf("after release: %+v", ds)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	c := Credential{Name: "shop", Username: "SMABC", PasswordHash: "h1", CreatedAt: now, UpdatedAt: now}
+	if err := s.CreateCredential(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateCredential(ctx, c); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate create: %v", err)
+	}
+	got, err := s.CredentialByUsername(ctx, "SMABC")
+	if err != nil || got.Name != "shop" || got.PasswordHash != "h1" || !got.LastUsedAt.IsZero() {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if err := s.SetPassword(ctx, "shop", "h2", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TouchCredential(ctx, "shop", now); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.Credential(ctx, "shop")
+	if got.PasswordHash != "h2" || got.LastUsedAt.IsZero() {
+		t.Fatalf("after update: %+v", got)
+	}
+	if list, _ := s.ListCredentials(ctx); len(list) != 1 {
+		t.Fatalf("list = %+v", list)
+	}
+	if err := s.DeleteCredential(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CredentialByUsername(ctx, "SMABC"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := s.DeleteCredential(ctx, "shop"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestDomains(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	d := Domain{Name: "example.com", CreatedAt: time.Now(), Keys: []DKIMKey{
+		{Selector: "sesame-ed25519-1", Algorithm: AlgEd25519, PrivateKey: []byte("e"), CreatedAt: time.Now()},
+		{Selector: "sesame-rsa-1", Algorithm: AlgRSA, PrivateKey: []byte("r"), CreatedAt: time.Now()},
+	}}
+	if err := s.CreateDomain(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateDomain(ctx, d); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	got, err := s.Domain(ctx, "example.com")
+	if err != nil || len(got.Keys) != 2 || got.Keys[0].Algorithm != AlgRSA {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if list, _ := s.ListDomains(ctx); len(list) != 1 || len(list[0].Keys) != 2 {
+		t.Fatalf("list = %+v", list)
+	}
+	if err := s.DeleteDomain(ctx, "example.com"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Domain(ctx, "example.com"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func BenchmarkEnqueue(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "bench.db")
+	s, err := OpenSQLite(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	body := bytes.Repeat([]byte("x"), 10<<10)
+	b.SetBytes(int64(len(body)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m := &Message{Sender: "a@example.com", Recipients: []string{"r@example.net"}, ReceivedAt: time.Now(), Data: body}
+			if err := s.Enqueue(context.Background(), m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,149 @@
+// Package store keeps Sesame's durable state: SMTP credentials, sending
+// domains with their DKIM keys, and the mail queue (one message, one row per
+// recipient).
+//
+// The promises every implementation keeps:
+//   - Enqueue returns nil only once the message and all its recipients are on
+//     stable storage (fsync). Concurrent Enqueue calls share commits (group
+//     commit), so durability does not cost one fsync per message.
+//   - A recipient handed out by Claim is leased to the caller and is not handed
+//     out again until Complete records its outcome or the lease runs out, so a
+//     crashed node's mail is picked up by the next one.
+//   - Message bytes come back from Claim exactly as they were enqueued.
+//
+// SQLite (sqlite.go) is the embedded default. A PostgreSQL implementation for
+// several nodes is a second type satisfying Store, not a rewrite.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when the named credential, domain or message does
+// not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when creating something whose name is taken.
+var ErrExists = errors.New("already exists")
+
+// Store is everything Sesame persists.
+type Store interface {
+	Credentials
+	Domains
+	Queue
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Credential is one set of SMTP credentials. The password itself is never
+// stored, only its hash.
+type Credential struct {
+	Name         string // the operator's label, e.g. "shop-wordpress"
+	Username     string // generated, what the client sends in AUTH
+	PasswordHash string // PHC string, see package account
+	CreatedAt    time.Time
+	UpdatedAt    time.Time // last rotation
+	LastUsedAt   time.Time // zero if never used
+}
+
+// Credentials stores SMTP credentials.
+type Credentials interface {
+	CreateCredential(ctx context.Context, c Credential) error // ErrExists if the name or username is taken
+	Credential(ctx context.Context, name string) (Credential, error)
+	CredentialByUsername(ctx context.Context, username string) (Credential, error)
+	ListCredentials(ctx context.Context) ([]Credential, error)
+	// SetPassword replaces the hash; the old password stops working at once.
+	SetPassword(ctx context.Context, name, passwordHash string, now time.Time) error
+	TouchCredential(ctx context.Context, name string, usedAt time.Time) error
+	DeleteCredential(ctx context.Context, name string) error
+}
+
+// Key algorithms of DKIMKey.Algorithm.
+const (
+	AlgRSA     = "rsa"
+	AlgEd25519 = "ed25519"
+)
+
+// DKIMKey is one DKIM key of a domain.
+type DKIMKey struct {
+	Selector   string
+	Algorithm  string // AlgRSA or AlgEd25519
+	PrivateKey []byte // PKCS #8, PEM encoded
+	CreatedAt  time.Time
+}
+
+// Domain is a sending domain and its DKIM keys.
+type Domain struct {
+	Name      string // lower case A-label form
+	CreatedAt time.Time
+	Keys      []DKIMKey
+}
+
+// Domains stores sending domains.
+type Domains interface {
+	CreateDomain(ctx context.Context, d Domain) error // ErrExists if present
+	Domain(ctx context.Context, name string) (Domain, error)
+	ListDomains(ctx context.Context) ([]Domain, error)
+	DeleteDomain(ctx context.Context, name string) error
+}
+
+// Recipient states.
+const (
+	StateQueued    = "queued"    // waiting for its first attempt
+	StateDeferred  = "deferred"  // failed temporarily, waiting for NextAttempt
+	StateDelivered = "delivered" // accepted by the next hop
+	StateFailed    = "failed"    // failed permanently
+)
+
+// Message is a message handed to Enqueue.
+type Message struct {
+	ID         string // queue id; Enqueue sets it
+	Credential string // name of the credential that submitted it
+	Sender     string // envelope sender; "" is the null sender
+	Recipients []string
+	MessageID  string // the Message-ID header, for operators
+	ReceivedAt time.Time
+	Data       []byte // signed bytes, exactly as they will leave
+}
+
+// Delivery is a claimed message with those of its recipients that are due.
+type Delivery struct {
+	QueueID    string
+	Sender     string
+	ReceivedAt time.Time
+	Recipients []DueRecipient
+	Data       []byte
+}
+
+// DueRecipient is a recipient handed out by Claim.
+type DueRecipient struct {
+	Address  string
+	Attempts int // attempts made before this one
+}
+
+// Outcome is the result of one delivery attempt to one recipient.
+type Outcome struct {
+	QueueID     string
+	Recipient   string
+	State       string    // StateDelivered, StateDeferred or StateFailed
+	Reply       string    // the remote's reply or our own reason, for operators
+	NextAttempt time.Time // for StateDeferred
+}
+
+// Queue is the durable mail queue.
+type Queue interface {
+	// Enqueue assigns m.ID and returns once m is durable.
+	Enqueue(ctx context.Context, m *Message) error
+	// Claim leases up to max messages whose recipients are due at now
+	// (queued, or deferred with NextAttempt <= now) for lease.
+	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error)
+	// Complete records outcomes and ends their leases.
+	Complete(ctx context.Context, outcomes []Outcome) error
+	// NextDue is the earliest time a recipient not now leased becomes due;
+	// ok is false when nothing is waiting.
+	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
+	// Ready receives a value after an Enqueue commits (coalesced).
+	Ready() <-chan struct{}
+}
