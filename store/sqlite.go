@@ -291,12 +291,15 @@ func NewQueueID() string {
 	return base32.StdEncoding.EncodeToString(b[:])
 }
 
-// Enqueue stores m and one queued row per recipient, durably.
+// Enqueue stores m and one queued row per recipient, durably. It sets m.ID
+// unless the caller already chose one with NewQueueID.
 func (s *SQLite) Enqueue(ctx context.Context, m *Message) error {
 	if len(m.Recipients) == 0 {
 		return errors.New("store: enqueue: message has no recipients")
 	}
-	m.ID = NewQueueID()
+	if m.ID == "" {
+		m.ID = NewQueueID()
+	}
 	received := m.ReceivedAt.UnixNano()
 	op := &writeOp{enqueues: true, run: func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO messages (id, credential, sender, message_id, size, received_at, body)

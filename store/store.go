@@ -99,7 +99,7 @@ const (
 
 // Message is a message handed to Enqueue.
 type Message struct {
-	ID         string // queue id; Enqueue sets it
+	ID         string // queue id; Enqueue sets it when empty
 	Credential string // name of the credential that submitted it
 	Sender     string // envelope sender; "" is the null sender
 	Recipients []string
@@ -134,7 +134,7 @@ type Outcome struct {
 
 // Queue is the durable mail queue.
 type Queue interface {
-	// Enqueue assigns m.ID and returns once m is durable.
+	// Enqueue assigns m.ID if empty and returns once m is durable.
 	Enqueue(ctx context.Context, m *Message) error
 	// Claim leases up to max messages whose recipients are due at now
 	// (queued, or deferred with NextAttempt <= now) for lease.

@@ -1,0 +1,176 @@
+// Command sesame is a self-hosted replacement for Amazon SES: an SMTP
+// submission relay with generated credentials, DKIM signing and a durable
+// queue. `sesame serve` runs the service; the other commands administer it
+// and work while it runs (they open the same store).
+//
+// This package only parses flags, wires the concrete types together and
+// handles signals; the work is done by the packages it assembles.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/sesame-mail/sesame/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// command is one command line verb, such as "user create".
+type command struct {
+	words string // "user create"
+	args  string // "NAME", for the usage text
+	help  string
+	nargs int // positional arguments required
+	run   func(e *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "", "run the submission service and the relay", 0, runServe},
+		{"user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", 1, userCreate},
+		{"user list", "", "list SMTP credentials", 0, userList},
+		{"user rotate", "NAME", "give NAME a new password; the old one stops working at once", 1, userRotate},
+		{"user delete", "NAME", "delete the credentials named NAME", 1, userDelete},
+		{"domain add", "DOMAIN", "add a sending domain: make its DKIM keys and print the DNS records to publish", 1, domainAdd},
+		{"domain list", "", "list sending domains", 0, domainList},
+		{"domain show", "DOMAIN", "print a domain's DNS records again", 1, domainShow},
+		{"domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", 1, domainDelete},
+		{"queue list", "", "list the messages in the queue with each recipient's state", 0, queueList},
+	}
+}
+
+// env is what every command gets: its configuration and output.
+type env struct {
+	cfg    *config.Config
+	json   bool
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" || args[0] == "version" {
+		fmt.Fprintln(stdout, "sesame", version)
+		return 0
+	}
+	cmd, rest, ok := findCommand(args)
+	if !ok {
+		fmt.Fprintf(stderr, "sesame: unknown command %q\n\n", strings.Join(args, " "))
+		usage(stderr)
+		return 2
+	}
+
+	fs := flag.NewFlagSet("sesame "+cmd.words, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", config.DefaultPath, "configuration `file`")
+	jsonOut := fs.Bool("json", false, "print data as JSON")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: sesame %s %s [--config FILE] [--json]\n\n%s\n\nflags:\n", cmd.words, cmd.args, cmd.help)
+		fs.PrintDefaults()
+	}
+	positional, err := parseInterspersed(fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	if len(positional) != cmd.nargs {
+		fmt.Fprintf(stderr, "sesame %s: expected %s\n", cmd.words, describeArgs(cmd))
+		fs.Usage()
+		return 2
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(*configPath, explicit)
+	if err != nil {
+		fmt.Fprintln(stderr, "sesame:", err)
+		return 1
+	}
+	e := &env{cfg: cfg, json: *jsonOut, stdout: stdout, stderr: stderr}
+	if err := cmd.run(e, positional); err != nil {
+		fmt.Fprintln(stderr, "sesame:", err)
+		return 1
+	}
+	return 0
+}
+
+func describeArgs(c command) string {
+	if c.nargs == 0 {
+		return "no arguments"
+	}
+	return c.args
+}
+
+// findCommand matches the longest run of leading words naming a command.
+func findCommand(args []string) (command, []string, bool) {
+	for _, c := range commands() {
+		words := strings.Fields(c.words)
+		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.words {
+			return c, args[len(words):], true
+		}
+	}
+	return command{}, nil, false
+}
+
+// parseInterspersed parses flags found anywhere among args ("user create
+// shop --json" and "user create --json shop" alike) and returns the rest.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `sesame %s: a self-hosted replacement for Amazon SES
+
+usage: sesame COMMAND [ARGS] [--config FILE] [--json]
+
+commands:
+`, version)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-22s %s\n", strings.TrimSpace(c.words+" "+c.args), c.help)
+	}
+	fmt.Fprintf(w, `
+flags (after the command):
+  --config FILE   configuration file (default %s; without it, built-in
+                  defaults: data in ./sesame-data, listeners on loopback)
+  --json          print data as JSON
+  --help          help for the command
+  --version       print the version
+
+docs: README.md and docs/ in the source tree
+`, config.DefaultPath)
+}
+
+// printJSON writes v as one line of JSON.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	return enc.Encode(v)
+}

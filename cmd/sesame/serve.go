@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sesame-mail/sesame/account"
+	"github.com/sesame-mail/sesame/config"
+	"github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/relay"
+	"github.com/sesame-mail/sesame/smtpd"
+	"github.com/sesame-mail/sesame/web"
+)
+
+// shutdownGrace bounds how long a stop waits for SMTP sessions in progress.
+const shutdownGrace = 20 * time.Second
+
+func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// runServe assembles the whole service: store → (auth, signer) → submission
+// listeners → queue → relay, plus the HTTP listener; then it waits for a
+// signal to stop.
+func runServe(e *env, _ []string) error {
+	cfg := e.cfg
+	log := newLogger(cfg, os.Stderr)
+	if cfg.Path == "" {
+		log.Warn("no configuration file; using built-in defaults", "data_dir", cfg.DataDir, "see", "docs/configuration.md")
+	}
+
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// This node is the queue's only user: leases left by a previous run
+	// that died would otherwise hold its mail back until they expire.
+	if err := st.ReleaseLeases(ctx); err != nil {
+		return err
+	}
+
+	tlsConfig, err := smtpd.TLSConfig(cfg.Submission.TLSCertFile, cfg.Submission.TLSKeyFile, cfg.DataDir, cfg.Hostname, log)
+	if err != nil {
+		return err
+	}
+	sub := smtpd.New(smtpd.Config{
+		Hostname:            cfg.Hostname,
+		StartTLSListen:      cfg.Submission.StartTLSListen,
+		TLSListen:           cfg.Submission.TLSListen,
+		TLS:                 tlsConfig,
+		MaxMessageBytes:     cfg.Submission.MaxMessageBytes,
+		MaxRecipients:       cfg.Submission.MaxRecipients,
+		MaxConnections:      cfg.Submission.MaxConnections,
+		MaxConnectionsPerIP: cfg.Submission.MaxConnectionsPerIP,
+		ReadTimeout:         cfg.Submission.ReadTimeout.Duration,
+		WriteTimeout:        cfg.Submission.WriteTimeout.Duration,
+		Logger:              log.With("part", "smtpd"),
+	},
+		account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
+		dkim.NewDomainSigner(st),
+		st)
+	if err := sub.Listen(); err != nil {
+		return err
+	}
+
+	var dnsServers []string
+	for _, s := range cfg.Relay.DNSServers {
+		a, _ := config.DNSServerAddr(s) // validated by config
+		dnsServers = append(dnsServers, a)
+	}
+	rel := relay.New(relay.Config{
+		Hostname:   cfg.Hostname,
+		Smarthost:  cfg.Relay.Smarthost,
+		SourceIPs:  cfg.Relay.SourceIPs,
+		DNSServers: dnsServers,
+		Workers:    cfg.Relay.Workers,
+		RetryFirst: cfg.Relay.RetryFirst.Duration,
+		RetryMax:   cfg.Relay.RetryMax.Duration,
+		Logger:     log.With("part", "relay"),
+	}, st)
+
+	var httpSrv *http.Server
+	if cfg.HTTP.Listen != "" {
+		l, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Listen, err)
+		}
+		httpSrv = &http.Server{Handler: web.Handler(st, log.With("part", "web")), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("http listening", "addr", l.Addr().String())
+		go func() {
+			if err := httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server failed", "err", err)
+			}
+		}()
+	}
+
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- rel.Run(ctx) }()
+	subDone := make(chan error, 1)
+	go func() { subDone <- sub.Serve() }()
+	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: finishing SMTP sessions in progress", "grace", shutdownGrace)
+	case runErr = <-subDone:
+		log.Error("submission service failed", "err", runErr)
+		stop()
+	}
+	graceCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := sub.Shutdown(graceCtx); err != nil {
+		log.Warn("sessions still open at the end of the grace period were cut", "err", err)
+	}
+	if err := <-relayDone; err != nil {
+		log.Error("relay stopped with an error", "err", err)
+	}
+	if httpSrv != nil {
+		httpSrv.Shutdown(graceCtx)
+	}
+	log.Info("stopped")
+	return runErr
+}

@@ -1,0 +1,535 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+	"github.com/sesame-mail/sesame/store"
+)
+
+// recorder is the real store with the outcomes the relay completes copied
+// to a channel, so tests wait for events instead of sleeping.
+type recorder struct {
+	*store.SQLite
+	outcomes chan store.Outcome
+}
+
+func (q *recorder) Complete(ctx context.Context, outcomes []store.Outcome) error {
+	err := q.SQLite.Complete(ctx, outcomes)
+	for _, o := range outcomes {
+		q.outcomes <- o
+	}
+	return err
+}
+
+// next waits for the next recorded outcome.
+func (q *recorder) next(t *testing.T) store.Outcome {
+	t.Helper()
+	select {
+	case o := <-q.outcomes:
+		return o
+	case <-time.After(10 * time.Second):
+		t.Fatal("no outcome within 10s")
+		return store.Outcome{}
+	}
+}
+
+// nextFor waits for the outcomes of n recipients, by address.
+func (q *recorder) nextFor(t *testing.T, n int) map[string]store.Outcome {
+	t.Helper()
+	got := map[string]store.Outcome{}
+	for range n {
+		o := q.next(t)
+		got[o.Recipient] = o
+	}
+	return got
+}
+
+func newQueue(t *testing.T) *recorder {
+	t.Helper()
+	st, err := store.OpenSQLite(filepath.Join(t.TempDir(), "sesame.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return &recorder{SQLite: st, outcomes: make(chan store.Outcome, 1000)}
+}
+
+func enqueue(t *testing.T, q *recorder, sender string, data string, rcpts ...string) string {
+	t.Helper()
+	m := &store.Message{Credential: "test", Sender: sender, Recipients: rcpts, ReceivedAt: time.Now(), Data: []byte(data)}
+	if err := q.Enqueue(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return m.ID
+}
+
+// testConfig is a configuration for a relay to smarthost with short
+// timers. Its log goes to the test output and to logs, when not nil.
+func testConfig(t *testing.T, smarthost string, logs io.Writer) Config {
+	var w io.Writer = t.Output()
+	if logs != nil {
+		w = io.MultiWriter(w, logs)
+	}
+	return Config{
+		Hostname:       "relay.test",
+		Smarthost:      smarthost,
+		Workers:        2,
+		RetryFirst:     50 * time.Millisecond,
+		RetryMax:       200 * time.Millisecond,
+		ConnectTimeout: 2 * time.Second,
+		CommandTimeout: 5 * time.Second,
+		Logger:         slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+// start runs a relay until the returned stop is called or the test ends;
+// stop fails the test if Run does not return promptly.
+func start(t *testing.T, cfg Config, q Queue) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- New(cfg, q).Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return within 10s of cancel")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func wantOutcome(t *testing.T, o store.Outcome, state, replyPrefix string) {
+	t.Helper()
+	if o.State != state || !strings.HasPrefix(o.Reply, replyPrefix) {
+		t.Errorf("outcome for %s: %s %q, want %s %q...", o.Recipient, o.State, o.Reply, state, replyPrefix)
+	}
+}
+
+// recipients returns the queue's recipients by address.
+func recipients(t *testing.T, q *recorder) map[string]store.RecipientEntry {
+	t.Helper()
+	entries, err := q.QueueMessages(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]store.RecipientEntry{}
+	for _, e := range entries {
+		for _, r := range e.Recipients {
+			out[r.Address] = r
+		}
+	}
+	return out
+}
+
+func TestDeliversBytesUnchanged(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	// Dots that need stuffing, a lone dot line, 8-bit text and a long line.
+	data := "DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=s1; b=abc\r\n" +
+		"From: <app@example.test>\r\nTo: <rcpt@example.test>\r\nSubject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+		".leading dot\r\n..two dots\r\n.\r\nGrüße aus Köln\r\n" + strings.Repeat("x", 900) + "\r\n\r\n"
+	id := enqueue(t, q, "", data, "jörg@example.test", "rcpt@example.test")
+	start(t, testConfig(t, s.addr, nil), q)
+
+	m := s.next(t)
+	if !bytes.Equal(m.data, []byte(data)) {
+		t.Errorf("sink got\n%q\nwant\n%q", m.data, data)
+	}
+	if m.from != "" {
+		t.Errorf("MAIL FROM %q, want the null sender", m.from)
+	}
+	if !m.opts.UTF8 || m.opts.Body != smtp.Body8BitMIME {
+		t.Errorf("MAIL options UTF8=%v BODY=%q, want SMTPUTF8 and 8BITMIME", m.opts.UTF8, m.opts.Body)
+	}
+	if strings.Join(m.rcpts, ",") != "jörg@example.test,rcpt@example.test" {
+		t.Errorf("recipients %q", m.rcpts)
+	}
+	for _, o := range q.nextFor(t, 2) {
+		if o.QueueID != id {
+			t.Errorf("outcome for queue id %s, want %s", o.QueueID, id)
+		}
+		wantOutcome(t, o, store.StateDelivered, "250 2.0.0 ")
+	}
+	if strings.Contains(s.trace.String(), "EHLO localhost") || !strings.Contains(s.trace.String(), "EHLO relay.test") {
+		t.Error("relay did not introduce itself as relay.test")
+	}
+}
+
+func TestTemporaryFailureRetried(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	s.replyTo("a@example.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
+	enqueue(t, q, "app@example.test", "Subject: retry\r\n\r\nbody\r\n", "a@example.test")
+	start(t, testConfig(t, s.addr, nil), q)
+
+	first := q.next(t)
+	wantOutcome(t, first, store.StateDeferred, "451 4.3.0 try later")
+	if wait := time.Until(first.NextAttempt); wait < 0 || wait > 50*time.Millisecond {
+		t.Errorf("next attempt in %v, want at most RetryFirst (50ms)", wait)
+	}
+	second := q.next(t)
+	wantOutcome(t, second, store.StateDelivered, "250 ")
+	if time.Now().Before(first.NextAttempt) {
+		t.Error("retried before its next attempt time")
+	}
+	if m := s.next(t); strings.Join(m.rcpts, ",") != "a@example.test" {
+		t.Errorf("recipients %q", m.rcpts)
+	}
+	if _, ok, err := q.NextDue(context.Background()); err != nil || ok {
+		t.Errorf("NextDue: ok=%v err=%v, want nothing waiting", ok, err)
+	}
+}
+
+func TestPermanentFailureOfOneRecipient(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	s.replyTo("b@example.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	enqueue(t, q, "app@example.test", "Subject: three\r\n\r\nbody\r\n", "a@example.test", "b@example.test", "c@example.test")
+	start(t, testConfig(t, s.addr, nil), q)
+
+	got := q.nextFor(t, 3)
+	wantOutcome(t, got["a@example.test"], store.StateDelivered, "250 ")
+	wantOutcome(t, got["b@example.test"], store.StateFailed, "550 5.1.1 no such user")
+	wantOutcome(t, got["c@example.test"], store.StateDelivered, "250 ")
+	if m := s.next(t); strings.Join(m.rcpts, ",") != "a@example.test,c@example.test" {
+		t.Errorf("sink recipients %q, want a and c", m.rcpts)
+	}
+	rs := recipients(t, q)
+	if r := rs["b@example.test"]; r.State != store.StateFailed || r.LastReply != "550 5.1.1 no such user" {
+		t.Errorf("store has b as %s %q", r.State, r.LastReply)
+	}
+	if _, ok, _ := q.NextDue(context.Background()); ok {
+		t.Error("NextDue: something still waiting")
+	}
+}
+
+func TestDataRejectionFailsEveryRecipient(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	s.dataErr = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "content rejected"}
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test", "b@example.test")
+	start(t, testConfig(t, s.addr, nil), q)
+
+	for _, o := range q.nextFor(t, 2) {
+		wantOutcome(t, o, store.StateFailed, "554 5.6.0 content rejected")
+	}
+}
+
+func TestConnectionRefusedThenDelivered(t *testing.T) {
+	q := newQueue(t)
+	// Take a free port, then leave it closed until the first attempt failed.
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	start(t, testConfig(t, addr, nil), q)
+
+	wantOutcome(t, q.next(t), store.StateDeferred, "connect to "+addr)
+	s := newSink(t, addr, nil)
+	// Attempts keep failing until the sink listens; the first success ends them.
+	for {
+		o := q.next(t)
+		if o.State == store.StateDelivered {
+			break
+		}
+		wantOutcome(t, o, store.StateDeferred, "connect to "+addr)
+	}
+	s.next(t)
+}
+
+func TestConnectionReused(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	cfg := testConfig(t, s.addr, nil)
+	cfg.Workers = 1
+	start(t, cfg, q)
+
+	// The second message arrives while the relay sleeps: Ready must wake it
+	// well before the 30 s poll.
+	for i := range 2 {
+		enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+		s.next(t)
+		if i == 0 && strings.Contains(s.trace.String(), "RSET") {
+			t.Error("RSET before the first message")
+		}
+	}
+	if n := s.accepted.Load(); n != 1 {
+		t.Errorf("sink accepted %d connections, want 1", n)
+	}
+	if n := s.trace.count("RSET"); n != 1 {
+		t.Errorf("%d RSET commands, want 1 between the messages", n)
+	}
+}
+
+func TestStartTLS(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", selfSigned(t))
+	var logs lockedBuffer
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	start(t, testConfig(t, s.addr, &logs), q)
+
+	if m := s.next(t); !m.tls {
+		t.Error("message did not travel over TLS")
+	}
+	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+	// The certificate is self-signed: used, and logged as unverified.
+	for _, want := range []string{"cert_verified=false", `tls="TLS 1.3"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	if n := s.trace.count("EHLO relay.test"); n != 2 {
+		t.Errorf("%d EHLO relay.test, want 2 (before and after STARTTLS)", n)
+	}
+}
+
+func TestSourceIP(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	cfg := testConfig(t, s.addr, nil)
+	cfg.SourceIPs = []string{"127.0.0.3"}
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	start(t, cfg, q)
+
+	m := s.next(t)
+	if host, _, _ := net.SplitHostPort(m.peer); host != "127.0.0.3" {
+		t.Errorf("sink saw peer %s, want 127.0.0.3", m.peer)
+	}
+}
+
+func TestSmarthostResolvedWithDNSServers(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	_, port, _ := net.SplitHostPort(s.addr)
+	dnsAddr := startDNS(t, "smarthost.test.", "127.0.0.2")
+	cfg := testConfig(t, net.JoinHostPort("smarthost.test", port), nil)
+	cfg.DNSServers = []string{dnsAddr}
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	start(t, cfg, q)
+
+	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+	s.next(t)
+}
+
+// startDNS serves A records for name with ip on a loopback UDP port, and
+// returns the port's address.
+func startDNS(t *testing.T, name, ip string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		q := req.Question[0]
+		switch {
+		case !strings.EqualFold(q.Name, name):
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeA:
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A:   net.ParseIP(ip),
+			})
+		}
+		w.WriteMsg(m)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+func TestShutdownClosesEverything(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	stop := start(t, testConfig(t, s.addr, nil), q)
+	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+	if n := s.open.Load(); n != 1 {
+		t.Fatalf("%d open connections after delivery, want the 1 kept for reuse", n)
+	}
+
+	stop()
+	if !strings.Contains(s.trace.String(), "QUIT") {
+		t.Error("no QUIT on shutdown")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		leaked := relayGoroutines()
+		if leaked == "" && s.open.Load() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Run returned: %d sink connections open; relay goroutines:\n%s", s.open.Load(), leaked)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// relayGoroutines returns the stacks of goroutines running relay code that
+// the tests (their sink, say) did not start.
+func relayGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var leaked []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "sesame/relay.") && !strings.Contains(g, "_test.go") {
+			leaked = append(leaked, g)
+		}
+	}
+	return strings.Join(leaked, "\n\n")
+}
+
+func TestShutdownFinishesDeliveryInFlight(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	s.hold = make(chan struct{})
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	stop := start(t, testConfig(t, s.addr, nil), q)
+
+	<-s.inData // the message is on the wire, its reply held back
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("Run returned with a delivery in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(s.hold)
+	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+	<-stopped
+	if _, ok, _ := q.NextDue(context.Background()); ok {
+		t.Error("the delivered recipient is still waiting in the queue")
+	}
+}
+
+func TestNoSmarthostLeavesMailQueued(t *testing.T) {
+	q := newQueue(t)
+	var logs lockedBuffer
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	stop := start(t, testConfig(t, "", &logs), q)
+	time.Sleep(50 * time.Millisecond)
+	stop()
+	if r := recipients(t, q)["a@example.test"]; r.State != store.StateQueued {
+		t.Errorf("recipient is %s, want queued", r.State)
+	}
+	if strings.Count(logs.String(), "level=WARN") != 1 {
+		t.Errorf("want one warning, log:\n%s", logs.String())
+	}
+}
+
+func TestPanicDefersAndRelayGoesOn(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	cfg := testConfig(t, s.addr, nil)
+	// A logger that panics once inside the delivery, when it logs the new
+	// connection.
+	cfg.Logger = slog.New(&panicOnce{Handler: cfg.Logger.Handler(), msg: "relay: connected"})
+	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	start(t, cfg, q)
+
+	wantOutcome(t, q.next(t), store.StateDeferred, replyInternal)
+	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+}
+
+type panicOnce struct {
+	slog.Handler
+	msg      string
+	panicked bool // only touched by the one worker that delivers
+}
+
+func (h *panicOnce) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg && !h.panicked {
+		h.panicked = true
+		panic("test panic")
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func TestInvalidConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{Smarthost: "no-port"},
+		{Smarthost: "127.0.0.2:25", SourceIPs: []string{"not-an-ip"}},
+		{Smarthost: "127.0.0.2:25", DNSServers: []string{"127.0.0.1"}},
+	} {
+		if err := New(cfg, newQueue(t)).Run(context.Background()); err == nil {
+			t.Errorf("Run with %+v: no error", cfg)
+		}
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for _, c := range []struct {
+		attempts     int
+		first, limit time.Duration
+		want         time.Duration
+	}{
+		{0, time.Minute, time.Hour, time.Minute},
+		{1, time.Minute, time.Hour, 2 * time.Minute},
+		{5, time.Minute, time.Hour, 32 * time.Minute},
+		{6, time.Minute, time.Hour, time.Hour},
+		{1000, time.Minute, time.Hour, time.Hour},
+		{70, time.Minute, 1 << 62, 1 << 62},
+		{0, 2 * time.Hour, time.Hour, time.Hour},
+	} {
+		if got := backoff(c.attempts, c.first, c.limit); got != c.want {
+			t.Errorf("backoff(%d, %v, %v) = %v, want %v", c.attempts, c.first, c.limit, got, c.want)
+		}
+	}
+}
+
+func TestReplies(t *testing.T) {
+	for _, c := range []struct {
+		code int
+		text string
+		want string
+	}{
+		{451, "4.3.0 try later", "451 4.3.0 try later"},
+		{250, "2.0.0 Ok: queued as X", "250 2.0.0 Ok: queued as X"},
+		{550, "5.7.1 first\n5.7.1 second", "550 5.7.1 first second"},
+		{554, "no service", "554 no service"},
+		{421, "", "421"},
+	} {
+		if got := formatReply(replyError(c.code, c.text)); got != c.want {
+			t.Errorf("%d %q: %q, want %q", c.code, c.text, got, c.want)
+		}
+	}
+	if got := describe(errors.Join(errors.New("x"), &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "full"})); got != "452 4.2.2 full" {
+		t.Errorf("describe: %q", got)
+	}
+	if verdict(&smtp.SMTPError{Code: 552}) != store.StateFailed || verdict(&smtp.SMTPError{Code: 452}) != store.StateDeferred ||
+		verdict(errors.New("timeout")) != store.StateDeferred {
+		t.Error("verdict: 5xx must fail, everything else defer")
+	}
+}

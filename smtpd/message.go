@@ -1,0 +1,187 @@
+package smtpd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// readMessage reads DATA (or BDAT) into buf, refusing a message that holds a
+// bare CR, a bare LF or a NUL anywhere. Such bytes are how SMTP smuggling
+// hides a second message in the first (receivers disagree on where a line
+// ends); fixing them after the fact would change what the client meant, so
+// the message is refused whole. The reader must still be drained by the
+// caller's framework (go-smtp does that after Data returns).
+func readMessage(r io.Reader, buf *bytes.Buffer, maxLine int) error {
+	var chunk [32 << 10]byte
+	prevCR := false
+	for {
+		n, err := r.Read(chunk[:])
+		if n > 0 {
+			if bad := checkLineEnds(chunk[:n], &prevCR); bad != nil {
+				return bad
+			}
+			buf.Write(chunk[:n])
+		}
+		if err == io.EOF {
+			if prevCR {
+				return errBareCR
+			}
+			return nil
+		}
+		if err != nil {
+			var smtpErr *smtp.SMTPError
+			switch {
+			case errors.As(err, &smtpErr):
+				return smtpErr // the size limit, 552 5.3.4
+			case errors.Is(err, smtp.ErrTooLongLine):
+				return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+					Message: fmt.Sprintf("Message refused: a line is longer than %d octets; wrap lines or use quoted-printable", maxLine)}
+			default:
+				return fmt.Errorf("read message: %w", err)
+			}
+		}
+	}
+}
+
+var (
+	errBareLF = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message refused: it contains a bare LF; every line must end with CRLF"}
+	errBareCR = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message refused: it contains a bare CR; every line must end with CRLF"}
+	errNUL = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		Message: "Message refused: it contains a NUL byte"}
+)
+
+// checkLineEnds scans p for CR not followed by LF, LF not preceded by CR, and
+// NUL. prevCR carries a CR that ended the previous chunk.
+func checkLineEnds(p []byte, prevCR *bool) error {
+	for i := 0; i < len(p); {
+		if *prevCR {
+			if p[i] != '\n' {
+				return errBareCR
+			}
+			*prevCR = false
+			i++
+			continue
+		}
+		j := bytes.IndexAny(p[i:], "\r\n\x00")
+		if j < 0 {
+			return nil
+		}
+		i += j
+		switch p[i] {
+		case '\x00':
+			return errNUL
+		case '\n':
+			return errBareLF
+		case '\r':
+			*prevCR = true
+		}
+		i++
+	}
+	return nil
+}
+
+// header is the parsed header block of a message: the fields Sesame needs.
+type header struct {
+	size      int      // bytes of the header block, including the empty line (if any)
+	from      []string // values of every From field
+	hasDate   bool
+	messageID string // "" when absent
+}
+
+var errMalformedHeader = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+	Message: "Message refused: malformed header line; each header field is \"Name: value\""}
+
+// parseHeader reads the header block of msg (which has CRLF line ends only).
+func parseHeader(msg []byte) (header, error) {
+	var h header
+	var name string
+	var value strings.Builder
+	flush := func() {
+		switch {
+		case strings.EqualFold(name, "From"):
+			h.from = append(h.from, value.String())
+		case strings.EqualFold(name, "Date"):
+			h.hasDate = true
+		case strings.EqualFold(name, "Message-ID"):
+			h.messageID = strings.TrimSpace(value.String())
+		}
+		name = ""
+		value.Reset()
+	}
+	rest := msg
+	for len(rest) > 0 {
+		end := bytes.Index(rest, []byte("\r\n"))
+		if end < 0 {
+			end = len(rest) // last line without CRLF: a header-only message
+		}
+		line := rest[:end]
+		next := min(end+2, len(rest))
+		if len(line) == 0 { // the empty line that ends the header
+			flush()
+			h.size = len(msg) - len(rest) + next
+			return h, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if name == "" {
+				return h, errMalformedHeader
+			}
+			value.Write(line)
+		} else {
+			flush()
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 || !validFieldName(line[:colon]) {
+				return h, errMalformedHeader
+			}
+			name = string(line[:colon])
+			value.Write(line[colon+1:])
+		}
+		rest = rest[next:]
+	}
+	flush()
+	h.size = len(msg)
+	return h, nil
+}
+
+// validFieldName reports whether b is an RFC 5322 field name: printable
+// US-ASCII except colon (and we do not allow trailing white space either).
+func validFieldName(b []byte) bool {
+	for _, c := range b {
+		if c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	// Display names in any charset are fine: only the address matters here.
+	CharsetReader: func(charset string, input io.Reader) (io.Reader, error) { return input, nil },
+}}
+
+// fromAddress returns the single author address of the From header.
+func (h header) fromAddress() (string, error) {
+	switch len(h.from) {
+	case 0:
+		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: it has no From header"}
+	case 1:
+	default:
+		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: it has more than one From header"}
+	}
+	list, err := addressParser.ParseList(h.from[0])
+	if err != nil || len(list) != 1 {
+		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: the From header must hold exactly one valid address"}
+	}
+	return list[0].Address, nil
+}

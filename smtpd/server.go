@@ -1,0 +1,238 @@
+// Package smtpd is Sesame's submission service: the SMTP listeners apps
+// connect to (STARTTLS on 587, implicit TLS on 465) and the rules of a
+// submission session.
+//
+// The protocol state machine is go-smtp's; session.go applies Sesame's rules
+// at each step: AUTH only over TLS, MAIL only after AUTH, envelope addresses
+// validated (address.go), and in DATA a message with a bare CR, bare LF or
+// NUL refused whole (message.go). An accepted message gets a Message-ID and
+// Date if it lacks them, is DKIM-signed for its From domain, gets a Received
+// field on top, and is answered 250 only once the queue has it on disk.
+//
+// The package declares what it needs from the rest of Sesame as three small
+// interfaces: Authenticator, Signer and Queue.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/store"
+)
+
+// Authenticator checks SMTP credentials.
+type Authenticator interface {
+	// Authenticate returns the credential for username and password, or an
+	// error wrapping account.ErrInvalidCredentials when they do not match.
+	// Any other error is a temporary failure.
+	Authenticate(ctx context.Context, username, password string) (store.Credential, error)
+}
+
+// Signer DKIM-signs messages.
+type Signer interface {
+	// Sign returns the DKIM-Signature header fields for msg, signed with the
+	// keys of domain. An error wrapping store.ErrNotFound means Sesame has
+	// no keys for domain.
+	Sign(ctx context.Context, domain string, msg []byte) ([]byte, error)
+}
+
+// Queue takes accepted messages.
+type Queue interface {
+	// Enqueue returns nil only once m is durably stored.
+	Enqueue(ctx context.Context, m *store.Message) error
+}
+
+// Config is what the submission service needs from the configuration.
+type Config struct {
+	Hostname            string
+	StartTLSListen      []string
+	TLSListen           []string
+	TLS                 *tls.Config
+	MaxMessageBytes     int64
+	MaxRecipients       int
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	ReadTimeout         time.Duration
+	WriteTimeout        time.Duration
+	Logger              *slog.Logger
+	Now                 func() time.Time // default time.Now
+}
+
+// maxLineLength bounds a line of a command or of a message. RFC 5321 allows
+// 1000 octets; like go-smtp we accept twice that, since mail with slightly
+// long lines is common and harmless.
+const maxLineLength = 2000
+
+// Server is the submission service.
+type Server struct {
+	cfg    Config
+	auth   Authenticator
+	signer Signer
+	queue  Queue
+	log    *slog.Logger
+	limits *connLimits
+
+	mu        sync.Mutex
+	servers   []*smtp.Server
+	listeners []net.Listener
+}
+
+// New returns a submission service; Listen binds it, Serve runs it.
+func New(cfg Config, auth Authenticator, signer Signer, queue Queue) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Server{
+		cfg:    cfg,
+		auth:   auth,
+		signer: signer,
+		queue:  queue,
+		log:    cfg.Logger,
+		limits: newConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
+	}
+}
+
+func (s *Server) now() time.Time     { return s.cfg.Now() }
+func (s *Server) maxLineLength() int { return maxLineLength }
+
+// NewSession is called by go-smtp at the client's first EHLO (and again after
+// STARTTLS).
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ip := remoteIP(c.Conn().RemoteAddr())
+	return &session{srv: s, conn: c, remoteIP: ip, log: s.log.With("client", ip)}, nil
+}
+
+func (s *Server) newSMTPServer(implicitTLS bool) *smtp.Server {
+	srv := smtp.NewServer(s)
+	srv.Domain = s.cfg.Hostname
+	srv.MaxMessageBytes = s.cfg.MaxMessageBytes
+	srv.MaxRecipients = s.cfg.MaxRecipients
+	srv.MaxLineLength = maxLineLength
+	srv.ReadTimeout = s.cfg.ReadTimeout
+	srv.WriteTimeout = s.cfg.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	// The session hides and refuses AUTH before TLS itself, so that the
+	// refusal is RFC 4954's 530 rather than go-smtp's 523.
+	srv.AllowInsecureAuth = true
+	srv.ErrorLog = slogAdapter{s.log}
+	if !implicitTLS {
+		srv.TLSConfig = s.cfg.TLS // offers STARTTLS
+	}
+	return srv
+}
+
+// Listen binds every configured listener. Nothing is served until Serve.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	bind := func(addr string, implicitTLS bool) error {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("smtpd: listen on %s: %w%s", addr, err, bindHint(err))
+		}
+		var ln net.Listener = &limitedListener{Listener: l, limits: s.limits, timeout: s.cfg.ReadTimeout,
+			greet: !implicitTLS, hostname: s.cfg.Hostname, log: s.log}
+		if implicitTLS {
+			ln = tls.NewListener(ln, s.cfg.TLS)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.servers = append(s.servers, s.newSMTPServer(implicitTLS))
+		return nil
+	}
+	for _, a := range s.cfg.StartTLSListen {
+		if err := bind(a, false); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	for _, a := range s.cfg.TLSListen {
+		if err := bind(a, true); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	return nil
+}
+
+func bindHint(err error) string {
+	if errors.Is(err, os.ErrPermission) {
+		return " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose a port above 1024 in [submission])"
+	}
+	return ""
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.listeners, s.servers = nil, nil
+}
+
+// Addrs returns the bound addresses, STARTTLS listeners first, in
+// configuration order.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, l := range s.listeners {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+// Serve serves every listener until Shutdown. It returns the first error
+// of a listener that failed for another reason.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	servers, listeners := s.servers, s.listeners
+	s.mu.Unlock()
+	errc := make(chan error, len(servers))
+	for i := range servers {
+		srv, l := servers[i], listeners[i]
+		s.log.Info("submission listening", "addr", l.Addr().String(), "implicit_tls", srv.TLSConfig == nil)
+		go func() { errc <- srv.Serve(l) }()
+	}
+	var first error
+	for range servers {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Shutdown stops accepting connections and waits, until ctx ends, for the
+// sessions in progress to finish; then it closes them.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	servers := s.servers
+	s.mu.Unlock()
+	var first error
+	for _, srv := range servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+// slogAdapter gives go-smtp's error log to slog.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Printf(format string, v ...any) { a.log.Debug("smtp: " + fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Println(v ...any)               { a.log.Debug("smtp: " + fmt.Sprint(v...)) }

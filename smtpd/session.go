@@ -1,0 +1,283 @@
+package smtpd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/account"
+	"github.com/sesame-mail/sesame/store"
+)
+
+// Replies of the submission service. go-smtp's own defaults differ (see
+// GO-SMTP-NOTES.md); these are the codes RFC 4954 and SES clients expect.
+var (
+	errTLSFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Must issue a STARTTLS command first"}
+	errAuthRequired = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Authentication required"}
+	errAuthInvalid = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
+		Message: "Authentication credentials invalid"}
+	errAuthTemporary = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Temporary authentication failure; try again later"}
+	errNullSender = &smtp.SMTPError{Code: 553, EnhancedCode: badSenderCode,
+		Message: "A sender address is required: MAIL FROM:<you@your-verified-domain>"}
+	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Temporary failure: the message could not be stored; try again later"}
+)
+
+// session is one client connection's SMTP transaction state. go-smtp drives
+// the protocol; the session applies Sesame's rules at each step.
+type session struct {
+	srv      *Server
+	conn     *smtp.Conn
+	remoteIP string
+	log      *slog.Logger
+
+	credential string // name of the authenticated credential; "" before AUTH
+
+	sender     string
+	smtputf8   bool
+	recipients []string
+}
+
+var _ smtp.AuthSession = (*session)(nil)
+
+func (s *session) tlsState() (tls.ConnectionState, bool) { return s.conn.TLSConnectionState() }
+
+// AuthMechanisms hides AUTH until the connection is encrypted: passwords
+// never cross the network in the clear.
+func (s *session) AuthMechanisms() []string {
+	if _, ok := s.tlsState(); !ok {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth starts a SASL exchange.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if _, ok := s.tlsState(); !ok {
+		return nil, errTLSFirst
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return errAuthInvalid // no acting on behalf of another credential
+			}
+			return s.authenticate(username, password)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(s.authenticate), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) authenticate(username, password string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cred, err := s.srv.auth.Authenticate(ctx, username, password)
+	switch {
+	case errors.Is(err, account.ErrInvalidCredentials):
+		s.log.Warn("auth failed", "username", printable(username))
+		return errAuthInvalid
+	case err != nil:
+		s.log.Error("auth error", "username", printable(username), "err", err)
+		return errAuthTemporary
+	}
+	s.credential = cred.Name
+	s.log = s.log.With("credential", cred.Name)
+	s.log.Debug("auth ok")
+	return nil
+}
+
+// Mail starts a transaction.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.credential == "" {
+		return errAuthRequired
+	}
+	if from == "" {
+		return errNullSender
+	}
+	addr, err := normalizeAddress(from, opts.UTF8, badSenderCode)
+	if err != nil {
+		return err
+	}
+	s.sender, s.smtputf8 = addr, opts.UTF8
+	return nil
+}
+
+// Rcpt adds a recipient. go-smtp enforces max_recipients (452 4.5.3).
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	addr, err := normalizeAddress(to, s.smtputf8, badRecipientCode)
+	if err != nil {
+		return err
+	}
+	for _, r := range s.recipients {
+		if r == addr {
+			return nil // the same recipient twice gets one copy
+		}
+	}
+	s.recipients = append(s.recipients, addr)
+	return nil
+}
+
+// Reset ends the transaction.
+func (s *session) Reset() {
+	s.sender, s.smtputf8, s.recipients = "", false, nil
+}
+
+// Logout ends the session.
+func (s *session) Logout() error { return nil }
+
+// buffers holds message buffers between transactions; huge ones are dropped
+// rather than kept alive.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// Data receives the message, signs it and queues it durably: the 250 reply
+// is written only after the message is on disk.
+func (s *session) Data(r io.Reader) error {
+	buf := buffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 1<<20 {
+			buffers.Put(buf)
+		}
+	}()
+	if err := readMessage(r, buf, s.srv.maxLineLength()); err != nil {
+		s.log.Warn("message refused", "sender", s.sender, "reason", err)
+		return err
+	}
+	id, err := s.accept(buf.Bytes())
+	if err != nil {
+		s.log.Warn("message refused", "sender", s.sender, "reason", err)
+		return err
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// accept turns a received message into a queued one: complete the header
+// (Message-ID, Date), sign, put Received above the signature, store.
+func (s *session) accept(msg []byte) (string, error) {
+	h, err := parseHeader(msg)
+	if err != nil {
+		return "", err
+	}
+	from, err := h.fromAddress()
+	if err != nil {
+		return "", err
+	}
+	domain, ok := normalizeDomain(from[strings.LastIndexByte(from, '@')+1:], true)
+	if !ok {
+		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: the From header's domain is not a valid domain name"}
+	}
+
+	id := store.NewQueueID()
+	now := s.srv.now()
+	messageID := h.messageID
+	var added []byte // fields a submission server completes (RFC 6409 §8), signed with the rest
+	if messageID == "" {
+		messageID = "<" + id + "@" + s.srv.cfg.Hostname + ">"
+		added = append(added, "Message-ID: "+messageID+"\r\n"...)
+	}
+	if !h.hasDate {
+		added = append(added, "Date: "+now.Format(time.RFC1123Z)+"\r\n"...)
+	}
+	signed := msg
+	if len(added) > 0 {
+		signed = append(added, msg...)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	signature, err := s.srv.signer.Sign(ctx, domain, signed)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Message rejected: sending domain %s is not set up; run \"sesame domain add %s\"", domain, domain)}
+	}
+	if err != nil {
+		s.log.Error("dkim signing failed", "domain", domain, "err", err)
+		return "", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+			Message: "Temporary failure: the message could not be signed; try again later"}
+	}
+
+	received := s.received(id, now)
+	data := make([]byte, 0, len(received)+len(signature)+len(signed))
+	data = append(append(append(data, received...), signature...), signed...)
+	m := &store.Message{
+		ID:         id,
+		Credential: s.credential,
+		Sender:     s.sender,
+		Recipients: append([]string(nil), s.recipients...),
+		MessageID:  messageID,
+		ReceivedAt: now,
+		Data:       data,
+	}
+	if err := s.srv.queue.Enqueue(ctx, m); err != nil {
+		s.log.Error("queueing failed", "err", err)
+		return "", errStoreFailed
+	}
+	s.log.Info("queued", "queue_id", id, "sender", s.sender, "recipients", len(m.Recipients),
+		"size", len(data), "message_id", printable(messageID))
+	return id, nil
+}
+
+// received is the trace field (RFC 5321 §4.4) Sesame puts on top of every
+// message, above the DKIM signature and not signed by it.
+func (s *session) received(id string, now time.Time) string {
+	var b strings.Builder
+	b.WriteString("Received: from ")
+	b.WriteString(heloName(s.conn.Hostname()))
+	b.WriteString(" ([")
+	b.WriteString(s.remoteIP)
+	b.WriteString("])\r\n\tby ")
+	b.WriteString(s.srv.cfg.Hostname)
+	b.WriteString(" (Sesame) with ESMTPSA id ")
+	b.WriteString(id)
+	if st, ok := s.tlsState(); ok {
+		fmt.Fprintf(&b, "\r\n\t(using %s with cipher %s)", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))
+	}
+	if len(s.recipients) == 1 {
+		b.WriteString("\r\n\tfor <" + s.recipients[0] + ">")
+	}
+	b.WriteString(";\r\n\t" + now.Format(time.RFC1123Z) + "\r\n")
+	return b.String()
+}
+
+// heloName keeps what is safe of the client's EHLO argument for a header.
+func heloName(h string) string {
+	var b strings.Builder
+	for i := 0; i < len(h) && b.Len() < 64; i++ {
+		c := h[i]
+		if c > ' ' && c < 0x7f && c != '(' && c != ')' && c != '\\' && c != ';' {
+			b.WriteByte(c)
+		}
+	}
+	if b.Len() == 0 {
+		return "unknown"
+	}
+	return b.String()
+}
+
+func remoteIP(a net.Addr) string {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
