@@ -234,5 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // slogAdapter gives go-smtp's error log to slog.
 type slogAdapter struct{ log *slog.Logger }
 
-func (a slogAdapter) Printf(format string, v ...any) { a.log.Debug("smtp: " + fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Println(v ...any)               { a.log.Debug("smtp: " + fmt.Sprint(v...)) }
+func (a slogAdapter) Printf(format string, v ...any) {
+	a.log.Debug("smtp: " + fmt.Sprintf(format, v...))
+}
+func (a slogAdapter) Println(v ...any) { a.log.Debug("smtp: " + fmt.Sprint(v...)) }
