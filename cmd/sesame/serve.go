@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"io"
 	"net/http"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -23,7 +23,7 @@ import (
 // shutdownGrace bounds how long a stop waits for SMTP sessions in progress.
 const shutdownGrace = 20 * time.Second
 
-func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
 	opts := &slog.HandlerOptions{Level: level}
@@ -33,12 +33,21 @@ func newLogger(cfg *config.Config, w *os.File) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// runServe assembles the whole service: store → (auth, signer) → submission
-// listeners → queue → relay, plus the HTTP listener; then it waits for a
-// signal to stop.
+// runServe runs the service until SIGINT or SIGTERM.
 func runServe(e *env, _ []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, e, nil)
+}
+
+// serve assembles the whole service: store → (auth, signer) → submission
+// listeners → queue → relay, plus the HTTP listener; then it runs until ctx
+// ends. started, if not nil, is called once everything listens.
+func serve(ctx context.Context, e *env, started func()) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	cfg := e.cfg
-	log := newLogger(cfg, os.Stderr)
+	log := newLogger(cfg, e.stderr)
 	if cfg.Path == "" {
 		log.Warn("no configuration file; using built-in defaults", "data_dir", cfg.DataDir, "see", "docs/configuration.md")
 	}
@@ -48,8 +57,6 @@ func runServe(e *env, _ []string) error {
 		return err
 	}
 	defer st.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	// This node is the queue's only user: leases left by a previous run
 	// that died would otherwise hold its mail back until they expire.
 	if err := st.ReleaseLeases(ctx); err != nil {
@@ -116,6 +123,9 @@ func runServe(e *env, _ []string) error {
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
 	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)
+	if started != nil {
+		started()
+	}
 
 	var runErr error
 	select {

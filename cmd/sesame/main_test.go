@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/config"
+)
+
+// sesame runs the command line in-process and returns its output.
+func sesame(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func freePort(t *testing.T, ip string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// writeConfig writes a configuration with every listener on a free loopback port.
+func writeConfig(t *testing.T, dir, extra string) (path string, cfg *config.Config) {
+	t.Helper()
+	text := fmt.Sprintf(`hostname = "sesame.test"
+data_dir = %q
+[submission]
+starttls_listen = [%q]
+tls_listen = [%q]
+[http]
+listen = %q
+%s`, filepath.Join(dir, "data"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), extra)
+	path = filepath.Join(dir, "sesame.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, cfg
+}
+
+func TestHelpVersionAndUsageErrors(t *testing.T) {
+	if out, _, code := sesame(t, "--help"); code != 0 || !strings.Contains(out, "user create NAME") {
+		t.Fatalf("--help: %d %q", code, out)
+	}
+	if out, _, code := sesame(t, "--version"); code != 0 || !strings.HasPrefix(out, "sesame ") {
+		t.Fatalf("--version: %d %q", code, out)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"user", "create"}, "expected NAME"},
+		{[]string{"user", "list", "extra"}, "expected no arguments"},
+		{[]string{"user", "list", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"user", "list", "--config", "/nonexistent/sesame.toml"}, "no such file"},
+	} {
+		_, errOut, code := sesame(t, tt.args...)
+		if code == 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %q", tt.args, code, errOut, tt.want)
+		}
+	}
+}
+
+func TestBadConfigFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(path, []byte("hostname = \"bad host\"\n[relay]\nmx_port = 0\nsmarthots = \"x\"\n"), 0o644)
+	_, errOut, code := sesame(t, "serve", "--config", path)
+	for _, want := range []string{`hostname: "bad host" is not a host name`, "relay.mx_port: 0", "relay.smarthots: unknown key"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d, stderr lacks %q:\n%s", code, want, errOut)
+		}
+	}
+}
+
+func TestUserCommands(t *testing.T) {
+	cfgPath, _ := writeConfig(t, t.TempDir(), "")
+	out, errOut, code := sesame(t, "user", "create", "shop", "--config", cfgPath, "--json")
+	if code != 0 {
+		t.Fatalf("create: %s", errOut)
+	}
+	var created credentialsOutput
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Name != "shop" ||
+		len(created.Username) != 20 || len(created.Password) < 40 {
+		t.Fatalf("create output %q: %v", out, err)
+	}
+	if _, errOut, code := sesame(t, "user", "create", "--config", cfgPath, "shop"); code != 1 || !strings.Contains(errOut, "exist already") {
+		t.Fatalf("duplicate create: %d %s", code, errOut)
+	}
+	if _, errOut, code := sesame(t, "user", "create", "--config", cfgPath, "bad name!"); code != 1 || !strings.Contains(errOut, "not a valid name") {
+		t.Fatalf("bad name: %d %s", code, errOut)
+	}
+	out, _, _ = sesame(t, "user", "list", "--config", cfgPath)
+	if !strings.Contains(out, created.Username) || !strings.Contains(out, "never") {
+		t.Fatalf("list: %q", out)
+	}
+	out, _, _ = sesame(t, "user", "rotate", "shop", "--config", cfgPath, "--json")
+	var rotated credentialsOutput
+	json.Unmarshal([]byte(out), &rotated)
+	if rotated.Username != created.Username || rotated.Password == created.Password || rotated.Password == "" {
+		t.Fatalf("rotate: %q", out)
+	}
+	out, _, _ = sesame(t, "user", "list", "--config", cfgPath, "--json")
+	var list []userOutput
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].LastUsed != nil {
+		t.Fatalf("list --json %q: %v", out, err)
+	}
+	if _, _, code := sesame(t, "user", "delete", "shop", "--config", cfgPath); code != 0 {
+		t.Fatal("delete failed")
+	}
+	if _, errOut, code := sesame(t, "user", "delete", "shop", "--config", cfgPath); code != 1 || !strings.Contains(errOut, `no credentials named "shop"`) {
+		t.Fatalf("second delete: %d %s", code, errOut)
+	}
+}
+
+func TestDomainCommands(t *testing.T) {
+	cfgPath, _ := writeConfig(t, t.TempDir(), "[dkim]\ned25519 = true\n")
+	out, errOut, code := sesame(t, "domain", "add", "Example.COM", "--config", cfgPath, "--json")
+	if code != 0 {
+		t.Fatal(errOut)
+	}
+	var added domainOutput
+	if err := json.Unmarshal([]byte(out), &added); err != nil || added.Domain != "example.com" || len(added.Records) != 2 {
+		t.Fatalf("add: %q %v", out, err)
+	}
+	for i, prefix := range []string{"v=DKIM1; k=rsa; p=", "v=DKIM1; k=ed25519; p="} {
+		r := added.Records[i]
+		if r.Type != "TXT" || !strings.HasSuffix(r.Name, "._domainkey.example.com") || !strings.HasPrefix(r.Value, prefix) {
+			t.Errorf("record %d: %+v", i, r)
+		}
+	}
+	out, _, _ = sesame(t, "domain", "show", "example.com", "--config", cfgPath, "--json")
+	var shown domainOutput
+	json.Unmarshal([]byte(out), &shown)
+	if len(shown.Records) != 2 || shown.Records[0] != added.Records[0] {
+		t.Fatalf("show: %q", out)
+	}
+	if _, errOut, code := sesame(t, "domain", "add", "example.com", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "exists already") {
+		t.Fatalf("duplicate: %d %s", code, errOut)
+	}
+	if _, errOut, code := sesame(t, "domain", "add", "not a domain", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "not a domain name") {
+		t.Fatalf("bad domain: %d %s", code, errOut)
+	}
+	out, _, _ = sesame(t, "domain", "list", "--config", cfgPath)
+	if !strings.Contains(out, "example.com") {
+		t.Fatalf("list: %q", out)
+	}
+	if _, _, code := sesame(t, "domain", "delete", "example.com", "--config", cfgPath); code != 0 {
+		t.Fatal("delete failed")
+	}
+	if _, errOut, code := sesame(t, "domain", "show", "example.com", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "no domain example.com") {
+		t.Fatalf("show after delete: %d %s", code, errOut)
+	}
+}
+
+// sink is an SMTP server standing in for the smarthost.
+type sink struct {
+	mu   sync.Mutex
+	msgs [][]byte
+	got  chan struct{}
+}
+
+func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }
+
+type sinkSession struct{ s *sink }
+
+func (*sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (*sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (*sinkSession) Reset()                               {}
+func (*sinkSession) Logout() error                        { return nil }
+func (ss *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	ss.s.mu.Lock()
+	ss.s.msgs = append(ss.s.msgs, b)
+	ss.s.mu.Unlock()
+	ss.s.got <- struct{}{}
+	return nil
+}
+
+func startSink(t *testing.T, addr string) *sink {
+	t.Helper()
+	s := &sink{got: make(chan struct{}, 100)}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(s)
+	srv.Domain = "sink.test"
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// startServe runs serve in-process until the returned stop is called.
+func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &bytes.Buffer{}
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	e := &env{cfg: cfg, stdout: io.Discard, stderr: &lockedWriter{w: logs}}
+	go func() { done <- serve(ctx, e, func() { close(started) }) }()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("serve: %v\n%s", err, logs)
+	}
+	resp, err := http.Get("http://" + cfg.HTTP.Listen + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v", err)
+	}
+	resp.Body.Close()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop, logs
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// The whole service in-process: credentials and domain from the command line,
+// a message over STARTTLS, signed, forwarded to the smarthost; then mail
+// queued while the smarthost is down survives a restart.
+func TestServeEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	smarthost := freePort(t, "127.0.0.2")
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\nretry_first = \"200ms\"\nretry_max = \"1s\"\n", smarthost))
+
+	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
+	var creds credentialsOutput
+	json.Unmarshal([]byte(out), &creds)
+	out, _, _ = sesame(t, "domain", "add", "example.com", "--config", cfgPath, "--json")
+	var dom domainOutput
+	json.Unmarshal([]byte(out), &dom)
+
+	// Smarthost down: the message is accepted and waits in the queue.
+	stop, logs := startServe(t, cfg)
+	submit(t, cfg, creds, "first")
+	stop()
+	out, _, _ = sesame(t, "queue", "list", "--config", cfgPath)
+	if !strings.Contains(out, "a@example.net") {
+		t.Fatalf("queue after first run:\n%s\nlogs:\n%s", out, logs)
+	}
+
+	// Smarthost up, service restarted: the queued message goes out, then a new one.
+	sk := startSink(t, smarthost)
+	startServe(t, cfg)
+	submit(t, cfg, creds, "second")
+	for i := 0; i < 2; i++ {
+		select {
+		case <-sk.got:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("sink got %d of 2 messages; logs:\n%s", i, logs)
+		}
+	}
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	subjects := ""
+	for _, m := range sk.msgs {
+		subjects += string(m[bytes.Index(m, []byte("\r\nSubject: ")):][:18])
+		vs, err := dkim.VerifyWithOptions(bytes.NewReader(m), &dkim.VerifyOptions{
+			LookupTXT: func(name string) ([]string, error) {
+				if name == dom.Records[0].Name {
+					return []string{dom.Records[0].Value}, nil
+				}
+				return nil, fmt.Errorf("no %s", name)
+			},
+		})
+		if err != nil || len(vs) != 1 || vs[0].Err != nil {
+			t.Fatalf("dkim: %+v %v\n%s", vs, err, m)
+		}
+	}
+	if !strings.Contains(subjects, "first") || !strings.Contains(subjects, "second") {
+		t.Fatalf("subjects %q", subjects)
+	}
+}
+
+func submit(t *testing.T, cfg *config.Config, creds credentialsOutput, subject string) {
+	t.Helper()
+	c, err := smtp.DialStartTLS(cfg.Submission.StartTLSListen[0], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", creds.Username, creds.Password)); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: shop@example.com\r\nTo: a@example.net\r\nSubject: " + subject + "\r\n\r\nHello\r\n"
+	if err := c.SendMail("shop@example.com", []string{"a@example.net"}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
