@@ -140,8 +140,14 @@ func serve(ctx context.Context, e *env, started func()) error {
 	if err := sub.Shutdown(graceCtx); err != nil {
 		log.Warn("sessions still open at the end of the grace period were cut", "err", err)
 	}
-	if err := <-relayDone; err != nil {
-		log.Error("relay stopped with an error", "err", err)
+	select {
+	case err := <-relayDone:
+		if err != nil {
+			log.Error("relay stopped with an error", "err", err)
+		}
+	case <-graceCtx.Done():
+		// Their leases are released at the next start, and they are retried.
+		log.Warn("deliveries still running at the end of the grace period were abandoned")
 	}
 	if httpSrv != nil {
 		httpSrv.Shutdown(graceCtx)
