@@ -87,15 +87,6 @@ type sendReport struct {
 	ErrorSamples map[string]string `json:"-"`
 }
 
-// errorCount is the total over all error classes.
-func (r *sendReport) errorCount() int {
-	n := 0
-	for _, c := range r.Errors {
-		n += c
-	}
-	return n
-}
-
 // writeJSON writes the report as one line that starts with '{'.
 func writeJSON(w io.Writer, v any) error {
 	b, err := json.Marshal(v)
