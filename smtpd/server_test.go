@@ -396,6 +396,23 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("smuggled message queued: %d → %d", len(before), len(after))
 		}
 	})
+	t.Run("BDAT", func(t *testing.T) {
+		s := authed(t)
+		good := message("shop@example.com", "a@example.net", "chunked", "part one\r\n")
+		s.cmd("MAIL FROM:<shop@example.com>", "250")
+		s.cmd("RCPT TO:<a@example.net>", "250")
+		s.write(fmt.Sprintf("BDAT %d\r\n%s", 20, good[:20]))
+		s.expect("250")
+		s.write(fmt.Sprintf("BDAT %d LAST\r\n%s", len(good)-20, good[20:]))
+		s.expect("250 2.0.0 Ok: queued as ")
+
+		bad := "From: shop@example.com\r\n\r\nline\n.\nsmuggled\r\n"
+		s.cmd("MAIL FROM:<shop@example.com>", "250")
+		s.cmd("RCPT TO:<a@example.net>", "250")
+		s.write(fmt.Sprintf("BDAT %d LAST\r\n%s", len(bad), bad))
+		s.expect("554 5.6.0 Message refused: it contains a bare LF")
+		s.cmd("NOOP", "250")
+	})
 	t.Run("bad headers", func(t *testing.T) {
 		s := authed(t)
 		data(t, s, "Subject: no from\r\n\r\nx\r\n.\r\n", "554 5.6.0 Message refused: it has no From header")
