@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Measures submission throughput on this machine: Sesame with a fresh store
+# relaying to a counting sink on 127.0.0.2, driven by sesame-bench send.
+# Everything stays on loopback.
+#
+#   bench/submission.sh [CONNECTIONS] [MESSAGES_PER_CONNECTION] [SIZE]
+#
+# Defaults are the submission issue's scenario: 20 clients x 1,000 messages
+# of 10 KiB over STARTTLS + AUTH PLAIN, RSA-2048 signing, durable queue.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${1:-20}
+per=${2:-1000}
+size=${3:-10240}
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+go build -o "$work/sesame" ./cmd/sesame
+go build -o "$work/sesame-bench" ./cmd/sesame-bench
+
+cat > "$work/sesame.toml" <<TOML
+hostname = "sesame.test"
+data_dir = "$work/data"
+log_level = "warn"
+[submission]
+starttls_listen = ["127.0.0.1:25587"]
+tls_listen = ["127.0.0.1:25465"]
+[relay]
+smarthost = "127.0.0.2:25525"
+[http]
+listen = "127.0.0.1:28025"
+TOML
+
+"$work/sesame" domain add example.com --config "$work/sesame.toml" >/dev/null
+creds=$("$work/sesame" user create bench --config "$work/sesame.toml" --json)
+user=$(sed -E 's/.*"username":"([^"]+)".*/\1/' <<<"$creds")
+pass=$(sed -E 's/.*"password":"([^"]+)".*/\1/' <<<"$creds")
+
+total=$((conns * per))
+"$work/sesame-bench" sink --listen 127.0.0.2:25525 --expect "$total" --timeout 600s \
+	>"$work/sink.json" 2>"$work/sink.log" &
+sink=$!
+"$work/sesame" serve --config "$work/sesame.toml" 2>"$work/serve.log" &
+for _ in $(seq 100); do
+	curl -fs http://127.0.0.1:28025/healthz >/dev/null && break
+	sleep 0.1
+done
+
+echo "== submission: $conns connections x $per messages of $size bytes"
+"$work/sesame-bench" send --addr 127.0.0.1:25587 --tls starttls --auth plain \
+	--user "$user" --password "$pass" --connections "$conns" --messages "$per" --size "$size" \
+	--from shop@example.com --to-domain example.net
+echo "== delivery to the sink (end to end)"
+wait "$sink" || true
+cat "$work/sink.json"
