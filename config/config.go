@@ -56,13 +56,19 @@ type Submission struct {
 
 // Relay configures what happens to mail after it is queued.
 type Relay struct {
-	Smarthost  string   `toml:"smarthost"`
-	DNSServers []string `toml:"dns_servers"`
-	MXPort     int      `toml:"mx_port"`
-	SourceIPs  []string `toml:"source_ips"`
-	Workers    int      `toml:"workers"`
-	RetryFirst Duration `toml:"retry_first"`
-	RetryMax   Duration `toml:"retry_max"`
+	Smarthost                string   `toml:"smarthost"`
+	DNSServers               []string `toml:"dns_servers"`
+	MXPort                   int      `toml:"mx_port"`
+	SourceIPs                []string `toml:"source_ips"`
+	Workers                  int      `toml:"workers"`
+	DomainConcurrency        int      `toml:"domain_concurrency"`
+	RetryFirst               Duration `toml:"retry_first"`
+	RetryMax                 Duration `toml:"retry_max"`
+	MaxLifetime              Duration `toml:"max_lifetime"`
+	DelayWarning             Duration `toml:"delay_warning"`
+	ConnectTimeout           Duration `toml:"connect_timeout"`
+	CommandTimeout           Duration `toml:"command_timeout"`
+	AllowPrivateDestinations bool     `toml:"allow_private_destinations"`
 }
 
 // HTTP configures the HTTP listener (/healthz).
@@ -115,10 +121,17 @@ func Default() *Config {
 			AuthCacheTTL:        Duration{5 * time.Minute},
 		},
 		Relay: Relay{
-			MXPort:     25,
-			Workers:    16,
-			RetryFirst: Duration{time.Minute},
-			RetryMax:   Duration{time.Hour},
+			MXPort:            25,
+			Workers:           32,
+			DomainConcurrency: 20, // as Postfix's default_destination_concurrency_limit
+			// Backoff and lifetime close to Postfix's (minimal_backoff_time,
+			// maximal_backoff_time, maximal_queue_lifetime, delay_warning_time).
+			RetryFirst:     Duration{5 * time.Minute},
+			RetryMax:       Duration{time.Hour},
+			MaxLifetime:    Duration{5 * 24 * time.Hour},
+			DelayWarning:   Duration{4 * time.Hour},
+			ConnectTimeout: Duration{30 * time.Second},
+			CommandTimeout: Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8025"},
 	}
@@ -267,11 +280,20 @@ func (c *Config) Validate() error {
 	if r.Workers < 1 || r.Workers > 1000 {
 		bad("relay.workers", "%d: expected 1 to 1000", r.Workers)
 	}
+	if r.DomainConcurrency < 1 {
+		bad("relay.domain_concurrency", "%d: expected at least 1", r.DomainConcurrency)
+	}
 	positive("relay.retry_first", r.RetryFirst)
 	positive("relay.retry_max", r.RetryMax)
 	if r.RetryMax.Duration < r.RetryFirst.Duration {
 		bad("relay.retry_max", "%s is shorter than retry_first (%s)", r.RetryMax, r.RetryFirst)
 	}
+	positive("relay.max_lifetime", r.MaxLifetime)
+	if r.DelayWarning.Duration < 0 {
+		bad("relay.delay_warning", "%s: expected 0 (no warnings) or a positive duration", r.DelayWarning)
+	}
+	positive("relay.connect_timeout", r.ConnectTimeout)
+	positive("relay.command_timeout", r.CommandTimeout)
 
 	if c.HTTP.Listen != "" {
 		if err := checkListen(c.HTTP.Listen); err != nil {

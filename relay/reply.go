@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -60,15 +61,46 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// verdict is what a server's answer to MAIL, RCPT or DATA means for the
-// recipients it applies to: 5xx fails them, anything else (4xx, timeouts, a
-// dropped connection, a reply we did not expect) defers them.
+// verdict is what an error means for the recipients it applies to: a 5xx
+// reply or a permanent failure of ours bounces them; anything else (4xx,
+// timeouts, a dropped connection, a reply we did not expect) defers them.
 func verdict(err error) string {
+	var f *failure
+	if errors.As(err, &f) {
+		if f.permanent {
+			return store.StateBounced
+		}
+		return store.StateDeferred
+	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) && se.Code >= 500 && se.Code < 600 {
-		return store.StateFailed
+		return store.StateBounced
 	}
 	return store.StateDeferred
+}
+
+// statusOf is the RFC 3463 status an error reports in a DSN: the enhanced
+// code of a failure or reply, else one derived from the reply code, else
+// 4.4.1 (no answer from the host) for a network error.
+func statusOf(err error) string {
+	code := func(c smtp.EnhancedCode) string {
+		return strconv.Itoa(c[0]) + "." + strconv.Itoa(c[1]) + "." + strconv.Itoa(c[2])
+	}
+	var f *failure
+	if errors.As(err, &f) {
+		return code(f.status)
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		if ec := se.EnhancedCode; ec != smtp.EnhancedCodeNotSet && ec != smtp.NoEnhancedCode && ec[0] == se.Code/100 {
+			return code(ec)
+		}
+		if se.Code >= 500 {
+			return "5.0.0"
+		}
+		return "4.0.0"
+	}
+	return "4.4.1"
 }
 
 // connectionLost reports whether err leaves the connection unusable for the
@@ -90,4 +122,25 @@ func backoff(attempts int, first, limit time.Duration) time.Duration {
 		d *= 2
 	}
 	return min(d, limit)
+}
+
+// failure is a delivery failure that is not a remote server's reply: a DNS
+// answer, a policy of ours, an expired message. It carries what a DSN and
+// the queue need: whether retrying can help, and an RFC 3463 status.
+type failure struct {
+	permanent bool
+	status    smtp.EnhancedCode
+	text      string
+}
+
+func (f *failure) Error() string {
+	return strconv.Itoa(f.status[0]) + "." + strconv.Itoa(f.status[1]) + "." + strconv.Itoa(f.status[2]) + " " + f.text
+}
+
+func permanentFailure(status smtp.EnhancedCode, format string, args ...any) *failure {
+	return &failure{permanent: true, status: status, text: fmt.Sprintf(format, args...)}
+}
+
+func temporaryFailure(status smtp.EnhancedCode, format string, args ...any) *failure {
+	return &failure{status: status, text: fmt.Sprintf(format, args...)}
 }

@@ -1,12 +1,17 @@
 package relay
 
 import (
+	"context"
 	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/sesame-mail/sesame/store"
 )
 
-// hop is an SMTP server mail is handed to.
+// hop is the smarthost: an SMTP server named in the configuration.
 type hop struct {
 	host string // DNS name or IP literal; also the TLS server name
 	port string
@@ -14,16 +19,91 @@ type hop struct {
 
 func (h hop) String() string { return net.JoinHostPort(h.host, h.port) }
 
-// leg is the part of a delivery that goes through one hop, in one SMTP
-// transaction.
-type leg struct {
-	hop   hop
-	rcpts []store.DueRecipient
+// target is one server a leg may be handed to, with its addresses in the
+// order to try.
+type target struct {
+	name  string // MX host name (the TLS server name, and Remote-MTA in DSNs)
+	port  string
+	addrs []netip.Addr
 }
 
-// route splits d's recipients by next hop. With a smarthost every recipient
-// takes the same hop. MX delivery replaces this with a grouping by recipient
-// domain and a list of MX hosts per group, tried in preference order.
+// leg is the part of a delivery that goes to one destination in one SMTP
+// transaction: the recipients of one domain, or all of them for the
+// smarthost.
+type leg struct {
+	domain string // "" for the smarthost
+	rcpts  []store.DueRecipient
+}
+
+// route splits d's recipients by destination domain, in the order they come.
 func (r *Relay) route(d store.Delivery) []leg {
-	return []leg{{hop: r.smarthost, rcpts: d.Recipients}}
+	if r.smarthost != nil {
+		return []leg{{rcpts: d.Recipients}}
+	}
+	var legs []leg
+	index := map[string]int{}
+	for _, rc := range d.Recipients {
+		dom := store.AddressDomain(rc.Address)
+		i, ok := index[dom]
+		if !ok {
+			i = len(legs)
+			index[dom] = i
+			legs = append(legs, leg{domain: dom})
+		}
+		legs[i].rcpts = append(legs[i].rcpts, rc)
+	}
+	return legs
+}
+
+// targets are the servers to try for l, best first: the smarthost, or the
+// mail exchangers of l's domain (RFC 5321 §5.1) that may be connected to.
+func (r *Relay) targets(ctx context.Context, l leg) ([]target, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
+	defer cancel()
+	if r.smarthost != nil {
+		addrs, err := r.dns.lookupHost(ctx, r.smarthost.host)
+		if err != nil {
+			// The operator's own setting: never the recipients' fault.
+			return nil, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "smarthost %s: %v", r.smarthost.host, err)
+		}
+		return []target{{name: r.smarthost.host, port: r.smarthost.port, addrs: addrs}}, nil
+	}
+	exs, err := r.dns.exchangers(ctx, l.domain)
+	if err != nil {
+		return nil, err
+	}
+	port := strconv.Itoa(r.cfg.MXPort)
+	var out []target
+	var refused []string
+	for _, ex := range exs {
+		t := target{name: ex.host, port: port}
+		for _, a := range ex.addrs {
+			if r.allowed(a) {
+				t.addrs = append(t.addrs, a)
+			} else {
+				refused = append(refused, ex.host+"["+a.String()+"]")
+			}
+		}
+		if len(t.addrs) > 0 {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, permanentFailure(smtp.EnhancedCode{5, 4, 4},
+			"mail exchangers of %s resolve only to loopback, private or this host's addresses %v; not delivering there (relay.allow_private_destinations)",
+			l.domain, refused)
+	}
+	return out, nil
+}
+
+// allowed reports whether MX delivery may connect to a: not loopback,
+// private, link-local, unspecified or this host's own, unless the operator
+// allows it. Otherwise a domain's DNS could aim Sesame at the internal
+// network, or at itself in a loop.
+func (r *Relay) allowed(a netip.Addr) bool {
+	if r.cfg.AllowPrivateDestinations {
+		return true
+	}
+	return !(a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified() ||
+		a.IsMulticast() || r.own[a])
 }

@@ -21,13 +21,29 @@ import (
 // stopped answering does not hold a worker for a whole CommandTimeout.
 const quitTimeout = 10 * time.Second
 
-// session is an open SMTP connection to one hop, greeted and (when the
-// server offers it) encrypted, reused for the next message to the same hop.
+// session is an open SMTP connection to one server, greeted and (when the
+// server offers it) encrypted, reused for the next message to the same
+// server.
 type session struct {
-	hop    hop
-	client *smtp.Client
-	raw    net.Conn // the TCP connection under any TLS; closing it aborts a stuck command
-	tls    string   // negotiated TLS version, "" when the connection is not encrypted
+	name      string         // the server's host name (TLS server name, Remote-MTA)
+	addr      netip.AddrPort // the address connected to
+	key       string         // identifies the server in the pool
+	client    *smtp.Client
+	raw       net.Conn // the TCP connection under any TLS; closing it aborts a stuck command
+	tls       string   // negotiated TLS version, "" when the connection is not encrypted
+	opened    time.Time
+	idleSince time.Time
+}
+
+// sessionKey identifies a server in the pool: the same address under
+// another name is another TLS server name.
+func sessionKey(name string, addr netip.AddrPort) string {
+	return name + " " + addr.String()
+}
+
+// relayName is the server for logs, as Postfix writes it: name[ip]:port.
+func (s *session) relayName() string {
+	return s.name + "[" + s.addr.Addr().String() + "]:" + strconv.Itoa(int(s.addr.Port()))
 }
 
 // tlsName is the TLS version for logs.
@@ -49,62 +65,26 @@ func (s *session) quit() {
 	}
 }
 
-// dial opens a session to h, trying each of its addresses in turn.
-func (r *Relay) dial(ctx context.Context, h hop) (*session, error) {
-	port, err := strconv.ParseUint(h.port, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("port of %s: %w", h, err)
-	}
-	ips, err := r.lookup(ctx, h.host)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	for _, ip := range ips {
-		s, err := r.dialAddr(ctx, h, netip.AddrPortFrom(ip, uint16(port)))
+// connect returns a session to name at addr ready for a transaction: an
+// idle one from the pool after a successful RSET, else a new one.
+func (r *Relay) connect(ctx context.Context, name string, addr netip.AddrPort) (*session, error) {
+	key := sessionKey(name, addr)
+	for {
+		s := r.conns.get(key, r.now())
+		if s == nil {
+			break
+		}
+		stop := context.AfterFunc(ctx, s.abort)
+		err := s.client.Reset()
+		stop()
 		if err == nil {
 			return s, nil
 		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
+		// Most likely the server closed it while idle; not the mail's fault.
+		r.log.Debug("relay: open connection failed RSET, trying another", "relay", s.relayName(), "err", err)
+		s.client.Close()
 	}
-	return nil, errors.Join(errs...)
-}
-
-// lookup returns the addresses of host, an IP literal or a DNS name.
-func (r *Relay) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.Addr{ip.Unmap()}, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
-	defer cancel()
-	ips, err := r.resolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", host, err)
-	}
-	for i := range ips {
-		ips[i] = ips[i].Unmap()
-	}
-	return ips, nil
-}
-
-// newResolver returns the resolver for hop names: the system's, or Go's own
-// asking only the configured servers (tests point it at a loopback server).
-func (r *Relay) newResolver() *net.Resolver {
-	servers := r.cfg.DNSServers
-	if len(servers) == 0 {
-		return net.DefaultResolver
-	}
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			server := servers[(r.nextDNS.Add(1)-1)%uint64(len(servers))]
-			return d.DialContext(ctx, network, server)
-		},
-	}
+	return r.dialAddr(ctx, name, addr)
 }
 
 // sourceFor picks the next configured source address of ip's family; nil
@@ -128,8 +108,26 @@ func (r *Relay) sourceFor(ip netip.Addr) (*net.TCPAddr, error) {
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), nil
 }
 
-// dialAddr connects to addr and opens a session on the connection.
-func (r *Relay) dialAddr(ctx context.Context, h hop, addr netip.AddrPort) (s *session, err error) {
+// dialAddr connects to addr and opens a session on the connection. When the
+// TLS handshake fails it connects once more and goes on without STARTTLS:
+// opportunistic TLS (RFC 7435) must not make mail undeliverable.
+func (r *Relay) dialAddr(ctx context.Context, name string, addr netip.AddrPort) (*session, error) {
+	s, err := r.dialOnce(ctx, name, addr, true)
+	var tlsErr *tlsFailure
+	if errors.As(err, &tlsErr) {
+		r.log.Warn("relay: STARTTLS failed; retrying without TLS", "relay", name, "addr", addr.String(), "err", err)
+		s, err = r.dialOnce(ctx, name, addr, false)
+	}
+	return s, err
+}
+
+// tlsFailure is a failed STARTTLS handshake.
+type tlsFailure struct{ err error }
+
+func (e *tlsFailure) Error() string { return e.err.Error() }
+func (e *tlsFailure) Unwrap() error { return e.err }
+
+func (r *Relay) dialOnce(ctx context.Context, name string, addr netip.AddrPort, tryTLS bool) (s *session, err error) {
 	local, err := r.sourceFor(addr.Addr())
 	if err != nil {
 		return nil, err
@@ -137,7 +135,7 @@ func (r *Relay) dialAddr(ctx context.Context, h hop, addr netip.AddrPort) (s *se
 	d := net.Dialer{Timeout: r.cfg.ConnectTimeout, LocalAddr: local}
 	conn, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+		return nil, fmt.Errorf("connect to %s[%s]: %w", name, addr, err)
 	}
 	defer func() {
 		if s == nil { // an error, or a panic on the way
@@ -146,23 +144,23 @@ func (r *Relay) dialAddr(ctx context.Context, h hop, addr netip.AddrPort) (s *se
 	}()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	s, err = r.open(ctx, conn, h)
+	s, err = r.open(ctx, conn, name, addr, tryTLS)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", addr, err)
+		return nil, fmt.Errorf("%s[%s]: %w", name, addr, err)
 	}
 	return s, nil
 }
 
 // open greets the server on conn and upgrades to TLS when it offers
-// STARTTLS.
-func (r *Relay) open(ctx context.Context, conn net.Conn, h hop) (*session, error) {
-	s := &session{hop: h, raw: conn, client: r.newClient(conn)}
+// STARTTLS and tryTLS is set.
+func (r *Relay) open(ctx context.Context, conn net.Conn, name string, addr netip.AddrPort, tryTLS bool) (*session, error) {
+	s := &session{name: name, addr: addr, key: sessionKey(name, addr), raw: conn, client: r.newClient(conn), opened: r.now()}
 	if err := s.client.Hello(r.cfg.Hostname); err != nil {
 		return nil, fmt.Errorf("greeting or EHLO: %w", err)
 	}
-	attrs := []any{"relay", h.String(), "remote", conn.RemoteAddr().String(), "local", conn.LocalAddr().String()}
-	if ok, _ := s.client.Extension("STARTTLS"); ok {
-		tc, verifyErr, err := r.startTLS(ctx, conn, h.host)
+	attrs := []any{"relay", s.relayName(), "local", conn.LocalAddr().String()}
+	if ok, _ := s.client.Extension("STARTTLS"); ok && tryTLS {
+		tc, verifyErr, err := r.startTLS(ctx, conn, name)
 		if err != nil {
 			return nil, err
 		}
@@ -224,7 +222,7 @@ func (r *Relay) startTLS(ctx context.Context, conn net.Conn, host string) (tc *t
 	hctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+		return nil, nil, &tlsFailure{fmt.Errorf("TLS handshake: %w", err)}
 	}
 	return tc, verifyErr, nil
 }

@@ -2,58 +2,60 @@ package relay
 
 import (
 	"fmt"
-	"log/slog"
 
 	"github.com/emersion/go-smtp"
+
 	"github.com/sesame-mail/sesame/store"
 )
 
 // result is what one attempt did for one recipient.
 type result struct {
-	rcpt  store.DueRecipient
-	state string // store.StateDelivered, StateDeferred or StateFailed
-	reply string
-	relay string // the hop, for the mail log
-	tls   string // TLS version of the connection, "none", or "" if there was no connection
+	rcpt   store.DueRecipient
+	state  string // store.StateDelivered, StateDeferred or StateBounced (StateExpired is decided in record)
+	reply  string // the remote's reply or our own reason, one line
+	status string // RFC 3463 status for a DSN, e.g. "5.1.1"
+	remote string // the server's host name, "" if none answered (Remote-MTA)
+	relay  string // name[ip]:port, for the mail log
+	tls    string // TLS version of the connection, "none", or "" if there was no connection
 }
 
 // send runs one mail transaction on s for rcpts and returns one result per
 // recipient, in order, and whether the connection can carry the next
 // transaction.
-func (s *session) send(log *slog.Logger, d store.Delivery, rcpts []store.DueRecipient) ([]result, bool) {
+func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, bool) {
 	c := s.client
 	res := make([]result, len(rcpts))
 	all := make([]int, len(rcpts))
 	for i, rc := range rcpts {
-		res[i] = result{rcpt: rc, relay: s.hop.String(), tls: s.tlsName()}
+		res[i] = result{rcpt: rc, remote: s.name, relay: s.relayName(), tls: s.tlsName()}
 		all[i] = i
 	}
 	settle := func(which []int, err error) {
 		for _, i := range which {
-			res[i].state, res[i].reply = verdict(err), describe(err)
+			res[i].state, res[i].reply, res[i].status = verdict(err), describe(err), statusOf(err)
 		}
 	}
 
-	opts := &smtp.MailOptions{}
-	if has8bit(d.Data) {
-		// go-smtp declares BODY=8BITMIME on every MAIL to a server offering
-		// it, whatever Body says; set it anyway for the day it honours it.
-		opts.Body = smtp.Body8BitMIME
-		if ok, _ := c.Extension("8BITMIME"); !ok {
-			// Sent unconverted: a conversion would break the DKIM signature.
-			// MX delivery decides between converting before signing and
-			// bouncing; most servers accept 8-bit data regardless.
-			log.Warn("relay: 8-bit message to a server without 8BITMIME, sent as is",
-				"queue_id", d.QueueID, "relay", s.hop.String())
-		}
-	}
+	// The signed bytes cannot be converted (to quoted-printable, or to
+	// ASCII addresses) without breaking the DKIM signature or the
+	// addresses, so a server lacking what the message needs gets nothing.
 	if needsSMTPUTF8(d.Sender, rcpts) {
-		// Without the extension the addresses go out as they are and the
-		// server's reply decides.
-		if ok, _ := c.Extension("SMTPUTF8"); ok {
-			opts.UTF8 = true
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 7},
+				"%s does not support SMTPUTF8, which the message's non-ASCII addresses need", s.name))
+			return res, true
 		}
 	}
+	if has8bit(d.Data) {
+		if ok, _ := c.Extension("8BITMIME"); !ok {
+			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 3},
+				"%s does not support 8BITMIME, which the message's 8-bit content needs; converting it would break its DKIM signature", s.name))
+			return res, true
+		}
+	}
+	// go-smtp adds BODY=8BITMIME whenever the server offers it, and SMTPUTF8
+	// when asked.
+	opts := &smtp.MailOptions{Size: int64(len(d.Data)), UTF8: needsSMTPUTF8(d.Sender, rcpts)}
 
 	if err := c.Mail(d.Sender, opts); err != nil {
 		settle(all, fmt.Errorf("MAIL FROM: %w", err))
@@ -93,7 +95,7 @@ func (s *session) send(log *slog.Logger, d store.Delivery, rcpts []store.DueReci
 	}
 	reply := formatReply(replyError(250, resp.StatusText))
 	for _, i := range accepted {
-		res[i].state, res[i].reply = store.StateDelivered, reply
+		res[i].state, res[i].reply, res[i].status = store.StateDelivered, reply, "2.0.0"
 	}
 	return res, true
 }

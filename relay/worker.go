@@ -3,63 +3,29 @@ package relay
 import (
 	"context"
 	"fmt"
-	"log/slog"
+	"net/netip"
 	"runtime/debug"
-	"time"
+	"strconv"
 
 	"github.com/sesame-mail/sesame/store"
 )
 
-// idleTimeout is how long a worker keeps a connection open with nothing to
-// send.
-const idleTimeout = 30 * time.Second
+// maxAddrsPerLeg bounds the addresses tried for one destination in one
+// attempt (Postfix's smtp_mx_address_limit), so a domain with many dead
+// exchangers cannot hold a worker for long.
+const maxAddrsPerLeg = 5
 
-// worker delivers one message at a time and keeps its connection open for
-// the next message to the same hop.
+// worker delivers one message at a time.
 type worker struct {
-	r    *Relay
-	sess *session // connection left open by the previous message, or nil
+	r *Relay
 }
 
-// run delivers what arrives on work, signalling done after each delivery,
+// run delivers what arrives on work, handing each delivery back on done,
 // until work is closed.
-func (w *worker) run(ctx context.Context, work <-chan store.Delivery, done chan<- struct{}) {
-	idle := time.NewTimer(idleTimeout)
-	idle.Stop()
-	defer idle.Stop()
-	defer w.quit()
-	for {
-		select {
-		case d, ok := <-work:
-			if !ok {
-				return
-			}
-			idle.Stop()
-			w.deliver(ctx, d)
-			done <- struct{}{}
-			if w.sess != nil {
-				idle.Reset(idleTimeout)
-			}
-		case <-idle.C:
-			w.r.log.Debug("relay: closing idle connection", "relay", w.sess.hop.String())
-			w.quit()
-		}
-	}
-}
-
-// quit ends the open connection politely.
-func (w *worker) quit() {
-	if w.sess != nil {
-		w.sess.quit()
-		w.sess = nil
-	}
-}
-
-// drop closes the open connection without QUIT, after an error.
-func (w *worker) drop() {
-	if w.sess != nil {
-		w.sess.client.Close()
-		w.sess = nil
+func (w *worker) run(ctx context.Context, work <-chan store.Delivery, done chan<- store.Delivery) {
+	for d := range work {
+		w.deliver(ctx, d)
+		done <- d
 	}
 }
 
@@ -71,7 +37,7 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 		if p := recover(); p != nil {
 			w.recovered(p, d.QueueID)
 			if !recorded {
-				w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, replyInternal, "", ""))
+				w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, replyInternal, "4.3.0"))
 			}
 		}
 	}()
@@ -89,113 +55,71 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 // replyInternal is the reply recorded for recipients whose attempt panicked.
 const replyInternal = "internal error, see the relay log"
 
-// recovered logs a panic and drops the connection, whose state is unknown.
+// recovered logs a panic.
 func (w *worker) recovered(p any, queueID string) {
 	w.r.log.Error("relay: delivery panicked", "queue_id", queueID,
 		"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-	w.drop()
 }
 
-// deliverLeg runs the transaction for the recipients of l. A panic defers
-// them, and only them: other legs' results stand.
+// deliverLeg runs one transaction for the recipients of l with the first
+// server that takes it: servers are tried in preference order, and the next
+// one when a server cannot be reached or will not start a session (RFC 5321
+// §5.1). Once MAIL is answered, the answers stand for this attempt. A panic
+// defers l's recipients, and only them: other legs' results stand.
 func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res []result) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.recovered(p, d.QueueID)
-			res = settleAll(l.rcpts, store.StateDeferred, replyInternal, l.hop.String(), "")
+			res = settleAll(l.rcpts, store.StateDeferred, replyInternal, "4.3.0")
 		}
 	}()
-	s, err := w.session(ctx, l.hop)
+	targets, err := w.r.targets(ctx, l)
 	if err != nil {
-		// Nothing was said about these recipients yet: whatever went wrong
-		// on the way (even a 5xx greeting) is the hop's trouble, not theirs.
-		return settleAll(l.rcpts, store.StateDeferred, describe(err), l.hop.String(), "")
+		return settleAll(l.rcpts, verdict(err), describe(err), statusOf(err))
 	}
-	stop := context.AfterFunc(ctx, s.abort)
-	defer stop()
-	res, ok := s.send(w.r.log, d, l.rcpts)
-	if !ok {
-		w.drop()
-	}
-	return res
-}
-
-// session returns a connection to h ready for a transaction: the open one
-// after a successful RSET, else a new one.
-func (w *worker) session(ctx context.Context, h hop) (*session, error) {
-	if w.sess != nil && w.sess.hop != h {
-		w.quit()
-	}
-	if s := w.sess; s != nil {
-		stop := context.AfterFunc(ctx, s.abort)
-		err := s.client.Reset()
-		stop()
-		if err == nil {
-			return s, nil
+	var lastErr error
+	tried := 0
+	for _, t := range targets {
+		port, err := strconv.ParseUint(t.port, 10, 16)
+		if err != nil {
+			return settleAll(l.rcpts, store.StateDeferred, fmt.Sprintf("port of %s: %v", t.name, err), "4.4.0")
 		}
-		// Most likely the server closed it while idle; not the mail's fault.
-		w.r.log.Debug("relay: reconnecting, open connection failed RSET", "relay", h.String(), "err", err)
-		w.drop()
+		for _, a := range t.addrs {
+			if tried == maxAddrsPerLeg || ctx.Err() != nil {
+				break
+			}
+			tried++
+			s, err := w.r.connect(ctx, t.name, netip.AddrPortFrom(a, uint16(port)))
+			if err != nil {
+				w.r.log.Info("relay: server unavailable, trying the next", "queue_id", d.QueueID,
+					"server", t.name, "addr", a.String(), "err", err)
+				lastErr = err
+				continue
+			}
+			stop := context.AfterFunc(ctx, s.abort)
+			res, ok := s.send(d, l.rcpts)
+			stop()
+			if ok {
+				w.r.conns.put(s, w.r.now())
+			} else {
+				s.client.Close()
+			}
+			return res
+		}
 	}
-	s, err := w.r.dial(ctx, h)
-	if err != nil {
-		return nil, err
+	if lastErr == nil {
+		lastErr = temporaryFailure(smtpCode(4, 4, 1), "no address to connect to")
 	}
-	w.sess = s
-	return s, nil
+	// Nothing was said about these recipients: whatever went wrong on the
+	// way (even a 5xx greeting) is the servers' trouble, not theirs.
+	return settleAll(l.rcpts, store.StateDeferred, describe(lastErr), "4.4.1")
 }
 
 // settleAll gives every recipient of rcpts the same result.
-func settleAll(rcpts []store.DueRecipient, state, reply, relay, tls string) []result {
+func settleAll(rcpts []store.DueRecipient, state, reply, status string) []result {
 	res := make([]result, len(rcpts))
 	for i, rc := range rcpts {
-		res[i] = result{rcpt: rc, state: state, reply: reply, relay: relay, tls: tls}
+		res[i] = result{rcpt: rc, state: state, reply: reply, status: status}
 	}
 	return res
-}
-
-// record stores the outcomes of one attempt at d and writes the mail log:
-// one line per recipient.
-func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) {
-	now := r.now()
-	outcomes := make([]store.Outcome, len(results))
-	for i, res := range results {
-		outcomes[i] = store.Outcome{QueueID: d.QueueID, Recipient: res.rcpt.Address, State: res.state, Reply: res.reply}
-		if res.state == store.StateDeferred {
-			outcomes[i].NextAttempt = now.Add(backoff(res.rcpt.Attempts, r.cfg.RetryFirst, r.cfg.RetryMax))
-		}
-	}
-	cctx, cancel := context.WithTimeout(ctx, completeTimeout)
-	defer cancel()
-	if err := r.q.Complete(cctx, outcomes); err != nil {
-		// The leases run out and the recipients are claimed again.
-		r.log.Error("relay: recording outcomes failed", "queue_id", d.QueueID, "err", err)
-	}
-
-	from := d.Sender
-	if from == "" {
-		from = "<>"
-	}
-	for i, res := range results {
-		level := slog.LevelInfo
-		attrs := []slog.Attr{
-			slog.String("queue_id", d.QueueID),
-			slog.String("from", from),
-			slog.String("rcpt", res.rcpt.Address),
-			slog.String("state", res.state),
-			slog.String("reply", res.reply),
-			slog.Int("attempt", res.rcpt.Attempts+1),
-			slog.String("relay", res.relay),
-			slog.String("tls", res.tls),
-			slog.Duration("delay", now.Sub(d.ReceivedAt).Round(time.Millisecond)),
-		}
-		switch res.state {
-		case store.StateDeferred:
-			attrs = append(attrs, slog.Time("next_attempt", outcomes[i].NextAttempt))
-		case store.StateFailed:
-			// No bounce yet: DSNs to the sender come with MX delivery.
-			level = slog.LevelWarn
-		}
-		r.log.LogAttrs(ctx, level, "relay: delivery", attrs...)
-	}
 }

@@ -183,7 +183,7 @@ func TestAcceptSignQueue(t *testing.T) {
 		e.Recipients[0].Address != "B@example.net" || e.MessageID != "<"+id+"@sesame.test>" {
 		t.Fatalf("entry = %+v", e)
 	}
-	ds, err := te.st.Claim(context.Background(), time.Now(), 1, time.Minute)
+	ds, err := te.st.Claim(context.Background(), time.Now(), 1, time.Minute, nil)
 	if err != nil || len(ds) != 1 {
 		t.Fatal(err)
 	}

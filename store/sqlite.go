@@ -34,6 +34,9 @@ type SQLite struct {
 	stop  chan struct{}
 	once  sync.Once
 
+	watchOnce sync.Once
+	watching  sync.WaitGroup
+
 	commits atomic.Int64 // transactions committed by the committer, for tests and metrics
 }
 
@@ -130,30 +133,46 @@ CREATE TABLE recipients (
 CREATE INDEX recipients_due ON recipients(next_attempt_at) WHERE state IN ('queued', 'deferred');
 `
 
+// migrations[i] takes the schema from version i+1 to i+2.
+var migrations = []string{
+	`ALTER TABLE messages ADD COLUMN delay_warned INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE recipients ADD COLUMN domain TEXT NOT NULL DEFAULT '';
+	 UPDATE recipients SET domain = lower(substr(address, instr(address, '@') + 1));
+	 UPDATE recipients SET state = 'bounced' WHERE state = 'failed';`,
+}
+
 func migrate(db *sql.DB) error {
-	var version int
-	if err := db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+	tx, err := db.Begin()
+	if err != nil {
 		return err
 	}
-	switch version {
-	case 0:
-		tx, err := db.Begin()
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	latest := 1 + len(migrations)
+	if version > latest {
+		return fmt.Errorf("database schema version %d is newer than this binary understands (%d); upgrade sesame", version, latest)
+	}
+	if version == latest {
+		return nil
+	}
+	if version == 0 {
 		if _, err := tx.Exec(schema); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(`PRAGMA user_version = 1`); err != nil {
-			return err
-		}
-		return tx.Commit()
-	case 1:
-		return nil
-	default:
-		return fmt.Errorf("database schema version %d is newer than this binary understands; upgrade sesame", version)
+		version = 1
 	}
+	for ; version < latest; version++ {
+		if _, err := tx.Exec(migrations[version-1]); err != nil {
+			return fmt.Errorf("migrate schema to version %d: %w", version+1, err)
+		}
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, latest)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // Close stops the committer after the writes already submitted and closes the
@@ -161,6 +180,7 @@ func migrate(db *sql.DB) error {
 func (s *SQLite) Close() error {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
+	s.watching.Wait()
 	return s.db.Close()
 }
 
@@ -173,8 +193,63 @@ func (s *SQLite) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Ready receives a value after an Enqueue commits.
-func (s *SQLite) Ready() <-chan struct{} { return s.ready }
+// Ready receives a value after an Enqueue commits here, and within a second
+// of another process writing to the database.
+func (s *SQLite) Ready() <-chan struct{} {
+	s.watchOnce.Do(func() {
+		s.watching.Add(1)
+		go s.watchOtherWriters()
+	})
+	return s.ready
+}
+
+// signalReady wakes whoever waits on Ready, without blocking.
+func (s *SQLite) signalReady() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// watchOtherWriters signals Ready when another connection commits, which is
+// how the admin commands (`sesame queue retry`, a verification mail) reach a
+// running server without any other channel: SQLite's data_version changes,
+// for one connection, whenever any other connection commits.
+func (s *SQLite) watchOtherWriters() {
+	defer s.watching.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var v int64
+		if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+			continue
+		}
+		if last >= 0 && v != last {
+			s.signalReady()
+		}
+		last = v
+	}
+}
 
 var errClosed = errors.New("store: closed")
 
@@ -275,11 +350,14 @@ func (s *SQLite) commit(batch []*writeOp) {
 		}
 	}
 	if enqueued {
-		select {
-		case s.ready <- struct{}{}:
-		default:
-		}
+		s.signalReady()
 	}
+}
+
+// AddressDomain returns the domain of address, lower-cased: the part after its
+// last '@' (submission refuses addresses with more than one).
+func AddressDomain(address string) string {
+	return strings.ToLower(address[strings.LastIndexByte(address, '@')+1:])
 }
 
 // NewQueueID returns a new random queue id: 16 characters of base32.
@@ -294,47 +372,59 @@ func NewQueueID() string {
 // Enqueue stores m and one queued row per recipient, durably. It sets m.ID
 // unless the caller already chose one with NewQueueID.
 func (s *SQLite) Enqueue(ctx context.Context, m *Message) error {
-	if len(m.Recipients) == 0 {
-		return errors.New("store: enqueue: message has no recipients")
-	}
 	if m.ID == "" {
 		m.ID = NewQueueID()
 	}
-	received := m.ReceivedAt.UnixNano()
-	op := &writeOp{enqueues: true, run: func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO messages (id, credential, sender, message_id, size, received_at, body)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			m.ID, m.Credential, m.Sender, m.MessageID, len(m.Data), received, m.Data)
-		if err != nil {
-			return err
-		}
-		for _, rcpt := range m.Recipients {
-			_, err := tx.Exec(`INSERT OR IGNORE INTO recipients (message_id, address, state, next_attempt_at, updated_at)
-				VALUES (?, ?, ?, ?, ?)`, m.ID, rcpt, StateQueued, received, received)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}}
+	op := &writeOp{enqueues: true, run: func(tx *sql.Tx) error { return insertMessage(tx, m) }}
 	if err := s.write(ctx, op); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
 	return nil
 }
 
-// Claim leases up to max messages with due recipients, oldest due first.
-func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error) {
+// insertMessage stores m with one queued row per recipient.
+func insertMessage(tx *sql.Tx, m *Message) error {
+	if len(m.Recipients) == 0 {
+		return errors.New("message has no recipients")
+	}
+	received := m.ReceivedAt.UnixNano()
+	_, err := tx.Exec(`INSERT INTO messages (id, credential, sender, message_id, size, received_at, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.Credential, m.Sender, m.MessageID, len(m.Data), received, m.Data)
+	if err != nil {
+		return err
+	}
+	for _, rcpt := range m.Recipients {
+		_, err := tx.Exec(`INSERT OR IGNORE INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?)`, m.ID, rcpt, AddressDomain(rcpt), StateQueued, received, received)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Claim leases up to max messages with due recipients, oldest due first,
+// leaving out recipients in the domains of skip.
+func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.Duration, skip []string) ([]Delivery, error) {
 	if max <= 0 {
 		return nil, nil
 	}
+	query := `SELECT message_id, address, attempts FROM recipients
+		WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND lease_until <= ?`
+	if len(skip) > 0 {
+		query += ` AND domain NOT IN (?` + strings.Repeat(`, ?`, len(skip)-1) + `)`
+	}
+	query += ` ORDER BY next_attempt_at LIMIT ?`
 	var out []Delivery
 	op := &writeOp{run: func(tx *sql.Tx) error {
 		out = nil
 		nowNano := now.UnixNano()
-		rows, err := tx.Query(`SELECT message_id, address, attempts FROM recipients
-			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND lease_until <= ?
-			ORDER BY next_attempt_at LIMIT ?`, nowNano, nowNano, max*16)
+		args := []any{nowNano, nowNano}
+		for _, d := range skip {
+			args = append(args, d)
+		}
+		rows, err := tx.Query(query, append(args, max*16)...)
 		if err != nil {
 			return err
 		}
@@ -365,8 +455,8 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		for i := range out {
 			d := &out[i]
 			var received int64
-			err := tx.QueryRow(`SELECT sender, received_at, body FROM messages WHERE id = ?`, d.QueueID).
-				Scan(&d.Sender, &received, &d.Data)
+			err := tx.QueryRow(`SELECT sender, received_at, body, delay_warned FROM messages WHERE id = ?`, d.QueueID).
+				Scan(&d.Sender, &received, &d.Data, &d.DelayWarned)
 			if err != nil {
 				return fmt.Errorf("load message %s: %w", d.QueueID, err)
 			}
@@ -386,48 +476,60 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 	return out, nil
 }
 
-// Complete records outcomes. A message whose recipients are all delivered
+// Complete records r in one transaction: outcomes, the notice to the sender,
+// and the delay-warning mark. A message whose recipients are all final
 // leaves the queue.
-func (s *SQLite) Complete(ctx context.Context, outcomes []Outcome) error {
-	if len(outcomes) == 0 {
+func (s *SQLite) Complete(ctx context.Context, r Report) error {
+	if len(r.Outcomes) == 0 {
 		return nil
 	}
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	if r.Notice != nil && r.Notice.ID == "" {
+		r.Notice.ID = NewQueueID()
+	}
+	op := &writeOp{enqueues: r.Notice != nil, run: func(tx *sql.Tx) error {
 		now := time.Now().UnixNano()
-		done := map[string]bool{}
-		for _, o := range outcomes {
-			switch o.State {
-			case StateDelivered, StateDeferred, StateFailed:
-			default:
-				return fmt.Errorf("outcome for %s in %s: invalid state %q", o.Recipient, o.QueueID, o.State)
+		final := false
+		for _, o := range r.Outcomes {
+			if o.State != StateDeferred && !Final(o.State) {
+				return fmt.Errorf("outcome for %s in %s: invalid state %q", o.Recipient, r.QueueID, o.State)
 			}
 			next := o.NextAttempt.UnixNano()
 			if o.State != StateDeferred {
-				next = now
+				next, final = now, true
 			}
 			_, err := tx.Exec(`UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + 1,
 				next_attempt_at = ?, lease_until = 0, updated_at = ? WHERE message_id = ? AND address = ?`,
-				o.State, o.Reply, next, now, o.QueueID, o.Recipient)
+				o.State, o.Reply, next, now, r.QueueID, o.Recipient)
 			if err != nil {
 				return err
-			}
-			if o.State == StateDelivered {
-				done[o.QueueID] = true
 			}
 		}
-		for id := range done {
-			_, err := tx.Exec(`DELETE FROM messages WHERE id = ? AND NOT EXISTS
-				(SELECT 1 FROM recipients WHERE message_id = ? AND state != 'delivered')`, id, id)
-			if err != nil {
+		if r.DelayWarned {
+			if _, err := tx.Exec(`UPDATE messages SET delay_warned = 1 WHERE id = ?`, r.QueueID); err != nil {
 				return err
 			}
+		}
+		if r.Notice != nil {
+			if err := insertMessage(tx, r.Notice); err != nil {
+				return fmt.Errorf("queue notice: %w", err)
+			}
+		}
+		if final {
+			return deleteIfFinal(tx, r.QueueID)
 		}
 		return nil
 	}}
 	if err := s.write(ctx, op); err != nil {
-		return fmt.Errorf("store: complete: %w", err)
+		return fmt.Errorf("store: complete %s: %w", r.QueueID, err)
 	}
 	return nil
+}
+
+// deleteIfFinal removes message id once no recipient of it is waiting.
+func deleteIfFinal(tx *sql.Tx, id string) error {
+	_, err := tx.Exec(`DELETE FROM messages WHERE id = ? AND NOT EXISTS
+		(SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'deferred'))`, id, id)
+	return err
 }
 
 // ReleaseLeases ends every lease. A single node calls it at start-up: leases
@@ -440,79 +542,29 @@ func (s *SQLite) ReleaseLeases(ctx context.Context) error {
 	if err := s.write(ctx, op); err != nil {
 		return fmt.Errorf("store: release leases: %w", err)
 	}
-	select {
-	case s.ready <- struct{}{}:
-	default:
-	}
+	s.signalReady()
 	return nil
 }
 
-// NextDue returns the earliest time an unleased recipient becomes due.
-func (s *SQLite) NextDue(ctx context.Context) (time.Time, bool, error) {
+// NextDue returns the earliest time an unleased recipient outside the
+// domains of skip becomes due.
+func (s *SQLite) NextDue(ctx context.Context, skip []string) (time.Time, bool, error) {
+	query := `SELECT MIN(MAX(next_attempt_at, lease_until)) FROM recipients WHERE state IN ('queued', 'deferred')`
+	var args []any
+	if len(skip) > 0 {
+		query += ` AND domain NOT IN (?` + strings.Repeat(`, ?`, len(skip)-1) + `)`
+		for _, d := range skip {
+			args = append(args, d)
+		}
+	}
 	var next sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT MIN(MAX(next_attempt_at, lease_until)) FROM recipients
-		WHERE state IN ('queued', 'deferred')`).Scan(&next)
-	if err != nil {
+	if err := s.db.QueryRowContext(ctx, query, args...).Scan(&next); err != nil {
 		return time.Time{}, false, fmt.Errorf("store: next due: %w", err)
 	}
 	if !next.Valid {
 		return time.Time{}, false, nil
 	}
 	return time.Unix(0, next.Int64), true, nil
-}
-
-// QueueEntry is a queued message as the operator sees it.
-type QueueEntry struct {
-	ID         string           `json:"id"`
-	Credential string           `json:"credential"`
-	Sender     string           `json:"sender"`
-	MessageID  string           `json:"message_id"`
-	Size       int              `json:"size"`
-	ReceivedAt time.Time        `json:"received_at"`
-	Recipients []RecipientEntry `json:"recipients"`
-}
-
-// RecipientEntry is one recipient's state in the queue.
-type RecipientEntry struct {
-	Address     string    `json:"address"`
-	State       string    `json:"state"`
-	Attempts    int       `json:"attempts"`
-	NextAttempt time.Time `json:"next_attempt"`
-	LastReply   string    `json:"last_reply"`
-}
-
-// QueueMessages lists the messages still in the queue, oldest first.
-func (s *SQLite) QueueMessages(ctx context.Context) ([]QueueEntry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT m.id, m.credential, m.sender, m.message_id, m.size, m.received_at,
-			r.address, r.state, r.attempts, r.next_attempt_at, r.last_reply
-		FROM messages m JOIN recipients r ON r.message_id = m.id
-		ORDER BY m.received_at, m.id, r.address`)
-	if err != nil {
-		return nil, fmt.Errorf("store: list queue: %w", err)
-	}
-	defer rows.Close()
-	var out []QueueEntry
-	for rows.Next() {
-		var e QueueEntry
-		var r RecipientEntry
-		var received, next int64
-		if err := rows.Scan(&e.ID, &e.Credential, &e.Sender, &e.MessageID, &e.Size, &received,
-			&r.Address, &r.State, &r.Attempts, &next, &r.LastReply); err != nil {
-			return nil, fmt.Errorf("store: list queue: %w", err)
-		}
-		r.NextAttempt = time.Unix(0, next)
-		if n := len(out); n > 0 && out[n-1].ID == e.ID {
-			out[n-1].Recipients = append(out[n-1].Recipients, r)
-			continue
-		}
-		e.ReceivedAt = time.Unix(0, received)
-		e.Recipients = []RecipientEntry{r}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list queue: %w", err)
-	}
-	return out, nil
 }
 
 func isUniqueViolation(err error) bool {

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -41,7 +42,7 @@ func TestQueueLifecycle(t *testing.T) {
 		t.Fatal("Ready not signalled after Enqueue")
 	}
 
-	ds, err := s.Claim(ctx, now, 10, time.Minute)
+	ds, err := s.Claim(ctx, now, 10, time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,29 +50,29 @@ func TestQueueLifecycle(t *testing.T) {
 		t.Fatalf("claim = %+v", ds)
 	}
 	// Leased: a second claim gets nothing.
-	if again, _ := s.Claim(ctx, now, 10, time.Minute); len(again) != 0 {
+	if again, _ := s.Claim(ctx, now, 10, time.Minute, nil); len(again) != 0 {
 		t.Fatalf("claimed leased recipients again: %+v", again)
 	}
-	if next, ok, _ := s.NextDue(ctx); !ok || next.Before(now.Add(59*time.Second)) {
+	if next, ok, _ := s.NextDue(ctx, nil); !ok || next.Before(now.Add(59*time.Second)) {
 		t.Fatalf("NextDue = %v %v, want lease end", next, ok)
 	}
 
 	retry := now.Add(time.Hour)
-	err = s.Complete(ctx, []Outcome{
-		{QueueID: m.ID, Recipient: "x@example.net", State: StateDelivered, Reply: "250 ok"},
-		{QueueID: m.ID, Recipient: "y@example.net", State: StateDeferred, Reply: "451 later", NextAttempt: retry},
-	})
+	err = s.Complete(ctx, Report{QueueID: m.ID, Outcomes: []Outcome{
+		{Recipient: "x@example.net", State: StateDelivered, Reply: "250 ok"},
+		{Recipient: "y@example.net", State: StateDeferred, Reply: "451 later", NextAttempt: retry},
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ds, _ := s.Claim(ctx, now.Add(time.Minute), 10, time.Minute); len(ds) != 0 {
+	if ds, _ := s.Claim(ctx, now.Add(time.Minute), 10, time.Minute, nil); len(ds) != 0 {
 		t.Fatalf("deferred recipient claimed early: %+v", ds)
 	}
-	next, ok, err := s.NextDue(ctx)
+	next, ok, err := s.NextDue(ctx, nil)
 	if err != nil || !ok || !next.Equal(time.Unix(0, retry.UnixNano())) {
 		t.Fatalf("NextDue = %v %v %v, want %v", next, ok, err, retry)
 	}
-	ds, err = s.Claim(ctx, retry, 10, time.Minute)
+	ds, err = s.Claim(ctx, retry, 10, time.Minute, nil)
 	if err != nil || len(ds) != 1 || len(ds[0].Recipients) != 1 || ds[0].Recipients[0].Attempts != 1 {
 		t.Fatalf("claim after retry time = %+v, %v", ds, err)
 	}
@@ -79,40 +80,161 @@ func TestQueueLifecycle(t *testing.T) {
 	if err != nil || len(entries) != 1 || entries[0].Recipients[1].LastReply != "451 later" {
 		t.Fatalf("queue = %+v, %v", entries, err)
 	}
-	if err := s.Complete(ctx, []Outcome{{QueueID: m.ID, Recipient: "y@example.net", State: StateDelivered}}); err != nil {
+	if err := s.Complete(ctx, Report{QueueID: m.ID, Outcomes: []Outcome{{Recipient: "y@example.net", State: StateDelivered}}}); err != nil {
 		t.Fatal(err)
 	}
 	if entries, _ := s.QueueMessages(ctx); len(entries) != 0 {
 		t.Fatalf("delivered message still queued: %+v", entries)
 	}
-	if _, ok, _ := s.NextDue(ctx); ok {
+	if _, ok, _ := s.NextDue(ctx, nil); ok {
 		t.Fatal("NextDue reports work on an empty queue")
 	}
 }
 
-func TestFailedStaysQueued(t *testing.T) {
+// A bounce and its DSN are recorded together; the message then leaves the
+// queue, and the DSN is queued in its place.
+func TestBounceWithNotice(t *testing.T) {
 	s, _ := openTest(t)
 	ctx := context.Background()
-	m := &Message{Sender: "a@example.com", Recipients: []string{"x@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
+	m := &Message{Sender: "a@example.com", Recipients: []string{"x@example.net", "y@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
 	if err := s.Enqueue(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	ds, _ := s.Claim(ctx, time.Now(), 1, time.Minute)
-	if len(ds) != 1 {
-		t.Fatal("nothing claimed")
+	<-s.Ready()
+	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Minute, nil); len(ds) != 1 || ds[0].DelayWarned {
+		t.Fatalf("claim = %+v", ds)
 	}
-	if err := s.Complete(ctx, []Outcome{{QueueID: m.ID, Recipient: "x@example.net", State: StateFailed, Reply: "550 no"}}); err != nil {
+	// First a delay warning for y, then x bounces and y expires.
+	warn := &Message{Sender: "", Recipients: []string{"a@example.com"}, ReceivedAt: time.Now(), Data: []byte("warning\r\n")}
+	err := s.Complete(ctx, Report{QueueID: m.ID, Notice: warn, DelayWarned: true, Outcomes: []Outcome{
+		{Recipient: "x@example.net", State: StateDeferred, Reply: "451 later", NextAttempt: time.Now()},
+		{Recipient: "y@example.net", State: StateDeferred, Reply: "451 later", NextAttempt: time.Now()},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, _ := s.Claim(ctx, time.Now(), 10, time.Minute, nil)
+	var orig Delivery
+	for _, d := range ds {
+		if d.QueueID == m.ID {
+			orig = d
+		}
+	}
+	if len(ds) != 2 || !orig.DelayWarned {
+		t.Fatalf("after warning: %+v", ds)
+	}
+	bounce := &Message{Sender: "", Recipients: []string{"a@example.com"}, ReceivedAt: time.Now(), Data: []byte("bounce\r\n")}
+	err = s.Complete(ctx, Report{QueueID: m.ID, Notice: bounce, Outcomes: []Outcome{
+		{Recipient: "x@example.net", State: StateBounced, Reply: "550 no"},
+		{Recipient: "y@example.net", State: StateExpired, Reply: "451 later"},
+	}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := s.QueueMessages(ctx)
-	if len(entries) != 1 || entries[0].Recipients[0].State != StateFailed {
+	ids := map[string]bool{}
+	for _, e := range entries {
+		ids[e.ID] = true
+	}
+	if ids[m.ID] || !ids[warn.ID] || !ids[bounce.ID] || len(entries) != 2 {
 		t.Fatalf("queue = %+v", entries)
 	}
-	if ds, _ := s.Claim(ctx, time.Now().Add(time.Hour), 1, time.Minute); len(ds) != 0 {
-		t.Fatal("failed recipient claimed again")
-	}
-	if err := s.Complete(ctx, []Outcome{{QueueID: m.ID, Recipient: "x@example.net", State: "bogus"}}); err == nil {
+	if err := s.Complete(ctx, Report{QueueID: bounce.ID, Outcomes: []Outcome{{Recipient: "a@example.com", State: "failed"}}}); err == nil {
 		t.Fatal("invalid state accepted")
+	}
+}
+
+func TestRetryNowAndDelete(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	later := time.Now().Add(time.Hour)
+	var ids []string
+	for i := 0; i < 2; i++ {
+		m := &Message{Sender: "a@example.com", Recipients: []string{"x@example.net"}, ReceivedAt: time.Now(), Data: []byte("Subject: s\r\n\r\nx\r\n")}
+		if err := s.Enqueue(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		s.Claim(ctx, time.Now(), 10, time.Minute, nil)
+		s.Complete(ctx, Report{QueueID: m.ID, Outcomes: []Outcome{{Recipient: "x@example.net", State: StateDeferred, NextAttempt: later}}})
+		ids = append(ids, m.ID)
+	}
+	if n, err := s.RetryNow(ctx, ids[0], time.Now()); n != 1 || err != nil {
+		t.Fatalf("RetryNow one = %d, %v", n, err)
+	}
+	if ds, _ := s.Claim(ctx, time.Now(), 10, time.Minute, nil); len(ds) != 1 || ds[0].QueueID != ids[0] {
+		t.Fatalf("claim after retry = %+v", ds)
+	}
+	if n, _ := s.RetryNow(ctx, "", time.Now()); n != 2 {
+		t.Fatalf("RetryNow all = %d", n)
+	}
+	if _, err := s.RetryNow(ctx, "NOSUCHMESSAGE", time.Now()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("RetryNow unknown: %v", err)
+	}
+	data, err := s.MessageData(ctx, ids[1])
+	if err != nil || string(data) != "Subject: s\r\n\r\nx\r\n" {
+		t.Fatalf("MessageData = %q, %v", data, err)
+	}
+	notice := &Message{Recipients: []string{"a@example.com"}, ReceivedAt: time.Now(), Data: []byte("dsn\r\n")}
+	if err := s.DeleteMessage(ctx, ids[1], notice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.QueueMessage(ctx, ids[1]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted message still there: %v", err)
+	}
+	if e, err := s.QueueMessage(ctx, notice.ID); err != nil || e.Recipients[0].Address != "a@example.com" {
+		t.Fatalf("notice = %+v, %v", e, err)
+	}
+	if err := s.DeleteMessage(ctx, ids[1], nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+// A write by another process (here: another handle on the same file) wakes
+// Ready within about a second.
+func TestReadyOnOtherWriter(t *testing.T) {
+	s, path := openTest(t)
+	ready := s.Ready()
+	other, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	time.Sleep(1500 * time.Millisecond) // let the watcher take its first reading
+	select {
+	case <-ready: // drain a wake-up from opening
+	default:
+	}
+	m := &Message{Recipients: []string{"x@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
+	if err := other.Enqueue(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready not signalled after another process wrote")
+	}
+}
+
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema + `PRAGMA user_version = 1;
+		INSERT INTO messages (id, credential, sender, message_id, size, received_at, body) VALUES ('M1', 'c', 's@example.com', '', 1, 1, x'41');
+		INSERT INTO recipients (message_id, address, state, next_attempt_at, updated_at) VALUES ('M1', 'r@example.net', 'failed', 1, 1);`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e, err := s.QueueMessage(context.Background(), "M1")
+	if err != nil || e.Recipients[0].State != StateBounced {
+		t.Fatalf("after migration: %+v, %v", e, err)
 	}
 }
 
@@ -165,13 +287,13 @@ func TestReleaseLeases(t *testing.T) {
 	if err := s.Enqueue(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Hour); len(ds) != 1 {
+	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Hour, nil); len(ds) != 1 {
 		t.Fatal("nothing claimed")
 	}
 	if err := s.ReleaseLeases(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Hour); len(ds) != 1 || ds[0].Sender != "" {
+	if ds, _ := s.Claim(ctx, time.Now(), 1, time.Hour, nil); len(ds) != 1 || ds[0].Sender != "" {
 		t.Fatalf("after release: %+v", ds)
 	}
 }
@@ -260,4 +382,19 @@ func BenchmarkEnqueue(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestClaimSkipsBusyDomains(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	for _, rcpt := range []string{"a@Busy.example", "b@free.example"} {
+		m := &Message{Sender: "s@example.com", Recipients: []string{rcpt}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
+		if err := s.Enqueue(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := s.Claim(ctx, time.Now(), 10, time.Minute, []string{"busy.example", "other.example"})
+	if err != nil || len(ds) != 1 || ds[0].Recipients[0].Address != "b@free.example" {
+		t.Fatalf("claim = %+v, %v", ds, err)
+	}
 }

@@ -89,13 +89,20 @@ type Domains interface {
 	DeleteDomain(ctx context.Context, name string) error
 }
 
-// Recipient states.
+// Recipient states. Queued and deferred recipients wait for an attempt; the
+// others are final.
 const (
 	StateQueued    = "queued"    // waiting for its first attempt
 	StateDeferred  = "deferred"  // failed temporarily, waiting for NextAttempt
 	StateDelivered = "delivered" // accepted by the next hop
-	StateFailed    = "failed"    // failed permanently
+	StateBounced   = "bounced"   // failed permanently; the sender was sent a DSN (unless null)
+	StateExpired   = "expired"   // still failing when its lifetime ran out; bounced as well
 )
+
+// Final reports whether state is one a recipient never leaves.
+func Final(state string) bool {
+	return state == StateDelivered || state == StateBounced || state == StateExpired
+}
 
 // Message is a message handed to Enqueue.
 type Message struct {
@@ -110,11 +117,12 @@ type Message struct {
 
 // Delivery is a claimed message with those of its recipients that are due.
 type Delivery struct {
-	QueueID    string
-	Sender     string
-	ReceivedAt time.Time
-	Recipients []DueRecipient
-	Data       []byte
+	QueueID     string
+	Sender      string
+	ReceivedAt  time.Time
+	Recipients  []DueRecipient
+	Data        []byte
+	DelayWarned bool // the sender has had the delay warning for this message
 }
 
 // DueRecipient is a recipient handed out by Claim.
@@ -125,11 +133,24 @@ type DueRecipient struct {
 
 // Outcome is the result of one delivery attempt to one recipient.
 type Outcome struct {
-	QueueID     string
 	Recipient   string
-	State       string    // StateDelivered, StateDeferred or StateFailed
+	State       string    // StateDelivered, StateDeferred, StateBounced or StateExpired
 	Reply       string    // the remote's reply or our own reason, for operators
 	NextAttempt time.Time // for StateDeferred
+}
+
+// Report is what one delivery attempt of one message leaves behind. The
+// store records all of it in one transaction, so a crash can neither lose a
+// bounce nor send it twice.
+type Report struct {
+	QueueID  string
+	Outcomes []Outcome
+	// Notice is a DSN to the sender (a bounce or a delay warning), queued
+	// with the outcomes; nil if there is none.
+	Notice *Message
+	// DelayWarned records that Notice is the message's delay warning, which
+	// is sent once.
+	DelayWarned bool
 }
 
 // Queue is the durable mail queue.
@@ -137,13 +158,16 @@ type Queue interface {
 	// Enqueue assigns m.ID if empty and returns once m is durable.
 	Enqueue(ctx context.Context, m *Message) error
 	// Claim leases up to max messages whose recipients are due at now
-	// (queued, or deferred with NextAttempt <= now) for lease.
-	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error)
-	// Complete records outcomes and ends their leases.
-	Complete(ctx context.Context, outcomes []Outcome) error
-	// NextDue is the earliest time a recipient not now leased becomes due;
-	// ok is false when nothing is waiting.
-	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
-	// Ready receives a value after an Enqueue commits (coalesced).
+	// (queued, or deferred with NextAttempt <= now) for lease, leaving out
+	// recipients whose domain is in skip (destinations already busy).
+	Claim(ctx context.Context, now time.Time, max int, lease time.Duration, skip []string) ([]Delivery, error)
+	// Complete records a report: its outcomes end their recipients' leases.
+	// A message whose recipients are all final leaves the queue.
+	Complete(ctx context.Context, r Report) error
+	// NextDue is the earliest time a recipient not now leased, and not in
+	// the domains of skip, becomes due; ok is false when nothing is waiting.
+	NextDue(ctx context.Context, skip []string) (t time.Time, ok bool, err error)
+	// Ready receives a value (coalesced) when new work may be due: after an
+	// Enqueue commits, or when another process changed the queue.
 	Ready() <-chan struct{}
 }

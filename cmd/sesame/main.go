@@ -27,22 +27,28 @@ type command struct {
 	words string // "user create"
 	args  string // "NAME", for the usage text
 	help  string
-	nargs int // positional arguments required
+	nargs int // positional arguments required; -1: zero or one
 	run   func(e *env, args []string) error
+	bools map[string]string // extra boolean flags: name → help
 }
 
 func commands() []command {
 	return []command{
-		{"serve", "", "run the submission service and the relay", 0, runServe},
-		{"user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", 1, userCreate},
-		{"user list", "", "list SMTP credentials", 0, userList},
-		{"user rotate", "NAME", "give NAME a new password; the old one stops working at once", 1, userRotate},
-		{"user delete", "NAME", "delete the credentials named NAME", 1, userDelete},
-		{"domain add", "DOMAIN", "add a sending domain: make its DKIM keys and print the DNS records to publish", 1, domainAdd},
-		{"domain list", "", "list sending domains", 0, domainList},
-		{"domain show", "DOMAIN", "print a domain's DNS records again", 1, domainShow},
-		{"domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", 1, domainDelete},
-		{"queue list", "", "list the messages in the queue with each recipient's state", 0, queueList},
+		{"serve", "", "run the submission service and the relay", 0, runServe, nil},
+		{"user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", 1, userCreate, nil},
+		{"user list", "", "list SMTP credentials", 0, userList, nil},
+		{"user rotate", "NAME", "give NAME a new password; the old one stops working at once", 1, userRotate, nil},
+		{"user delete", "NAME", "delete the credentials named NAME", 1, userDelete, nil},
+		{"domain add", "DOMAIN", "add a sending domain: make its DKIM keys and print the DNS records to publish", 1, domainAdd, nil},
+		{"domain list", "", "list sending domains", 0, domainList, nil},
+		{"domain show", "DOMAIN", "print a domain's DNS records again", 1, domainShow, nil},
+		{"domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", 1, domainDelete, nil},
+		{"queue list", "", "list the messages in the queue with each recipient's state", 0, queueList, nil},
+		{"queue show", "ID", "show one queued message: envelope, recipients, header", 1, queueShow, nil},
+		{"queue retry", "ID|--all", "attempt delivery of a message (or of all) now", -1, queueRetry,
+			map[string]string{"all": "retry every queued message"}},
+		{"queue delete", "ID", "remove a message from the queue", 1, queueDelete,
+			map[string]string{"bounce": "send the sender a bounce (DSN) for its waiting recipients"}},
 	}
 }
 
@@ -50,6 +56,7 @@ func commands() []command {
 type env struct {
 	cfg    *config.Config
 	json   bool
+	flags  map[string]bool // the command's extra boolean flags
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -78,6 +85,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", config.DefaultPath, "configuration `file`")
 	jsonOut := fs.Bool("json", false, "print data as JSON")
+	extra := map[string]*bool{}
+	for name, help := range cmd.bools {
+		extra[name] = fs.Bool(name, false, help)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: sesame %s %s [--config FILE] [--json]\n\n%s\n\nflags:\n", cmd.words, cmd.args, cmd.help)
 		fs.PrintDefaults()
@@ -89,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
-	if len(positional) != cmd.nargs {
+	if (cmd.nargs >= 0 && len(positional) != cmd.nargs) || (cmd.nargs < 0 && len(positional) > 1) {
 		fmt.Fprintf(stderr, "sesame %s: expected %s\n", cmd.words, describeArgs(cmd))
 		fs.Usage()
 		return 2
@@ -101,7 +112,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sesame:", err)
 		return 1
 	}
-	e := &env{cfg: cfg, json: *jsonOut, stdout: stdout, stderr: stderr}
+	e := &env{cfg: cfg, json: *jsonOut, flags: map[string]bool{}, stdout: stdout, stderr: stderr}
+	for name, v := range extra {
+		e.flags[name] = *v
+	}
 	if err := cmd.run(e, positional); err != nil {
 		fmt.Fprintln(stderr, "sesame:", err)
 		return 1
@@ -110,8 +124,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func describeArgs(c command) string {
-	if c.nargs == 0 {
+	switch c.nargs {
+	case 0:
 		return "no arguments"
+	case -1:
+		return "at most one argument: " + c.args
 	}
 	return c.args
 }

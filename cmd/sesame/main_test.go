@@ -220,13 +220,13 @@ func startSink(t *testing.T, addr string) *sink {
 }
 
 // startServe runs serve in-process until the returned stop is called.
-func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *bytes.Buffer) {
+func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *lockedBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs = &bytes.Buffer{}
+	logs = &lockedBuffer{}
 	started := make(chan struct{})
 	done := make(chan error, 1)
-	e := &env{cfg: cfg, stdout: io.Discard, stderr: &lockedWriter{w: logs}}
+	e := &env{cfg: cfg, stdout: io.Discard, stderr: logs}
 	go func() { done <- serve(ctx, e, func() { close(started) }) }()
 	select {
 	case <-started:
@@ -253,15 +253,22 @@ func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *bytes.Buff
 	return stop, logs
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// lockedBuffer collects serve's log, written and read from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
+func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // The whole service in-process: credentials and domain from the command line,
@@ -334,5 +341,67 @@ func submit(t *testing.T, cfg *config.Config, creds credentialsOutput, subject s
 	msg := "From: shop@example.com\r\nTo: a@example.net\r\nSubject: " + subject + "\r\n\r\nHello\r\n"
 	if err := c.SendMail("shop@example.com", []string{"a@example.net"}, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestQueueCommands(t *testing.T) {
+	dir := t.TempDir()
+	dead := freePort(t, "127.0.0.2") // nothing listens: every attempt is deferred
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\nretry_first = \"1h\"\nretry_max = \"2h\"\n", dead))
+	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
+	var creds credentialsOutput
+	json.Unmarshal([]byte(out), &creds)
+	sesame(t, "domain", "add", "example.com", "--config", cfgPath)
+	stop, logs := startServe(t, cfg)
+	submit(t, cfg, creds, "queued")
+	// Wait for the first (failed) attempt, then stop.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "state=deferred") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deferral; logs:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+
+	out, _, _ = sesame(t, "queue", "list", "--config", cfgPath, "--json")
+	var list []struct {
+		ID         string
+		Recipients []struct{ State, LastReply string } `json:"recipients"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].Recipients[0].State != "deferred" {
+		t.Fatalf("queue list: %q %v", out, err)
+	}
+	id := list[0].ID
+	out, _, code := sesame(t, "queue", "show", id, "--config", cfgPath)
+	if code != 0 || !strings.Contains(out, "Subject: queued") || !strings.Contains(out, "deferred  a@example.net") {
+		t.Fatalf("queue show: %d\n%s", code, out)
+	}
+	if out, _, code := sesame(t, "queue", "retry", id, "--config", cfgPath, "--json"); code != 0 || out != "{\"recipients\":1}\n" {
+		t.Fatalf("queue retry: %d %q", code, out)
+	}
+	if _, errOut, code := sesame(t, "queue", "retry", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "--all") {
+		t.Fatalf("queue retry without id: %d %q", code, errOut)
+	}
+	if out, _, code := sesame(t, "queue", "retry", "--all", "--config", cfgPath); code != 0 || !strings.HasPrefix(out, "1 recipient") {
+		t.Fatalf("queue retry --all: %d %q", code, out)
+	}
+	if _, errOut, code := sesame(t, "queue", "show", "NOSUCHID", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "no message NOSUCHID") {
+		t.Fatalf("show unknown: %d %q", code, errOut)
+	}
+	if out, _, code := sesame(t, "queue", "delete", id, "--bounce", "--config", cfgPath); code != 0 || !strings.Contains(out, "bounce") {
+		t.Fatalf("queue delete --bounce: %d %q", code, out)
+	}
+	out, _, _ = sesame(t, "queue", "list", "--config", cfgPath, "--json")
+	var after []struct {
+		ID, Sender string
+		Recipients []struct{ Address string } `json:"recipients"`
+	}
+	json.Unmarshal([]byte(out), &after)
+	if len(after) != 1 || after[0].ID == id || after[0].Sender != "" || after[0].Recipients[0].Address != "shop@example.com" {
+		t.Fatalf("after delete --bounce, queue: %s", out)
+	}
+	if _, errOut, code := sesame(t, "queue", "delete", id, "--config", cfgPath); code != 1 || !strings.Contains(errOut, "no message") {
+		t.Fatalf("second delete: %d %q", code, errOut)
 	}
 }

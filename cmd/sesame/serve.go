@@ -93,14 +93,21 @@ func serve(ctx context.Context, e *env, started func()) error {
 		dnsServers = append(dnsServers, a)
 	}
 	rel := relay.New(relay.Config{
-		Hostname:   cfg.Hostname,
-		Smarthost:  cfg.Relay.Smarthost,
-		SourceIPs:  cfg.Relay.SourceIPs,
-		DNSServers: dnsServers,
-		Workers:    cfg.Relay.Workers,
-		RetryFirst: cfg.Relay.RetryFirst.Duration,
-		RetryMax:   cfg.Relay.RetryMax.Duration,
-		Logger:     log.With("part", "relay"),
+		Hostname:                 cfg.Hostname,
+		Smarthost:                cfg.Relay.Smarthost,
+		MXPort:                   cfg.Relay.MXPort,
+		SourceIPs:                cfg.Relay.SourceIPs,
+		DNSServers:               dnsServers,
+		Workers:                  cfg.Relay.Workers,
+		DomainConcurrency:        cfg.Relay.DomainConcurrency,
+		RetryFirst:               cfg.Relay.RetryFirst.Duration,
+		RetryMax:                 cfg.Relay.RetryMax.Duration,
+		MaxLifetime:              cfg.Relay.MaxLifetime.Duration,
+		DelayWarning:             cfg.Relay.DelayWarning.Duration,
+		ConnectTimeout:           cfg.Relay.ConnectTimeout.Duration,
+		CommandTimeout:           cfg.Relay.CommandTimeout.Duration,
+		AllowPrivateDestinations: cfg.Relay.AllowPrivateDestinations,
+		Logger:                   log.With("part", "relay"),
 	}, st)
 
 	var httpSrv *http.Server
@@ -128,26 +135,34 @@ func serve(ctx context.Context, e *env, started func()) error {
 	}
 
 	var runErr error
+	relayRunning := true
 	select {
 	case <-ctx.Done():
 		log.Info("stopping: finishing SMTP sessions in progress", "grace", shutdownGrace)
 	case runErr = <-subDone:
 		log.Error("submission service failed", "err", runErr)
-		stop()
+	case runErr = <-relayDone:
+		// Run returns early only for a setting it cannot use; accepting mail
+		// that nothing would deliver helps nobody.
+		relayRunning = false
+		log.Error("relay failed", "err", runErr)
 	}
+	stop()
 	graceCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := sub.Shutdown(graceCtx); err != nil {
 		log.Warn("sessions still open at the end of the grace period were cut", "err", err)
 	}
-	select {
-	case err := <-relayDone:
-		if err != nil {
-			log.Error("relay stopped with an error", "err", err)
+	if relayRunning {
+		select {
+		case err := <-relayDone:
+			if err != nil {
+				log.Error("relay stopped with an error", "err", err)
+			}
+		case <-graceCtx.Done():
+			// Their leases are released at the next start, and they are retried.
+			log.Warn("deliveries still running at the end of the grace period were abandoned")
 		}
-	case <-graceCtx.Done():
-		// Their leases are released at the next start, and they are retried.
-		log.Warn("deliveries still running at the end of the grace period were abandoned")
 	}
 	if httpSrv != nil {
 		httpSrv.Shutdown(graceCtx)

@@ -1,0 +1,501 @@
+package relay
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+)
+
+const (
+	// maxExchangers bounds the MX hosts considered for one domain, so a
+	// domain publishing hundreds of MX records cannot make us resolve them
+	// all (RFC 5321 §5.1 lets a client limit the addresses it tries).
+	maxExchangers = 10
+	// dnsMaxCNAMEHops bounds the CNAMEs we follow ourselves.
+	dnsMaxCNAMEHops = 8
+	// dnsUDPSize is the EDNS0 buffer size (RFC 6891 §6.2.5) of DNS Flag
+	// Day 2020: large enough for most answers, small enough not to fragment.
+	dnsUDPSize = 1232
+	// Positive answers are kept for their TTL, within these bounds.
+	dnsMinTTL = time.Second
+	dnsMaxTTL = time.Hour
+	// Negative answers are kept for the SOA's minimum (RFC 2308 §5),
+	// within these bounds, or dnsDefaultNegTTL when there is no SOA.
+	dnsMaxNegTTL     = 15 * time.Minute
+	dnsDefaultNegTTL = time.Minute
+	// dnsCacheSize bounds the entries of the answer cache.
+	dnsCacheSize = 10000
+	// dnsDefaultTimeout bounds one query to one server when the caller
+	// gives no timeout; it is the resolv.conf default.
+	dnsDefaultTimeout = 5 * time.Second
+	resolvConf        = "/etc/resolv.conf"
+)
+
+// resolver asks the configured DNS servers (or those of /etc/resolv.conf)
+// and caches answers by TTL. It is safe for concurrent use.
+//
+// The servers must be recursive: the resolver sets RD and follows the CNAMEs
+// a server leaves to it, but never walks down from the root itself.
+type resolver struct {
+	servers []string // "ip:port"
+	timeout time.Duration
+	now     func() time.Time
+	udp     *dns.Client
+	tcp     *dns.Client
+	next    atomic.Uint64 // rotates the server asked first
+
+	mu       sync.Mutex
+	cache    map[dnsKey]dnsEntry
+	cacheMax int
+}
+
+// dnsKey is a question: a lower-case, fully qualified name and a type.
+type dnsKey struct {
+	name  string
+	qtype uint16
+}
+
+// dnsAnswer is what DNS says about one question once CNAMEs are followed:
+// the records of the asked type, or none; nxdomain tells whether the name
+// does not exist at all (RCODE 3) or exists without such records (NODATA).
+// Its records are shared with the cache and must not be modified.
+type dnsAnswer struct {
+	rrs      []dns.RR
+	nxdomain bool
+}
+
+type dnsEntry struct {
+	ans     dnsAnswer
+	expires time.Time
+}
+
+// newResolver returns a resolver asking servers ("ip:port"), or the
+// nameservers of /etc/resolv.conf when servers is empty. timeout bounds one
+// query to one server (default 5s); now is the clock for cache expiry
+// (default time.Now).
+func newResolver(servers []string, timeout time.Duration, now func() time.Time) (*resolver, error) {
+	if len(servers) == 0 {
+		var err error
+		if servers, err = systemDNSServers(resolvConf); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range servers {
+		if _, err := netip.ParseAddrPort(s); err != nil {
+			return nil, fmt.Errorf("relay: DNS server %q: want ip:port: %w", s, err)
+		}
+	}
+	if timeout <= 0 {
+		timeout = dnsDefaultTimeout
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &resolver{
+		servers:  slices.Clone(servers),
+		timeout:  timeout,
+		now:      now,
+		udp:      &dns.Client{Net: "udp", Timeout: timeout},
+		tcp:      &dns.Client{Net: "tcp", Timeout: timeout},
+		cache:    make(map[dnsKey]dnsEntry),
+		cacheMax: dnsCacheSize,
+	}, nil
+}
+
+// systemDNSServers returns the nameservers of the resolv.conf file at path
+// as "ip:port" strings.
+func systemDNSServers(path string) ([]string, error) {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err == nil && len(cc.Servers) == 0 {
+		err = errors.New("no nameserver line")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay: reading DNS servers from %s: %w; set [relay] dns_servers", path, err)
+	}
+	servers := make([]string, len(cc.Servers))
+	for i, s := range cc.Servers {
+		servers[i] = net.JoinHostPort(s, cc.Port)
+	}
+	return servers, nil
+}
+
+// exchanger is one mail exchanger of a destination, in the order to try.
+type exchanger struct {
+	host  string       // the MX target without the trailing dot ("mx1.example.net"), or the domain itself for an implicit MX
+	pref  uint16       // the MX preference; 0 for an implicit MX
+	addrs []netip.Addr // IPv4 first, then IPv6; unmapped
+}
+
+// exchangers returns the hosts to deliver mail for domain (a lower-case
+// A-label) to, following RFC 5321 §5.1: the MX hosts by preference, lowest
+// first and shuffled among equals, each with its addresses; or the domain
+// itself when it has no MX records. Hosts without an address are left out,
+// and at most maxExchangers are considered.
+//
+// Errors are *failure: permanent when DNS says mail cannot be delivered
+// (no such domain, null MX, no address anywhere), temporary when a lookup
+// failed and a later one may succeed.
+func (r *resolver) exchangers(ctx context.Context, domain string) ([]exchanger, error) {
+	domain = strings.TrimSuffix(domain, ".")
+	if _, ok := dns.IsDomainName(domain); !ok || domain == "" {
+		return nil, permanentFailure(smtp.EnhancedCode{5, 1, 2}, "domain %q is not a valid DNS name", domain)
+	}
+	ans, err := r.lookup(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	if ans.nxdomain {
+		return nil, permanentFailure(smtp.EnhancedCode{5, 1, 2}, "domain %s does not exist", domain)
+	}
+	if len(ans.rrs) == 0 {
+		// RFC 5321 §5.1: without MX records the domain is its own
+		// exchanger, with preference 0.
+		addrs, err := r.hostAddrs(ctx, domain)
+		if err != nil {
+			return nil, err
+		}
+		if len(addrs) == 0 {
+			return nil, permanentFailure(smtp.EnhancedCode{5, 4, 4}, "domain %s has no MX and no address record", domain)
+		}
+		return []exchanger{{host: domain, addrs: addrs}}, nil
+	}
+
+	// A copy: the cached records keep their order for other callers.
+	mxs := make([]*dns.MX, 0, len(ans.rrs))
+	for _, rr := range ans.rrs {
+		mx, ok := rr.(*dns.MX)
+		if !ok {
+			continue
+		}
+		if mx.Mx == "." {
+			// RFC 7505 §3: a null MX says the domain accepts no mail;
+			// RFC 7505 §4.1: fail without trying any host, with 5.1.10.
+			return nil, permanentFailure(smtp.EnhancedCode{5, 1, 10}, "domain %s accepts no mail (null MX)", domain)
+		}
+		mxs = append(mxs, mx)
+	}
+	// RFC 5321 §5.1: lowest preference first, randomized among equal ones
+	// to spread the load.
+	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
+	slices.SortStableFunc(mxs, func(a, b *dns.MX) int { return cmp.Compare(a.Preference, b.Preference) })
+
+	var xs []exchanger
+	seen := make(map[string]bool)
+	for _, mx := range mxs {
+		host := strings.ToLower(strings.TrimSuffix(mx.Mx, "."))
+		if seen[host] {
+			continue // listed twice: its best preference counts
+		}
+		seen[host] = true
+		xs = append(xs, exchanger{host: host, pref: mx.Preference})
+		if len(xs) == maxExchangers {
+			break
+		}
+	}
+
+	// Concurrently, so that slow servers of one host's zone do not add up.
+	errs := make([]error, len(xs))
+	var wg sync.WaitGroup
+	for i := range xs {
+		// MX targets are names (RFC 5321 §5.1): an IP literal in one is
+		// looked up as a name, not used as an address.
+		wg.Go(func() { xs[i].addrs, errs[i] = r.hostAddrs(ctx, xs[i].host) })
+	}
+	wg.Wait()
+	var tempErr error
+	found := xs[:0]
+	for i, x := range xs {
+		switch {
+		case errs[i] != nil:
+			tempErr = cmp.Or(tempErr, errs[i])
+		case len(x.addrs) > 0:
+			found = append(found, x)
+		}
+	}
+	if len(found) > 0 {
+		return found, nil
+	}
+	if tempErr != nil {
+		return nil, tempErr
+	}
+	return nil, permanentFailure(smtp.EnhancedCode{5, 4, 4}, "no address for the mail exchangers of %s", domain)
+}
+
+// lookupHost returns the A then AAAA addresses of host, or the IP itself if
+// host is an IP literal. Errors are *failure: permanent 5.4.4 when host has
+// no address, temporary 4.4.3 when the lookup failed.
+func (r *resolver) lookupHost(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	addrs, err := r.hostAddrs(ctx, strings.TrimSuffix(host, "."))
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		return nil, permanentFailure(smtp.EnhancedCode{5, 4, 4}, "host %s has no address record", host)
+	}
+	return addrs, nil
+}
+
+// hostAddrs returns the IPv4 then IPv6 addresses of host; none, and no
+// error, when DNS says it has none. Like Go's resolver it is content with
+// one family when the other's lookup failed: a server that fails AAAA
+// queries must not hold up delivery over IPv4.
+func (r *resolver) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	var v6 dnsAnswer
+	var err6 error
+	var wg sync.WaitGroup
+	wg.Go(func() { v6, err6 = r.lookup(ctx, host, dns.TypeAAAA) })
+	v4, err4 := r.lookup(ctx, host, dns.TypeA)
+	wg.Wait()
+
+	var addrs []netip.Addr
+	for _, rr := range v4.rrs {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A); ok {
+				addrs = append(addrs, ip.Unmap())
+			}
+		}
+	}
+	for _, rr := range v6.rrs {
+		if a, ok := rr.(*dns.AAAA); ok {
+			if ip, ok := netip.AddrFromSlice(a.AAAA); ok {
+				addrs = append(addrs, ip.Unmap())
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		if err := cmp.Or(err4, err6); err != nil {
+			return nil, err
+		}
+	}
+	return addrs, nil
+}
+
+// lookup answers the question (name, qtype) from the cache or the servers,
+// following CNAMEs. Its error is a temporary *failure and is not cached.
+func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) (dnsAnswer, error) {
+	key := dnsKey{dns.CanonicalName(name), qtype}
+	if ans, ok := r.cached(key); ok {
+		return ans, nil
+	}
+	fail := func(format string, args ...any) (dnsAnswer, error) {
+		return dnsAnswer{}, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s failed: %s",
+			strings.TrimSuffix(key.name, "."), dns.TypeToString[qtype], fmt.Sprintf(format, args...))
+	}
+
+	qname := key.name
+	ttl := dnsMaxTTL // the least TTL of the records the answer rests on
+	for hop := 0; ; hop++ {
+		m, err := r.exchange(ctx, qname, qtype)
+		if err != nil {
+			return fail("%v", err)
+		}
+		// A recursive server follows the CNAME chain and puts the
+		// records found at its end in the answer (RFC 1034 §4.3.2), so
+		// they count whatever their owner name.
+		var ans dnsAnswer
+		for _, rr := range m.Answer {
+			if h := rr.Header(); h.Rrtype == qtype && h.Class == dns.ClassINET {
+				ans.rrs = append(ans.rrs, rr)
+				ttl = min(ttl, time.Duration(h.Ttl)*time.Second)
+			}
+		}
+		if len(ans.rrs) > 0 {
+			r.remember(key, ans, max(ttl, dnsMinTTL))
+			return ans, nil
+		}
+		target, cnameTTL := cnameTarget(m.Answer, qname)
+		ttl = min(ttl, cnameTTL)
+		if m.Rcode == dns.RcodeSuccess && target != qname {
+			// The chain stops at a name whose records the server did not
+			// give: ask for them ourselves.
+			if hop == dnsMaxCNAMEHops {
+				return fail("more than %d CNAMEs", dnsMaxCNAMEHops)
+			}
+			qname = target
+			continue
+		}
+		// NXDOMAIN or NODATA, about the name at the end of the chain.
+		ans.nxdomain = m.Rcode == dns.RcodeNameError
+		r.remember(key, ans, max(min(ttl, negativeTTL(m)), dnsMinTTL))
+		return ans, nil
+	}
+}
+
+// cnameTarget follows the CNAME chain that starts at name through answer and
+// returns the name at its end (name itself without a CNAME) and the least
+// TTL of the CNAMEs on the way.
+func cnameTarget(answer []dns.RR, name string) (string, time.Duration) {
+	ttl := dnsMaxTTL
+	for range answer { // at most one step per record, so a loop ends
+		var next *dns.CNAME
+		for _, rr := range answer {
+			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, name) {
+				next = c
+				break
+			}
+		}
+		if next == nil {
+			break
+		}
+		name = dns.CanonicalName(next.Target)
+		ttl = min(ttl, time.Duration(next.Hdr.Ttl)*time.Second)
+	}
+	return name, ttl
+}
+
+// negativeTTL is how long to cache a negative answer: the SOA record's
+// MINIMUM field or its TTL, whichever is less (RFC 2308 §5), capped.
+func negativeTTL(m *dns.Msg) time.Duration {
+	for _, rr := range m.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			return min(time.Duration(min(soa.Hdr.Ttl, soa.Minttl))*time.Second, dnsMaxNegTTL)
+		}
+	}
+	return dnsDefaultNegTTL
+}
+
+// exchange asks the servers the question in turn, starting with a different
+// one each time, and returns the first usable reply: NOERROR or NXDOMAIN.
+func (r *resolver) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.RecursionDesired = true // we do not iterate (RFC 1035 §4.1.1)
+	m.SetEdns0(dnsUDPSize, false)
+
+	start := r.next.Add(1) - 1
+	var reasons []string
+	for i := range r.servers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		server := r.servers[(start+uint64(i))%uint64(len(r.servers))]
+		in, err := r.ask(ctx, server, m)
+		if err == nil {
+			return in, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if reason := reasonOf(err); !slices.Contains(reasons, reason) {
+			reasons = append(reasons, reason)
+		}
+	}
+	return nil, errors.New(strings.Join(reasons, "; "))
+}
+
+// ask sends m to one server over UDP, and over TCP when the UDP reply is
+// truncated (RFC 7766 §5), and checks that the reply is usable.
+func (r *resolver) ask(ctx context.Context, server string, m *dns.Msg) (*dns.Msg, error) {
+	in, err := r.exchangeOver(ctx, r.udp, server, m)
+	if err == nil && in.Truncated {
+		in, err = r.exchangeOver(ctx, r.tcp, server, m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// dns.Client matched the ID; also match the question (RFC 5452 §9.1).
+	if len(in.Question) != 1 || !strings.EqualFold(in.Question[0].Name, m.Question[0].Name) ||
+		in.Question[0].Qtype != m.Question[0].Qtype {
+		return nil, errors.New("reply to another question")
+	}
+	switch in.Rcode {
+	case dns.RcodeSuccess, dns.RcodeNameError:
+	default:
+		return nil, fmt.Errorf("server answered %s", dns.RcodeToString[in.Rcode])
+	}
+	// A server that does not recurse answers a name outside its zones with
+	// a referral: NOERROR, no answer, no SOA. Taken as NODATA it would
+	// bounce mail, so it counts as a failure of that server.
+	if in.Rcode == dns.RcodeSuccess && len(in.Answer) == 0 && !in.Authoritative && !in.RecursionAvailable &&
+		!slices.ContainsFunc(in.Ns, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeSOA }) {
+		return nil, errors.New("server does not recurse")
+	}
+	return in, nil
+}
+
+// exchangeOver sends m to server with c and waits for the reply, for at most
+// r.timeout and until ctx ends.
+func (r *resolver) exchangeOver(ctx context.Context, c *dns.Client, server string, m *dns.Msg) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	co, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	// dns.Client heeds only the context's deadline; closing the connection
+	// makes a cancellation end the wait too.
+	stop := context.AfterFunc(ctx, func() { co.Close() })
+	defer stop()
+	in, _, err := c.ExchangeWithConnContext(ctx, m, co)
+	if err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return in, err
+}
+
+// reasonOf says briefly why a server failed, without addresses: the text
+// ends up in the queue and in bounces.
+func reasonOf(err error) string {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	return err.Error()
+}
+
+// cached returns the unexpired answer to key, if any.
+func (r *resolver) cached(key dnsKey) (dnsAnswer, bool) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.cache[key]
+	if !ok || !now.Before(e.expires) {
+		return dnsAnswer{}, false
+	}
+	return e.ans, true
+}
+
+// remember caches ans for ttl. A full cache first drops its expired
+// entries, then arbitrary ones down to 90%, so a full cache of live entries
+// is not scanned on every insert.
+func (r *resolver) remember(key dnsKey, ans dnsAnswer, ttl time.Duration) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.cache[key]; !ok && len(r.cache) >= r.cacheMax {
+		for k, e := range r.cache {
+			if !now.Before(e.expires) {
+				delete(r.cache, k)
+			}
+		}
+		if len(r.cache) >= r.cacheMax {
+			for k := range r.cache {
+				if len(r.cache) < r.cacheMax-r.cacheMax/10 {
+					break
+				}
+				delete(r.cache, k)
+			}
+		}
+	}
+	r.cache[key] = dnsEntry{ans: ans, expires: now.Add(ttl)}
+}
