@@ -109,6 +109,8 @@ const (
 	minWait = 100 * time.Millisecond
 	// storeRetry is the pause after the store failed a Claim or NextDue.
 	storeRetry = 5 * time.Second
+	// dnsQueryTimeout bounds one DNS query to one server.
+	dnsQueryTimeout = 5 * time.Second
 	// completeTimeout bounds the write of one delivery's outcomes.
 	completeTimeout = time.Minute
 )
@@ -187,7 +189,9 @@ func (r *Relay) prepare() error {
 		}
 	}
 	var err error
-	r.dns, err = newResolver(r.cfg.DNSServers, r.cfg.ConnectTimeout, r.now)
+	// A dead first server must not cost a whole connect timeout per query
+	// before the next one is asked.
+	r.dns, err = newResolver(r.cfg.DNSServers, min(r.cfg.ConnectTimeout, dnsQueryTimeout), r.now)
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}

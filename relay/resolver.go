@@ -94,7 +94,7 @@ func newResolver(servers []string, timeout time.Duration, now func() time.Time) 
 	}
 	for _, s := range servers {
 		if _, err := netip.ParseAddrPort(s); err != nil {
-			return nil, fmt.Errorf("relay: DNS server %q: want ip:port: %w", s, err)
+			return nil, fmt.Errorf("DNS server %q: want ip:port: %w", s, err)
 		}
 	}
 	if timeout <= 0 {
@@ -122,7 +122,7 @@ func systemDNSServers(path string) ([]string, error) {
 		err = errors.New("no nameserver line")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("relay: reading DNS servers from %s: %w; set [relay] dns_servers", path, err)
+		return nil, fmt.Errorf("reading DNS servers from %s: %w; set [relay] dns_servers", path, err)
 	}
 	servers := make([]string, len(cc.Servers))
 	for i, s := range cc.Servers {

@@ -10,6 +10,8 @@
 //	                    reports messages received, connections seen and the
 //	                    end-to-end latency taken from each message's
 //	                    X-Bench-Sent header.
+//	sesame-bench dns    answers any domain's MX with one loopback address, so
+//	                    a benchmark takes Sesame's MX delivery path.
 //
 // Both refuse addresses outside loopback (127.0.0.0/8, ::1, "localhost")
 // unless --allow-remote is given, so a mistyped address cannot load a real
@@ -33,6 +35,7 @@ const usage = `sesame-bench: load tool for an SMTP submission relay.
 Usage:
   sesame-bench send [flags]   drive concurrent SMTP clients, report throughput and latency
   sesame-bench sink [flags]   counting SMTP server for the relay to deliver to
+  sesame-bench dns [flags]    DNS server answering every domain's MX with one loopback address
 
 Run "sesame-bench send --help" or "sesame-bench sink --help" for the flags.
 Only loopback addresses are accepted unless --allow-remote is given.
@@ -57,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return sendMain(ctx, args[1:], stdout, stderr)
 	case "sink":
 		return sinkMain(ctx, args[1:], stdout, stderr)
+	case "dns":
+		return dnsMain(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
