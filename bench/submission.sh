@@ -4,9 +4,12 @@
 # Everything stays on loopback.
 #
 #   bench/submission.sh [CONNECTIONS] [MESSAGES_PER_CONNECTION] [SIZE]
+#   ROUTE=mx bench/submission.sh ...
 #
 # Defaults are the submission issue's scenario: 20 clients x 1,000 messages
 # of 10 KiB over STARTTLS + AUTH PLAIN, RSA-2048 signing, durable queue.
+# With ROUTE=mx, Sesame delivers through its MX path instead of a smarthost:
+# `sesame-bench dns` answers every domain's MX with the sink's address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-20}
@@ -18,6 +21,14 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wo
 go build -o "$work/sesame" ./cmd/sesame
 go build -o "$work/sesame-bench" ./cmd/sesame-bench
 
+if [[ ${ROUTE:-smarthost} == mx ]]; then
+	relay='dns_servers = ["127.0.0.1:25353"]
+mx_port = 25525
+allow_private_destinations = true'
+	"$work/sesame-bench" dns --listen 127.0.0.1:25353 --mx 127.0.0.2 2>"$work/dns.log" &
+else
+	relay='smarthost = "127.0.0.2:25525"'
+fi
 cat > "$work/sesame.toml" <<TOML
 hostname = "sesame.test"
 data_dir = "$work/data"
@@ -26,7 +37,7 @@ log_level = "warn"
 starttls_listen = ["127.0.0.1:25587"]
 tls_listen = ["127.0.0.1:25465"]
 [relay]
-smarthost = "127.0.0.2:25525"
+$relay
 [http]
 listen = "127.0.0.1:28025"
 TOML

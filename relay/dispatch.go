@@ -2,35 +2,50 @@ package relay
 
 import (
 	"context"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
 )
 
-// maxPendingPerWorker bounds the claimed messages waiting for a busy
-// destination, so memory follows the number of workers, not the queue.
-const maxPendingPerWorker = 2
+const (
+	// maxWindow bounds the claimed messages held in memory waiting for a
+	// worker (Postfix's active queue). A delivery in the window costs a few
+	// hundred bytes: its bytes are read only when it starts.
+	maxWindow = 10000
+	// claimBatch bounds one claim, keeping its transaction short: the same
+	// committer serves the submissions waiting for their fsync.
+	claimBatch = 500
+)
 
-// dispatcher hands claimed mail to the workers, at most Workers deliveries
-// at a time and DomainConcurrency per destination. It is the relay's only
-// reader of the queue and runs in one goroutine, so its maps need no lock.
+// dispatcher hands claimed mail to the workers: at most Workers deliveries
+// at a time, and DomainConcurrency per destination domain. Claimed mail
+// waits in a window of per-destination queues, served round-robin so that a
+// domain with a backlog (or a slow one) does not hold up the others, and in
+// arrival order within a destination. It runs in one goroutine, so its maps
+// need no lock.
 type dispatcher struct {
 	r    *Relay
 	work chan<- store.Delivery
 	done <-chan store.Delivery
 
 	busy     int
-	inflight map[string]int  // deliveries in flight per destination
-	held     map[string]bool // queue id + recipient, claimed and not yet finished
-	pending  []store.Delivery
+	inflight map[string]int              // deliveries in flight per destination domain
+	held     map[string]bool             // queue id + recipient, claimed and not yet finished
+	queues   map[string][]store.Delivery // waiting deliveries by destination key
+	ring     []string                    // keys of non-empty queues, served in turn
+	next     int                         // ring position
+	windowed int                         // deliveries waiting in queues
 }
 
 func newDispatcher(r *Relay, work chan<- store.Delivery, done <-chan store.Delivery) *dispatcher {
-	return &dispatcher{r: r, work: work, done: done, inflight: map[string]int{}, held: map[string]bool{}}
+	return &dispatcher{r: r, work: work, done: done,
+		inflight: map[string]int{}, held: map[string]bool{}, queues: map[string][]store.Delivery{}}
 }
 
-// destinations are the keys a delivery counts against: the recipients'
-// domains, or the smarthost (bounded by Workers alone).
+// destinations are the domains a delivery counts against; none for the
+// smarthost, which is bounded by Workers alone.
 func (d *dispatcher) destinations(del store.Delivery) []string {
 	if d.r.smarthost != nil {
 		return nil
@@ -38,15 +53,21 @@ func (d *dispatcher) destinations(del store.Delivery) []string {
 	var out []string
 	for _, rc := range del.Recipients {
 		dom := store.AddressDomain(rc.Address)
-		dup := false
-		for _, o := range out {
-			dup = dup || o == dom
-		}
-		if !dup {
+		if !contains(out, dom) {
 			out = append(out, dom)
 		}
 	}
+	sort.Strings(out)
 	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *dispatcher) fits(del store.Delivery) bool {
@@ -58,11 +79,71 @@ func (d *dispatcher) fits(del store.Delivery) bool {
 	return true
 }
 
+// admit takes a claimed delivery into the window, dropping recipients it
+// already holds: a recipient whose lease ran out while it waited here was
+// handed out again by the queue (which also renewed its lease).
+func (d *dispatcher) admit(del store.Delivery) {
+	fresh := del.Recipients[:0:0]
+	for _, rc := range del.Recipients {
+		key := del.QueueID + "\x00" + rc.Address
+		if !d.held[key] {
+			d.held[key] = true
+			fresh = append(fresh, rc)
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	del.Recipients = fresh
+	key := strings.Join(d.destinations(del), " ")
+	if len(d.queues[key]) == 0 {
+		d.ring = append(d.ring, key)
+	}
+	d.queues[key] = append(d.queues[key], del)
+	d.windowed++
+}
+
+// startReady hands waiting deliveries to free workers, one destination at a
+// time in turn, while any head of queue fits. It reports whether deliveries
+// are waiting that could not start for want of destination capacity.
+func (d *dispatcher) startReady() (blocked bool) {
+	for d.busy < d.r.cfg.Workers && len(d.ring) > 0 {
+		started := false
+		for range len(d.ring) {
+			if d.next >= len(d.ring) {
+				d.next = 0
+			}
+			key := d.ring[d.next]
+			q := d.queues[key]
+			if !d.fits(q[0]) {
+				d.next++
+				continue
+			}
+			d.start(q[0])
+			q[0] = store.Delivery{}
+			if q = q[1:]; len(q) == 0 {
+				delete(d.queues, key)
+				d.ring = append(d.ring[:d.next], d.ring[d.next+1:]...)
+			} else {
+				d.queues[key] = q
+				d.next++
+			}
+			started = true
+			break
+		}
+		if !started {
+			return true
+		}
+	}
+	return false
+}
+
 func (d *dispatcher) start(del store.Delivery) {
 	for _, dom := range d.destinations(del) {
 		d.inflight[dom]++
 	}
 	d.busy++
+	d.windowed--
 	d.work <- del
 }
 
@@ -78,69 +159,22 @@ func (d *dispatcher) finish(del store.Delivery) {
 	d.busy--
 }
 
-// busyDomains are the destinations at their limit, for Claim to skip.
-func (d *dispatcher) busyDomains() []string {
-	var out []string
-	for dom, n := range d.inflight {
-		if n >= d.r.cfg.DomainConcurrency {
-			out = append(out, dom)
-		}
-	}
-	return out
-}
-
-// admit takes a claimed delivery: it drops recipients already held (their
-// lease ran out while they waited here, so the queue handed them out again),
-// then starts it or puts it aside until its destinations have room.
-func (d *dispatcher) admit(del store.Delivery) {
-	fresh := del.Recipients[:0:0]
-	for _, rc := range del.Recipients {
-		key := del.QueueID + "\x00" + rc.Address
-		if !d.held[key] {
-			d.held[key] = true
-			fresh = append(fresh, rc)
-		}
-	}
-	if len(fresh) == 0 {
-		return
-	}
-	del.Recipients = fresh
-	if d.busy < d.r.cfg.Workers && d.fits(del) {
-		d.start(del)
-		return
-	}
-	d.pending = append(d.pending, del)
-}
-
-// startPending starts waiting deliveries whose destinations have room, in
-// the order they were claimed.
-func (d *dispatcher) startPending() {
-	kept := d.pending[:0]
-	for _, del := range d.pending {
-		if d.busy < d.r.cfg.Workers && d.fits(del) {
-			d.start(del)
-			continue
-		}
-		kept = append(kept, del)
-	}
-	clear(d.pending[len(kept):])
-	d.pending = kept
-}
-
-// run claims due mail for free workers until ctx ends. When nothing can be
-// done it sleeps until the next recipient is due, new mail arrives, a worker
-// finishes, or pollInterval passes.
+// run claims due mail into the window and starts it, until ctx ends. It
+// claims when the window is less than half full, or when workers are free
+// and nothing waiting can use them; otherwise, and when nothing is due, it
+// sleeps until a worker finishes, new mail arrives, the next recipient is
+// due, or pollInterval passes.
 func (d *dispatcher) run(ctx context.Context) {
 	r := d.r
 	timer := time.NewTimer(pollInterval)
 	defer timer.Stop()
-	maxPending := maxPendingPerWorker * r.cfg.Workers
 	for ctx.Err() == nil {
-		d.startPending()
+		blocked := d.startReady()
+		free := d.busy < r.cfg.Workers
 		wait := pollInterval
-		if free := r.cfg.Workers - d.busy; free > 0 && len(d.pending) < maxPending {
-			n := min(free, maxPending-len(d.pending))
-			ds, err := r.q.Claim(ctx, r.now(), n, leaseTime, d.busyDomains())
+		if d.windowed < maxWindow/2 || (free && blocked && d.windowed < maxWindow) {
+			n := min(claimBatch, maxWindow-d.windowed)
+			ds, err := r.q.Claim(ctx, r.now(), n, leaseTime)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -154,36 +188,31 @@ func (d *dispatcher) run(ctx context.Context) {
 			if len(ds) == n {
 				continue // there may be more
 			}
+			d.startReady()
 			if err == nil {
 				wait = d.untilNextDue(ctx)
 			}
-		}
-
-		// With every worker busy, only a finishing worker matters: new mail
-		// waits for it, and the claim after it sees that mail.
-		var ready <-chan struct{}
-		var tick <-chan time.Time
-		if r.cfg.Workers-d.busy > 0 {
-			ready = r.q.Ready()
-			timer.Reset(wait)
-			tick = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case del := <-d.done:
 			d.finish(del)
-		case <-ready:
-		case <-tick:
+		case <-r.q.Ready():
+		case <-d.reset(timer, wait):
 		}
-		timer.Stop()
 	}
+}
+
+func (d *dispatcher) reset(t *time.Timer, wait time.Duration) <-chan time.Time {
+	t.Reset(wait)
+	return t.C
 }
 
 // untilNextDue is how long to sleep until the queue's next recipient is due.
 func (d *dispatcher) untilNextDue(ctx context.Context) time.Duration {
 	r := d.r
-	next, ok, err := r.q.NextDue(ctx, d.busyDomains())
+	next, ok, err := r.q.NextDue(ctx)
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {

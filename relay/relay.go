@@ -50,15 +50,16 @@ import (
 
 // Queue is what the relay needs from the store (store.SQLite satisfies it).
 //
-// Claim leases up to max messages with due recipients, leaving out the
-// domains in skip; a claimed recipient is not handed out again until
-// Complete records its outcome or the lease runs out. NextDue is the
-// earliest time an unleased recipient outside skip becomes due (ok is false when nothing
-// waits). Ready receives a value when new mail may be due.
+// Claim leases up to max messages with due recipients, without their bytes;
+// a claimed recipient is not handed out again until Complete records its
+// outcome or the lease runs out. MessageData reads a message's bytes.
+// NextDue is the earliest time a waiting recipient becomes due (ok is false
+// when nothing waits). Ready receives a value when new mail may be due.
 type Queue interface {
-	Claim(ctx context.Context, now time.Time, max int, lease time.Duration, skip []string) ([]store.Delivery, error)
+	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]store.Delivery, error)
+	MessageData(ctx context.Context, id string) ([]byte, error)
 	Complete(ctx context.Context, r store.Report) error
-	NextDue(ctx context.Context, skip []string) (time.Time, bool, error)
+	NextDue(ctx context.Context) (time.Time, bool, error)
 	Ready() <-chan struct{}
 }
 

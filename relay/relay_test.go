@@ -203,7 +203,7 @@ func TestTemporaryFailureRetried(t *testing.T) {
 	if m := s.next(t); strings.Join(m.rcpts, ",") != "a@example.test" {
 		t.Errorf("recipients %q", m.rcpts)
 	}
-	if _, ok, err := q.NextDue(context.Background(), nil); err != nil || ok {
+	if _, ok, err := q.NextDue(context.Background()); err != nil || ok {
 		t.Errorf("NextDue: ok=%v err=%v, want nothing waiting", ok, err)
 	}
 }
@@ -442,7 +442,7 @@ func TestShutdownFinishesDeliveryInFlight(t *testing.T) {
 	close(s.hold)
 	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
 	<-stopped
-	if _, ok, _ := q.NextDue(context.Background(), nil); ok {
+	if _, ok, _ := q.NextDue(context.Background()); ok {
 		t.Error("the delivered recipient is still waiting in the queue")
 	}
 }

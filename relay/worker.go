@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime/debug"
@@ -44,6 +45,19 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 
 	actx, cancel := context.WithTimeout(ctx, deliveryTimeout)
 	defer cancel()
+	data, err := w.r.q.MessageData(actx, d.QueueID)
+	if errors.Is(err, store.ErrNotFound) {
+		recorded = true // deleted by the operator while it waited: nothing left to do
+		w.r.log.Info("relay: message left the queue before its delivery started", "queue_id", d.QueueID)
+		return
+	}
+	if err != nil {
+		w.r.log.Error("relay: reading the message failed", "queue_id", d.QueueID, "err", err)
+		recorded = true
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the queued message failed: "+err.Error(), "4.3.0"))
+		return
+	}
+	d.Data = data
 	var results []result
 	for _, l := range w.r.route(d) {
 		results = append(results, w.deliverLeg(actx, d, l)...)

@@ -183,18 +183,18 @@ func TestAcceptSignQueue(t *testing.T) {
 		e.Recipients[0].Address != "B@example.net" || e.MessageID != "<"+id+"@sesame.test>" {
 		t.Fatalf("entry = %+v", e)
 	}
-	ds, err := te.st.Claim(context.Background(), time.Now(), 1, time.Minute, nil)
-	if err != nil || len(ds) != 1 {
+	raw, err := te.st.MessageData(context.Background(), id)
+	if err != nil {
 		t.Fatal(err)
 	}
-	data := string(ds[0].Data)
+	data := string(raw)
 	if !strings.HasPrefix(data, "Received: from localhost ([127.0.0.1])\r\n\tby sesame.test (Sesame) with ESMTPSA id "+id) {
 		t.Fatalf("no Received on top:\n%s", data)
 	}
 	if !strings.HasSuffix(data, msg) || !strings.Contains(data, "\r\nMessage-ID: <"+id+"@sesame.test>\r\nDate: ") {
 		t.Fatalf("message changed or not completed:\n%s", data)
 	}
-	verify(t, te, ds[0].Data)
+	verify(t, te, raw)
 }
 
 // verify checks the DKIM signature with go-msgauth (the end-to-end tests

@@ -404,27 +404,21 @@ func insertMessage(tx *sql.Tx, m *Message) error {
 	return nil
 }
 
-// Claim leases up to max messages with due recipients, oldest due first,
-// leaving out recipients in the domains of skip.
-func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.Duration, skip []string) ([]Delivery, error) {
+// Claim leases up to max messages with due recipients, oldest due first.
+// A leased recipient's next attempt moves to the end of its lease, so the
+// due index never walks over mail already handed out, and mail whose holder
+// died becomes due again when the lease runs out. Message bytes are not
+// loaded: MessageData reads them when a delivery starts.
+func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error) {
 	if max <= 0 {
 		return nil, nil
 	}
-	query := `SELECT message_id, address, attempts FROM recipients
-		WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND lease_until <= ?`
-	if len(skip) > 0 {
-		query += ` AND domain NOT IN (?` + strings.Repeat(`, ?`, len(skip)-1) + `)`
-	}
-	query += ` ORDER BY next_attempt_at LIMIT ?`
 	var out []Delivery
 	op := &writeOp{run: func(tx *sql.Tx) error {
 		out = nil
-		nowNano := now.UnixNano()
-		args := []any{nowNano, nowNano}
-		for _, d := range skip {
-			args = append(args, d)
-		}
-		rows, err := tx.Query(query, append(args, max*16)...)
+		rows, err := tx.Query(`SELECT message_id, address, attempts FROM recipients
+			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+			ORDER BY next_attempt_at LIMIT ?`, now.UnixNano(), max*16)
 		if err != nil {
 			return err
 		}
@@ -455,15 +449,15 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		for i := range out {
 			d := &out[i]
 			var received int64
-			err := tx.QueryRow(`SELECT sender, received_at, body, delay_warned FROM messages WHERE id = ?`, d.QueueID).
-				Scan(&d.Sender, &received, &d.Data, &d.DelayWarned)
+			err := tx.QueryRow(`SELECT sender, received_at, delay_warned FROM messages WHERE id = ?`, d.QueueID).
+				Scan(&d.Sender, &received, &d.DelayWarned)
 			if err != nil {
 				return fmt.Errorf("load message %s: %w", d.QueueID, err)
 			}
 			d.ReceivedAt = time.Unix(0, received)
 			for _, r := range d.Recipients {
-				if _, err := tx.Exec(`UPDATE recipients SET lease_until = ? WHERE message_id = ? AND address = ?`,
-					until, d.QueueID, r.Address); err != nil {
+				if _, err := tx.Exec(`UPDATE recipients SET lease_until = ?, next_attempt_at = ?
+					WHERE message_id = ? AND address = ?`, until, until, d.QueueID, r.Address); err != nil {
 					return err
 				}
 			}
@@ -536,7 +530,7 @@ func deleteIfFinal(tx *sql.Tx, id string) error {
 // left by a process that died would otherwise delay its mail until they expire.
 func (s *SQLite) ReleaseLeases(ctx context.Context) error {
 	op := &writeOp{run: func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE recipients SET lease_until = 0 WHERE lease_until != 0`)
+		_, err := tx.Exec(`UPDATE recipients SET lease_until = 0, next_attempt_at = ? WHERE lease_until != 0`, time.Now().UnixNano())
 		return err
 	}}
 	if err := s.write(ctx, op); err != nil {
@@ -546,19 +540,13 @@ func (s *SQLite) ReleaseLeases(ctx context.Context) error {
 	return nil
 }
 
-// NextDue returns the earliest time an unleased recipient outside the
-// domains of skip becomes due.
-func (s *SQLite) NextDue(ctx context.Context, skip []string) (time.Time, bool, error) {
-	query := `SELECT MIN(MAX(next_attempt_at, lease_until)) FROM recipients WHERE state IN ('queued', 'deferred')`
-	var args []any
-	if len(skip) > 0 {
-		query += ` AND domain NOT IN (?` + strings.Repeat(`, ?`, len(skip)-1) + `)`
-		for _, d := range skip {
-			args = append(args, d)
-		}
-	}
+// NextDue returns the earliest time a waiting recipient becomes due (for a
+// leased one, when its lease ends).
+func (s *SQLite) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var next sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, query, args...).Scan(&next); err != nil {
+	err := s.db.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM recipients
+		WHERE state IN ('queued', 'deferred')`).Scan(&next)
+	if err != nil {
 		return time.Time{}, false, fmt.Errorf("store: next due: %w", err)
 	}
 	if !next.Valid {

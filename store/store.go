@@ -121,8 +121,8 @@ type Delivery struct {
 	Sender      string
 	ReceivedAt  time.Time
 	Recipients  []DueRecipient
-	Data        []byte
-	DelayWarned bool // the sender has had the delay warning for this message
+	Data        []byte // empty from Claim; see Queue.MessageData
+	DelayWarned bool   // the sender has had the delay warning for this message
 }
 
 // DueRecipient is a recipient handed out by Claim.
@@ -158,15 +158,19 @@ type Queue interface {
 	// Enqueue assigns m.ID if empty and returns once m is durable.
 	Enqueue(ctx context.Context, m *Message) error
 	// Claim leases up to max messages whose recipients are due at now
-	// (queued, or deferred with NextAttempt <= now) for lease, leaving out
-	// recipients whose domain is in skip (destinations already busy).
-	Claim(ctx context.Context, now time.Time, max int, lease time.Duration, skip []string) ([]Delivery, error)
+	// (queued, or deferred with NextAttempt <= now) for lease. Delivery.Data
+	// is left empty: MessageData reads it when the delivery starts, so a
+	// large window of claimed mail costs little memory.
+	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error)
+	// MessageData returns the bytes of a queued message; ErrNotFound if it
+	// left the queue (deleted by the operator).
+	MessageData(ctx context.Context, id string) ([]byte, error)
 	// Complete records a report: its outcomes end their recipients' leases.
 	// A message whose recipients are all final leaves the queue.
 	Complete(ctx context.Context, r Report) error
-	// NextDue is the earliest time a recipient not now leased, and not in
-	// the domains of skip, becomes due; ok is false when nothing is waiting.
-	NextDue(ctx context.Context, skip []string) (t time.Time, ok bool, err error)
+	// NextDue is the earliest time a waiting recipient becomes due (a
+	// leased one when its lease ends); ok is false when nothing is waiting.
+	NextDue(ctx context.Context) (t time.Time, ok bool, err error)
 	// Ready receives a value (coalesced) when new work may be due: after an
 	// Enqueue commits, or when another process changed the queue.
 	Ready() <-chan struct{}
