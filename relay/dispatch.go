@@ -32,17 +32,28 @@ type dispatcher struct {
 
 	busy     int
 	inflight map[string]int              // deliveries in flight per destination domain
-	held     map[string]bool             // queue id + recipient, claimed and not yet finished
+	held     map[string]holdState        // queue id + recipient, claimed and not yet finished
+	again    map[string][]store.Delivery // by queue id: claimed again while in flight
 	queues   map[string][]store.Delivery // waiting deliveries by destination key
 	ring     []string                    // keys of non-empty queues, served in turn
 	next     int                         // ring position
 	windowed int                         // deliveries waiting in queues
 }
 
+// holdState is where a claimed recipient is.
+type holdState uint8
+
+const (
+	waiting holdState = iota + 1 // in the window
+	flying                       // with a worker
+)
+
 func newDispatcher(r *Relay, work chan<- store.Delivery, done <-chan store.Delivery) *dispatcher {
-	return &dispatcher{r: r, work: work, done: done,
-		inflight: map[string]int{}, held: map[string]bool{}, queues: map[string][]store.Delivery{}}
+	return &dispatcher{r: r, work: work, done: done, inflight: map[string]int{}, held: map[string]holdState{},
+		again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
 }
+
+func holdKey(queueID, rcpt string) string { return queueID + "\x00" + rcpt }
 
 // destinations are the domains a delivery counts against; none for the
 // smarthost, which is bounded by Workers alone.
@@ -79,17 +90,29 @@ func (d *dispatcher) fits(del store.Delivery) bool {
 	return true
 }
 
-// admit takes a claimed delivery into the window, dropping recipients it
-// already holds: a recipient whose lease ran out while it waited here was
-// handed out again by the queue (which also renewed its lease).
+// admit takes a claimed delivery into the window. A recipient the window
+// already holds was handed out again by the queue: if it waits here, its
+// lease ran out and the claim renewed it, so the copy is dropped; if it is
+// with a worker, its outcome was saved (due again at once) before the worker
+// reported back, so the copy is kept until that delivery finishes, then
+// admitted.
 func (d *dispatcher) admit(del store.Delivery) {
 	fresh := del.Recipients[:0:0]
+	var later []store.DueRecipient
 	for _, rc := range del.Recipients {
-		key := del.QueueID + "\x00" + rc.Address
-		if !d.held[key] {
-			d.held[key] = true
+		switch d.held[holdKey(del.QueueID, rc.Address)] {
+		case waiting:
+		case flying:
+			later = append(later, rc)
+		default:
+			d.held[holdKey(del.QueueID, rc.Address)] = waiting
 			fresh = append(fresh, rc)
 		}
+	}
+	if len(later) > 0 {
+		again := del
+		again.Recipients = later
+		d.again[del.QueueID] = append(d.again[del.QueueID], again)
 	}
 	if len(fresh) == 0 {
 		return
@@ -142,6 +165,9 @@ func (d *dispatcher) start(del store.Delivery) {
 	for _, dom := range d.destinations(del) {
 		d.inflight[dom]++
 	}
+	for _, rc := range del.Recipients {
+		d.held[holdKey(del.QueueID, rc.Address)] = flying
+	}
 	d.busy++
 	d.windowed--
 	d.work <- del
@@ -154,9 +180,15 @@ func (d *dispatcher) finish(del store.Delivery) {
 		}
 	}
 	for _, rc := range del.Recipients {
-		delete(d.held, del.QueueID+"\x00"+rc.Address)
+		delete(d.held, holdKey(del.QueueID, rc.Address))
 	}
 	d.busy--
+	if again, ok := d.again[del.QueueID]; ok {
+		delete(d.again, del.QueueID)
+		for _, a := range again {
+			d.admit(a)
+		}
+	}
 }
 
 // run claims due mail into the window and starts it, until ctx ends. It

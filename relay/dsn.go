@@ -33,13 +33,17 @@ import (
 
 // dsnRecipient is one recipient reported in a DSN.
 type dsnRecipient struct {
-	Address     string    // final recipient (RFC 822 address as sent in RCPT TO)
-	Action      string    // "failed" or "delayed" (RFC 3464 §2.3.3)
-	Status      string    // RFC 3463 code, e.g. "5.1.1", "4.4.7"
-	RemoteMTA   string    // host name of the server that answered, "" if none was reached
-	Diagnostic  string    // the remote's reply as one line, e.g. "550 5.1.1 No such user"; "" if none
-	LastAttempt time.Time // zero if never attempted
-	RetryUntil  time.Time // for "delayed": when Sesame gives up (Will-Retry-Until); zero otherwise
+	Address    string // final recipient (RFC 822 address as sent in RCPT TO)
+	Action     string // "failed" or "delayed" (RFC 3464 §2.3.3)
+	Status     string // RFC 3463 code, e.g. "5.1.1", "4.4.7"
+	RemoteMTA  string // host name of the server that answered, "" if none was reached
+	Diagnostic string // the remote's reply as one line, e.g. "550 5.1.1 No such user"; "" if none
+	// OwnDiagnostic marks Diagnostic as Sesame's own reason (a DNS answer,
+	// a refusal of ours), written with the "X-Sesame" type: RFC 3464 keeps
+	// "smtp" for what a server replied.
+	OwnDiagnostic bool
+	LastAttempt   time.Time // zero if never attempted
+	RetryUntil    time.Time // for "delayed": when Sesame gives up (Will-Retry-Until); zero otherwise
 }
 
 // dsnParams is everything one DSN says.
@@ -304,7 +308,11 @@ func deliveryStatus(p dsnParams) []byte {
 		}
 		if diag := cleanText(r.Diagnostic, maxDiagnostic); diag != "" {
 			// §2.3.6; folded like any header field (§2.1.1), at its spaces.
-			for _, l := range wrapWords("Diagnostic-Code: smtp; ", " ", diag, foldWidth) {
+			kind := "smtp"
+			if r.OwnDiagnostic {
+				kind = "X-Sesame"
+			}
+			for _, l := range wrapWords("Diagnostic-Code: "+kind+"; ", " ", diag, foldWidth) {
 				w(l)
 			}
 		}

@@ -61,6 +61,12 @@ func describe(err error) string {
 	return err.Error()
 }
 
+// isReply reports whether err is a server's reply rather than our own reason.
+func isReply(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se)
+}
+
 // verdict is what an error means for the recipients it applies to: a 5xx
 // reply or a permanent failure of ours bounces them; anything else (4xx,
 // timeouts, a dropped connection, a reply we did not expect) defers them.

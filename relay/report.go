@@ -85,13 +85,14 @@ func (r *Relay) notice(d store.Delivery, results []result, which []int, action s
 	for _, i := range which {
 		res := results[i]
 		p.Recipients = append(p.Recipients, dsnRecipient{
-			Address:     res.rcpt.Address,
-			Action:      action,
-			Status:      res.status,
-			RemoteMTA:   res.remote,
-			Diagnostic:  res.reply,
-			LastAttempt: now,
-			RetryUntil:  retryUntil,
+			Address:       res.rcpt.Address,
+			Action:        action,
+			Status:        res.status,
+			RemoteMTA:     res.remote,
+			Diagnostic:    res.reply,
+			OwnDiagnostic: res.own,
+			LastAttempt:   now,
+			RetryUntil:    retryUntil,
 		})
 	}
 	data, err := buildDSN(p)
@@ -157,7 +158,8 @@ func OperatorBounce(hostname string, m store.QueueEntry, data []byte, now time.T
 		if r.LastReply != "" {
 			diag += "; last error: " + r.LastReply
 		}
-		p.Recipients = append(p.Recipients, dsnRecipient{Address: r.Address, Action: "failed", Status: "5.0.0", Diagnostic: diag})
+		p.Recipients = append(p.Recipients, dsnRecipient{Address: r.Address, Action: "failed", Status: "5.0.0",
+			Diagnostic: diag, OwnDiagnostic: true})
 	}
 	if len(p.Recipients) == 0 {
 		return nil, nil

@@ -14,6 +14,7 @@ type result struct {
 	state  string // store.StateDelivered, StateDeferred or StateBounced (StateExpired is decided in record)
 	reply  string // the remote's reply or our own reason, one line
 	status string // RFC 3463 status for a DSN, e.g. "5.1.1"
+	own    bool   // reply is Sesame's own reason, not a server's reply
 	remote string // the server's host name, "" if none answered (Remote-MTA)
 	relay  string // name[ip]:port, for the mail log
 	tls    string // TLS version of the connection, "none", or "" if there was no connection
@@ -32,7 +33,7 @@ func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, 
 	}
 	settle := func(which []int, err error) {
 		for _, i := range which {
-			res[i].state, res[i].reply, res[i].status = verdict(err), describe(err), statusOf(err)
+			res[i].state, res[i].reply, res[i].status, res[i].own = verdict(err), describe(err), statusOf(err), !isReply(err)
 		}
 	}
 

@@ -129,11 +129,12 @@ func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res [
 	return settleAll(l.rcpts, store.StateDeferred, describe(lastErr), "4.4.1")
 }
 
-// settleAll gives every recipient of rcpts the same result.
+// settleAll gives every recipient of rcpts the same result: one of our own,
+// since no server answered for them.
 func settleAll(rcpts []store.DueRecipient, state, reply, status string) []result {
 	res := make([]result, len(rcpts))
 	for i, rc := range rcpts {
-		res[i] = result{rcpt: rc, state: state, reply: reply, status: status}
+		res[i] = result{rcpt: rc, state: state, reply: reply, status: status, own: true}
 	}
 	return res
 }
