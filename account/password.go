@@ -71,9 +71,16 @@ func NewUsername() string {
 // NewPassword returns a new random password: 32 bytes from crypto/rand in
 // unpadded URL-safe base64 (43 characters).
 func NewPassword() string {
-	var b [passwordBytes]byte
-	rand.Read(b[:]) // never returns an error since Go 1.24
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	for {
+		var b [passwordBytes]byte
+		rand.Read(b[:]) // never returns an error since Go 1.24
+		p := base64.RawURLEncoding.EncodeToString(b[:])
+		// A leading '-' makes command-line clients (swaks) take the
+		// password for an option; one draw in 64 needs another.
+		if p[0] != '-' {
+			return p
+		}
+	}
 }
 
 // HashPassword returns an argon2id PHC string for password with a new random

@@ -132,3 +132,13 @@ func TestCheckPasswordMalformed(t *testing.T) {
 		}
 	}
 }
+
+// A password never starts with '-', which command-line clients such as
+// swaks would take for an option.
+func TestNewPasswordNoLeadingDash(t *testing.T) {
+	for i := 0; i < 5000; i++ {
+		if p := NewPassword(); p[0] == '-' || len(p) != 43 {
+			t.Fatalf("password %q", p)
+		}
+	}
+}

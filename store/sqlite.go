@@ -196,10 +196,7 @@ func (s *SQLite) Ping(ctx context.Context) error {
 // Ready receives a value after an Enqueue commits here, and within a second
 // of another process writing to the database.
 func (s *SQLite) Ready() <-chan struct{} {
-	s.watchOnce.Do(func() {
-		s.watching.Add(1)
-		go s.watchOtherWriters()
-	})
+	s.watchOnce.Do(s.startWatching)
 	return s.ready
 }
 
@@ -211,37 +208,49 @@ func (s *SQLite) signalReady() {
 	}
 }
 
+// startWatching takes a dedicated connection and its first reading of
+// data_version before Ready returns, so that no write after that call can
+// become the baseline and go unnoticed, then watches in the background.
+func (s *SQLite) startWatching() {
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		cancel()
+		return // Ready still works for this process's own writes
+	}
+	version := func() int64 {
+		var v int64
+		if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+			return -1
+		}
+		return v
+	}
+	last := version()
+	s.watching.Add(1)
+	go func() {
+		defer s.watching.Done()
+		defer conn.Close()
+		defer cancel()
+		s.watchOtherWriters(ctx, version, last)
+	}()
+}
+
 // watchOtherWriters signals Ready when another connection commits, which is
 // how the admin commands (`sesame queue retry`, a verification mail) reach a
 // running server without any other channel: SQLite's data_version changes,
-// for one connection, whenever any other connection commits.
-func (s *SQLite) watchOtherWriters() {
-	defer s.watching.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.stop:
-		case <-ctx.Done():
-		}
-		cancel()
-	}()
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return
-	}
-	defer conn.Close()
+// for one connection, whenever any other connection commits. It reads it
+// every second until the store closes.
+func (s *SQLite) watchOtherWriters(ctx context.Context, version func() int64, last int64) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	last := int64(-1)
 	for {
 		select {
-		case <-ctx.Done():
+		case <-s.stop:
 			return
 		case <-tick.C:
 		}
-		var v int64
-		if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+		v := version()
+		if v < 0 {
 			continue
 		}
 		if last >= 0 && v != last {

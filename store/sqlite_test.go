@@ -202,11 +202,11 @@ func TestReadyOnOtherWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	time.Sleep(1500 * time.Millisecond) // let the watcher take its first reading
 	select {
 	case <-ready: // drain a wake-up from opening
 	default:
 	}
+	// At once: a write right after Ready must be seen too.
 	m := &Message{Recipients: []string{"x@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
 	if err := other.Enqueue(context.Background(), m); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,9 @@ func TestDNSZone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	var stderr bytes.Buffer
-	go func() { done <- run(ctx, []string{"dns", "--listen", addr, "--mx", "127.0.0.2"}, &bytes.Buffer{}, &stderr) }()
+	go func() {
+		done <- run(ctx, []string{"dns", "--listen", addr, "--mx", "127.0.0.2"}, &bytes.Buffer{}, &stderr)
+	}()
 	defer func() { cancel(); <-done }()
 
 	c := &dns.Client{Timeout: time.Second}
