@@ -352,14 +352,16 @@ func (s *SQLite) commit(batch []*writeOp) {
 		return
 	}
 	s.commits.Add(1)
+	// Signal before answering, so a caller that sees its write done also
+	// finds Ready signalled.
 	for i, op := range batch {
-		op.errc <- errs[i]
-		if errs[i] == nil && op.enqueues {
-			enqueued = true
-		}
+		enqueued = enqueued || (errs[i] == nil && op.enqueues)
 	}
 	if enqueued {
 		s.signalReady()
+	}
+	for i, op := range batch {
+		op.errc <- errs[i]
 	}
 }
 
