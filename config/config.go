@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -34,6 +35,8 @@ type Config struct {
 	Relay      Relay      `toml:"relay"`
 	HTTP       HTTP       `toml:"http"`
 	DKIM       DKIM       `toml:"dkim"`
+	Policy     Policy     `toml:"policy"`
+	Identity   Identity   `toml:"identity"`
 
 	// Path is the file the configuration was read from; "" for built-in defaults.
 	Path string `toml:"-"`
@@ -71,14 +74,36 @@ type Relay struct {
 	AllowPrivateDestinations bool     `toml:"allow_private_destinations"`
 }
 
-// HTTP configures the HTTP listener (/healthz).
+// HTTP configures the HTTP listener (/healthz, verification links).
 type HTTP struct {
-	Listen string `toml:"listen"`
+	Listen    string `toml:"listen"`
+	PublicURL string `toml:"public_url"`
 }
 
-// DKIM configures the keys made for new domains.
+// DKIM configures signing.
 type DKIM struct {
-	Ed25519 bool `toml:"ed25519"`
+	Ed25519        bool   `toml:"ed25519"`
+	FallbackDomain string `toml:"fallback_domain"`
+}
+
+// Policy configures the sandbox and the sending quotas.
+type Policy struct {
+	SandboxNewUsers    bool    `toml:"sandbox_new_users"`
+	DailyQuota         int     `toml:"daily_quota"`
+	MaxSendRate        float64 `toml:"max_send_rate"`
+	SandboxDailyQuota  int     `toml:"sandbox_daily_quota"`
+	SandboxMaxSendRate float64 `toml:"sandbox_max_send_rate"`
+}
+
+// Identity configures the verification of domains and addresses.
+type Identity struct {
+	PendingCheckInterval  Duration `toml:"pending_check_interval"`
+	VerifiedCheckInterval Duration `toml:"verified_check_interval"`
+	PendingTimeout        Duration `toml:"pending_timeout"`
+	FailedAfterChecks     int      `toml:"failed_after_checks"`
+	AddressLinkTTL        Duration `toml:"address_link_ttl"`
+	MailFromSubdomain     string   `toml:"mail_from_subdomain"`
+	DMARCReportAddress    string   `toml:"dmarc_report_address"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
@@ -96,6 +121,15 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText writes the duration string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// PublicURL is the base of links Sesame puts in mail: http.public_url, or
+// https://HOSTNAME.
+func (c *Config) PublicURL() string {
+	if c.HTTP.PublicURL != "" {
+		return c.HTTP.PublicURL
+	}
+	return "https://" + c.Hostname
+}
 
 // Default returns the built-in configuration: data in ./sesame-data and every
 // listener on loopback, enough for a first try on one machine.
@@ -134,6 +168,23 @@ func Default() *Config {
 			CommandTimeout: Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8025"},
+		// As SES: new credentials start in the sandbox (200 a day, 1 a
+		// second); production starts at 50,000 a day and 14 a second.
+		Policy: Policy{
+			SandboxNewUsers:    true,
+			DailyQuota:         50000,
+			MaxSendRate:        14,
+			SandboxDailyQuota:  200,
+			SandboxMaxSendRate: 1,
+		},
+		Identity: Identity{
+			PendingCheckInterval:  Duration{5 * time.Minute},
+			VerifiedCheckInterval: Duration{24 * time.Hour},
+			PendingTimeout:        Duration{72 * time.Hour},
+			FailedAfterChecks:     3,
+			AddressLinkTTL:        Duration{24 * time.Hour},
+			MailFromSubdomain:     "bounce",
+		},
 	}
 }
 
@@ -299,6 +350,44 @@ func (c *Config) Validate() error {
 		if err := checkListen(c.HTTP.Listen); err != nil {
 			bad("http.listen", "%v (or \"\" to turn the HTTP listener off)", err)
 		}
+	}
+	if u := c.HTTP.PublicURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" ||
+			pu.RawQuery != "" || strings.HasSuffix(u, "/") {
+			bad("http.public_url", "%q: expected a base URL such as \"https://relay.example.com\" (no trailing slash)", u)
+		}
+	}
+	if d := c.DKIM.FallbackDomain; d != "" && !validHostname(d) {
+		bad("dkim.fallback_domain", "%q is not a domain name", d)
+	}
+
+	pol := &c.Policy
+	if pol.DailyQuota < 1 {
+		bad("policy.daily_quota", "%d: expected at least 1 (recipients per 24 hours)", pol.DailyQuota)
+	}
+	if pol.MaxSendRate <= 0 {
+		bad("policy.max_send_rate", "%v: expected a positive number of recipients per second", pol.MaxSendRate)
+	}
+	if pol.SandboxDailyQuota < 1 {
+		bad("policy.sandbox_daily_quota", "%d: expected at least 1", pol.SandboxDailyQuota)
+	}
+	if pol.SandboxMaxSendRate <= 0 {
+		bad("policy.sandbox_max_send_rate", "%v: expected a positive number", pol.SandboxMaxSendRate)
+	}
+
+	id := &c.Identity
+	positive("identity.pending_check_interval", id.PendingCheckInterval)
+	positive("identity.verified_check_interval", id.VerifiedCheckInterval)
+	positive("identity.pending_timeout", id.PendingTimeout)
+	positive("identity.address_link_ttl", id.AddressLinkTTL)
+	if id.FailedAfterChecks < 1 {
+		bad("identity.failed_after_checks", "%d: expected at least 1", id.FailedAfterChecks)
+	}
+	if sub := id.MailFromSubdomain; sub == "" || strings.Contains(sub, ".") || !validHostname(sub) {
+		bad("identity.mail_from_subdomain", "%q: expected one DNS label such as \"bounce\"", sub)
+	}
+	if a := id.DMARCReportAddress; a != "" && !strings.Contains(a, "@") {
+		bad("identity.dmarc_report_address", "%q: expected an email address", a)
 	}
 
 	if len(p) > 0 {

@@ -139,6 +139,34 @@ var migrations = []string{
 	 ALTER TABLE recipients ADD COLUMN domain TEXT NOT NULL DEFAULT '';
 	 UPDATE recipients SET domain = lower(substr(address, instr(address, '@') + 1));
 	 UPDATE recipients SET state = 'bounced' WHERE state = 'failed';`,
+	`ALTER TABLE credentials ADD COLUMN sandbox INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE credentials ADD COLUMN daily_quota INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE credentials ADD COLUMN max_send_rate REAL NOT NULL DEFAULT 0;
+	 CREATE TABLE credential_identities (
+		credential TEXT NOT NULL REFERENCES credentials(name) ON DELETE CASCADE,
+		identity   TEXT NOT NULL,
+		PRIMARY KEY (credential, identity)
+	 );
+	 ALTER TABLE domains ADD COLUMN status TEXT NOT NULL DEFAULT 'pending';
+	 ALTER TABLE domains ADD COLUMN status_since INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE domains ADD COLUMN last_checked INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE domains ADD COLUMN failed_checks INTEGER NOT NULL DEFAULT 0;
+	 UPDATE domains SET status_since = created_at;
+	 CREATE TABLE addresses (
+		address       TEXT PRIMARY KEY,
+		status        TEXT NOT NULL,
+		token_hash    TEXT NOT NULL DEFAULT '',
+		token_expires INTEGER NOT NULL DEFAULT 0,
+		created_at    INTEGER NOT NULL,
+		verified_at   INTEGER NOT NULL DEFAULT 0
+	 );
+	 CREATE INDEX addresses_token ON addresses(token_hash) WHERE token_hash != '';
+	 CREATE TABLE sends (
+		credential TEXT NOT NULL,
+		hour       INTEGER NOT NULL,
+		count      INTEGER NOT NULL,
+		PRIMARY KEY (credential, hour)
+	 );`,
 }
 
 func migrate(db *sql.DB) error {
@@ -408,6 +436,15 @@ func insertMessage(tx *sql.Tx, m *Message) error {
 	for _, rcpt := range m.Recipients {
 		_, err := tx.Exec(`INSERT OR IGNORE INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?)`, m.ID, rcpt, AddressDomain(rcpt), StateQueued, received, received)
+		if err != nil {
+			return err
+		}
+	}
+	if m.Credential != "" {
+		// Sending quotas count recipients, in hour buckets (see Sent).
+		_, err := tx.Exec(`INSERT INTO sends (credential, hour, count) VALUES (?, ?, ?)
+			ON CONFLICT (credential, hour) DO UPDATE SET count = count + excluded.count`,
+			m.Credential, m.ReceivedAt.Truncate(time.Hour).Unix(), len(m.Recipients))
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -27,8 +29,9 @@ func fromNano(n int64) time.Time {
 
 // CreateCredential stores c; ErrExists if its name or username is taken.
 func (s *SQLite) CreateCredential(ctx context.Context, c Credential) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (name, username, password_hash, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?)`, c.Name, c.Username, c.PasswordHash, unixNano(c.CreatedAt), unixNano(c.UpdatedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (name, username, password_hash, created_at, updated_at,
+		sandbox, daily_quota, max_send_rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.Name, c.Username, c.PasswordHash, unixNano(c.CreatedAt), unixNano(c.UpdatedAt), c.Sandbox, c.DailyQuota, c.MaxSendRate)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: credential %q: %w", c.Name, ErrExists)
 	}
@@ -38,15 +41,23 @@ func (s *SQLite) CreateCredential(ctx context.Context, c Credential) error {
 	return nil
 }
 
-const credentialColumns = `name, username, password_hash, created_at, updated_at, last_used_at`
+const credentialColumns = `name, username, password_hash, created_at, updated_at, last_used_at,
+	sandbox, daily_quota, max_send_rate,
+	(SELECT group_concat(identity, ' ') FROM credential_identities WHERE credential = name)`
 
 func scanCredential(row interface{ Scan(...any) error }) (Credential, error) {
 	var c Credential
 	var created, updated, used int64
-	if err := row.Scan(&c.Name, &c.Username, &c.PasswordHash, &created, &updated, &used); err != nil {
+	var allowed sql.NullString
+	if err := row.Scan(&c.Name, &c.Username, &c.PasswordHash, &created, &updated, &used,
+		&c.Sandbox, &c.DailyQuota, &c.MaxSendRate, &allowed); err != nil {
 		return Credential{}, err
 	}
 	c.CreatedAt, c.UpdatedAt, c.LastUsedAt = fromNano(created), fromNano(updated), fromNano(used)
+	if allowed.String != "" {
+		c.Allowed = strings.Fields(allowed.String)
+		sort.Strings(c.Allowed)
+	}
 	return c, nil
 }
 
@@ -118,6 +129,58 @@ func (s *SQLite) DeleteCredential(ctx context.Context, name string) error {
 	return s.execOne(ctx, fmt.Sprintf("delete credential %q", name), `DELETE FROM credentials WHERE name = ?`, name)
 }
 
+// SetSandbox puts the credential in the sandbox, or takes it out.
+func (s *SQLite) SetSandbox(ctx context.Context, name string, sandbox bool) error {
+	return s.execOne(ctx, fmt.Sprintf("set sandbox of %q", name),
+		`UPDATE credentials SET sandbox = ? WHERE name = ?`, sandbox, name)
+}
+
+// SetQuota sets the credential's own quotas; 0 means the configured default.
+func (s *SQLite) SetQuota(ctx context.Context, name string, daily int, rate float64) error {
+	return s.execOne(ctx, fmt.Sprintf("set quota of %q", name),
+		`UPDATE credentials SET daily_quota = ?, max_send_rate = ? WHERE name = ?`, daily, rate, name)
+}
+
+// SetAllowed replaces the identities the credential may send as; none means
+// every verified identity.
+func (s *SQLite) SetAllowed(ctx context.Context, name string, identities []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: allow identities for %q: %w", name, err)
+	}
+	defer tx.Rollback()
+	var one int
+	if err := tx.QueryRow(`SELECT 1 FROM credentials WHERE name = ?`, name).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("store: credential %q: %w", name, ErrNotFound)
+	} else if err != nil {
+		return fmt.Errorf("store: allow identities for %q: %w", name, err)
+	}
+	if _, err := tx.Exec(`DELETE FROM credential_identities WHERE credential = ?`, name); err != nil {
+		return fmt.Errorf("store: allow identities for %q: %w", name, err)
+	}
+	for _, id := range identities {
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO credential_identities (credential, identity) VALUES (?, ?)`, name, id); err != nil {
+			return fmt.Errorf("store: allow identities for %q: %w", name, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: allow identities for %q: %w", name, err)
+	}
+	return nil
+}
+
+// Sent counts the recipients the credential submitted since since, rounded
+// down to the hour.
+func (s *SQLite) Sent(ctx context.Context, name string, since time.Time) (int, error) {
+	var n sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT SUM(count) FROM sends WHERE credential = ? AND hour >= ?`,
+		name, since.Truncate(time.Hour).Unix()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: sends of %q: %w", name, err)
+	}
+	return int(n.Int64), nil
+}
+
 // CreateDomain stores d with its keys; ErrExists if the domain is present.
 func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -125,7 +188,11 @@ func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 		return fmt.Errorf("store: create domain %s: %w", d.Name, err)
 	}
 	defer tx.Rollback()
-	_, err = tx.Exec(`INSERT INTO domains (name, created_at) VALUES (?, ?)`, d.Name, unixNano(d.CreatedAt))
+	if d.Status == "" {
+		d.Status = IdentityPending
+	}
+	_, err = tx.Exec(`INSERT INTO domains (name, created_at, status, status_since) VALUES (?, ?, ?, ?)`,
+		d.Name, unixNano(d.CreatedAt), d.Status, unixNano(d.CreatedAt))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: domain %s: %w", d.Name, ErrExists)
 	}
@@ -147,21 +214,37 @@ func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 
 // Domain returns the domain named name with its keys (RSA first).
 func (s *SQLite) Domain(ctx context.Context, name string) (Domain, error) {
-	d := Domain{Name: name}
-	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT created_at FROM domains WHERE name = ?`, name).Scan(&created)
+	d, err := scanDomain(s.db.QueryRowContext(ctx, `SELECT `+domainColumns+` FROM domains WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Domain{}, fmt.Errorf("store: domain %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return Domain{}, fmt.Errorf("store: read domain %s: %w", name, err)
 	}
-	d.CreatedAt = fromNano(created)
 	d.Keys, err = s.domainKeys(ctx, name)
 	if err != nil {
 		return Domain{}, err
 	}
 	return d, nil
+}
+
+const domainColumns = `name, created_at, status, status_since, last_checked, failed_checks`
+
+func scanDomain(row interface{ Scan(...any) error }) (Domain, error) {
+	var d Domain
+	var created, since, checked int64
+	if err := row.Scan(&d.Name, &created, &d.Status, &since, &checked, &d.FailedChecks); err != nil {
+		return Domain{}, err
+	}
+	d.CreatedAt, d.StatusSince, d.LastChecked = fromNano(created), fromNano(since), fromNano(checked)
+	return d, nil
+}
+
+// SetDomainStatus records the outcome of a verification check.
+func (s *SQLite) SetDomainStatus(ctx context.Context, name string, st DomainStatus) error {
+	return s.execOne(ctx, "set status of domain "+name,
+		`UPDATE domains SET status = ?, status_since = ?, last_checked = ?, failed_checks = ? WHERE name = ?`,
+		st.Status, unixNano(st.StatusSince), unixNano(st.LastChecked), st.FailedChecks, name)
 }
 
 func (s *SQLite) domainKeys(ctx context.Context, name string) ([]DKIMKey, error) {
@@ -186,19 +269,17 @@ func (s *SQLite) domainKeys(ctx context.Context, name string) ([]DKIMKey, error)
 
 // ListDomains returns every domain with its keys, by name.
 func (s *SQLite) ListDomains(ctx context.Context) ([]Domain, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, created_at FROM domains ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+domainColumns+` FROM domains ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list domains: %w", err)
 	}
 	var out []Domain
 	for rows.Next() {
-		var d Domain
-		var created int64
-		if err := rows.Scan(&d.Name, &created); err != nil {
+		d, err := scanDomain(rows)
+		if err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("store: list domains: %w", err)
 		}
-		d.CreatedAt = fromNano(created)
 		out = append(out, d)
 	}
 	rows.Close()
@@ -216,4 +297,92 @@ func (s *SQLite) ListDomains(ctx context.Context) ([]Domain, error) {
 // DeleteDomain removes the domain and its keys.
 func (s *SQLite) DeleteDomain(ctx context.Context, name string) error {
 	return s.execOne(ctx, "delete domain "+name, `DELETE FROM domains WHERE name = ?`, name)
+}
+
+// CreateAddress stores a new address identity; ErrExists if present.
+func (s *SQLite) CreateAddress(ctx context.Context, a Address) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO addresses (address, status, token_hash, token_expires, created_at, verified_at)
+		VALUES (?, ?, ?, ?, ?, ?)`, a.Address, a.Status, a.TokenHash, unixNano(a.TokenExpires), unixNano(a.CreatedAt), unixNano(a.VerifiedAt))
+	if isUniqueViolation(err) {
+		return fmt.Errorf("store: address %s: %w", a.Address, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("store: create address %s: %w", a.Address, err)
+	}
+	return nil
+}
+
+const addressColumns = `address, status, token_hash, token_expires, created_at, verified_at`
+
+func scanAddress(row interface{ Scan(...any) error }) (Address, error) {
+	var a Address
+	var expires, created, verified int64
+	if err := row.Scan(&a.Address, &a.Status, &a.TokenHash, &expires, &created, &verified); err != nil {
+		return Address{}, err
+	}
+	a.TokenExpires, a.CreatedAt, a.VerifiedAt = fromNano(expires), fromNano(created), fromNano(verified)
+	return a, nil
+}
+
+func (s *SQLite) addressWhere(ctx context.Context, column, value string) (Address, error) {
+	a, err := scanAddress(s.db.QueryRowContext(ctx, `SELECT `+addressColumns+` FROM addresses WHERE `+column+` = ?`, value))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Address{}, fmt.Errorf("store: address by %s: %w", column, ErrNotFound)
+	}
+	if err != nil {
+		return Address{}, fmt.Errorf("store: read address: %w", err)
+	}
+	return a, nil
+}
+
+// Address returns the address identity address.
+func (s *SQLite) Address(ctx context.Context, address string) (Address, error) {
+	return s.addressWhere(ctx, "address", address)
+}
+
+// AddressByToken returns the address whose verification token hashes to
+// tokenHash.
+func (s *SQLite) AddressByToken(ctx context.Context, tokenHash string) (Address, error) {
+	if tokenHash == "" {
+		return Address{}, fmt.Errorf("store: address by token: %w", ErrNotFound)
+	}
+	return s.addressWhere(ctx, "token_hash", tokenHash)
+}
+
+// ListAddresses returns every address identity, by address.
+func (s *SQLite) ListAddresses(ctx context.Context) ([]Address, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+addressColumns+` FROM addresses ORDER BY address`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list addresses: %w", err)
+	}
+	defer rows.Close()
+	var out []Address
+	for rows.Next() {
+		a, err := scanAddress(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list addresses: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// DeleteAddress removes the address identity.
+func (s *SQLite) DeleteAddress(ctx context.Context, address string) error {
+	return s.execOne(ctx, "delete address "+address, `DELETE FROM addresses WHERE address = ?`, address)
+}
+
+// SetAddressToken gives the address a new verification token.
+func (s *SQLite) SetAddressToken(ctx context.Context, address, tokenHash string, expires time.Time) error {
+	return s.execOne(ctx, "set token of "+address,
+		`UPDATE addresses SET token_hash = ?, token_expires = ?, status = CASE status WHEN 'verified' THEN status ELSE 'pending' END
+		WHERE address = ?`, tokenHash, unixNano(expires), address)
+}
+
+// VerifyAddress marks the address verified and forgets its token, so a link
+// works once.
+func (s *SQLite) VerifyAddress(ctx context.Context, address string, at time.Time) error {
+	return s.execOne(ctx, "verify "+address,
+		`UPDATE addresses SET status = 'verified', verified_at = ?, token_hash = '', token_expires = 0 WHERE address = ?`,
+		unixNano(at), address)
 }

@@ -32,6 +32,7 @@ var ErrExists = errors.New("already exists")
 type Store interface {
 	Credentials
 	Domains
+	Addresses
 	Queue
 	Ping(ctx context.Context) error
 	Close() error
@@ -46,6 +47,12 @@ type Credential struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time // last rotation
 	LastUsedAt   time.Time // zero if never used
+	Sandbox      bool      // may send only to verified identities, with the sandbox quotas
+	DailyQuota   int       // recipients per rolling 24 hours; 0: the configured default
+	MaxSendRate  float64   // recipients per second; 0: the configured default
+	// Allowed lists the identities (domains or addresses) the credential
+	// may send as; empty means every verified identity.
+	Allowed []string
 }
 
 // Credentials stores SMTP credentials.
@@ -58,7 +65,20 @@ type Credentials interface {
 	SetPassword(ctx context.Context, name, passwordHash string, now time.Time) error
 	TouchCredential(ctx context.Context, name string, usedAt time.Time) error
 	DeleteCredential(ctx context.Context, name string) error
+	SetSandbox(ctx context.Context, name string, sandbox bool) error
+	SetQuota(ctx context.Context, name string, daily int, rate float64) error
+	SetAllowed(ctx context.Context, name string, identities []string) error
+	// Sent counts the recipients the credential submitted since since
+	// (hour buckets: since is rounded down to the hour).
+	Sent(ctx context.Context, name string, since time.Time) (int, error)
 }
+
+// Identity verification states, of domains and of addresses.
+const (
+	IdentityPending  = "pending"  // added, not yet proven
+	IdentityVerified = "verified" // proven: may send
+	IdentityFailed   = "failed"   // not proven in time, or no longer proven
+)
 
 // Key algorithms of DKIMKey.Algorithm.
 const (
@@ -79,6 +99,19 @@ type Domain struct {
 	Name      string // lower case A-label form
 	CreatedAt time.Time
 	Keys      []DKIMKey
+
+	Status       string    // IdentityPending, IdentityVerified or IdentityFailed
+	StatusSince  time.Time // when Status last changed
+	LastChecked  time.Time // last DNS check; zero if never
+	FailedChecks int       // consecutive failed checks while verified
+}
+
+// DomainStatus is the verification state of a domain, as a check leaves it.
+type DomainStatus struct {
+	Status       string
+	StatusSince  time.Time
+	LastChecked  time.Time
+	FailedChecks int
 }
 
 // Domains stores sending domains.
@@ -87,6 +120,30 @@ type Domains interface {
 	Domain(ctx context.Context, name string) (Domain, error)
 	ListDomains(ctx context.Context) ([]Domain, error)
 	DeleteDomain(ctx context.Context, name string) error
+	SetDomainStatus(ctx context.Context, name string, st DomainStatus) error
+}
+
+// Address is an email address identity, proven by a link sent to it.
+type Address struct {
+	Address      string // local part as given, domain lower-case A-label
+	Status       string // IdentityPending, IdentityVerified or IdentityFailed
+	TokenHash    string // hex SHA-256 of the verification token; "" once used
+	TokenExpires time.Time
+	CreatedAt    time.Time
+	VerifiedAt   time.Time // zero until verified
+}
+
+// Addresses stores address identities.
+type Addresses interface {
+	CreateAddress(ctx context.Context, a Address) error // ErrExists if present
+	Address(ctx context.Context, address string) (Address, error)
+	AddressByToken(ctx context.Context, tokenHash string) (Address, error)
+	ListAddresses(ctx context.Context) ([]Address, error)
+	DeleteAddress(ctx context.Context, address string) error
+	// SetAddressToken gives a pending address a new token (a new link).
+	SetAddressToken(ctx context.Context, address, tokenHash string, expires time.Time) error
+	// VerifyAddress marks the address verified and forgets its token.
+	VerifyAddress(ctx context.Context, address string, at time.Time) error
 }
 
 // Recipient states. Queued and deferred recipients wait for an attempt; the
