@@ -9,8 +9,13 @@
 // Date if it lacks them, is DKIM-signed for its From domain, gets a Received
 // field on top, and is answered 250 only once the queue has it on disk.
 //
-// The package declares what it needs from the rest of Sesame as three small
-// interfaces: Authenticator, Signer and Queue.
+// Who may send what is decided at each step too: MAIL FROM and the From
+// header must be identities the credential may use (Policy); a sandboxed
+// credential may send only to verified recipients; the sending quotas
+// (Quotas) are checked, per recipient, before the message is queued.
+//
+// The package declares what it needs from the rest of Sesame as small
+// interfaces: Authenticator, Signer, Queue, Policy and Quotas.
 package smtpd
 
 import (
@@ -51,6 +56,32 @@ type Queue interface {
 	Enqueue(ctx context.Context, m *store.Message) error
 }
 
+// Policy decides who may send as whom, and to whom from the sandbox.
+type Policy interface {
+	// MaySendAs reports whether cred may use address as a sender.
+	MaySendAs(ctx context.Context, cred store.Credential, address string) (bool, error)
+	// VerifiedRecipient reports whether address is a verified identity or
+	// in a verified domain.
+	VerifiedRecipient(ctx context.Context, address string) (bool, error)
+}
+
+// Quotas enforces sending quotas.
+type Quotas interface {
+	// Reserve admits n recipients for cred, or refuses with an error
+	// wrapping account.ErrDailyQuota or account.ErrSendRate. done is called
+	// once the message is queued or abandoned.
+	Reserve(ctx context.Context, cred store.Credential, n int) (done func(), err error)
+}
+
+// Deps are the parts of Sesame the submission service works with.
+type Deps struct {
+	Auth   Authenticator
+	Signer Signer
+	Queue  Queue
+	Policy Policy
+	Quotas Quotas
+}
+
 // Config is what the submission service needs from the configuration.
 type Config struct {
 	Hostname            string
@@ -63,8 +94,11 @@ type Config struct {
 	MaxConnectionsPerIP int
 	ReadTimeout         time.Duration
 	WriteTimeout        time.Duration
-	Logger              *slog.Logger
-	Now                 func() time.Time // default time.Now
+	// FallbackSigningDomain signs mail whose From domain has no keys (a
+	// verified address in someone else's domain); "" refuses such mail.
+	FallbackSigningDomain string
+	Logger                *slog.Logger
+	Now                   func() time.Time // default time.Now
 }
 
 // maxLineLength bounds a line of a command or of a message. RFC 5321 allows
@@ -75,9 +109,7 @@ const maxLineLength = 2000
 // Server is the submission service.
 type Server struct {
 	cfg    Config
-	auth   Authenticator
-	signer Signer
-	queue  Queue
+	deps   Deps
 	log    *slog.Logger
 	limits *connLimits
 
@@ -87,7 +119,7 @@ type Server struct {
 }
 
 // New returns a submission service; Listen binds it, Serve runs it.
-func New(cfg Config, auth Authenticator, signer Signer, queue Queue) *Server {
+func New(cfg Config, deps Deps) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -96,9 +128,7 @@ func New(cfg Config, auth Authenticator, signer Signer, queue Queue) *Server {
 	}
 	return &Server{
 		cfg:    cfg,
-		auth:   auth,
-		signer: signer,
-		queue:  queue,
+		deps:   deps,
 		log:    cfg.Logger,
 		limits: newConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
 	}

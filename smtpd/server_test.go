@@ -23,6 +23,7 @@ import (
 
 	"github.com/sesame-mail/sesame/account"
 	sesamedkim "github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -61,7 +62,8 @@ func newTestEnv(t *testing.T, tweak func(*Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.CreateDomain(ctx, store.Domain{Name: "example.com", CreatedAt: now, Keys: []store.DKIMKey{key}}); err != nil {
+	if err := st.CreateDomain(ctx, store.Domain{Name: "example.com", CreatedAt: now, Keys: []store.DKIMKey{key},
+		Status: store.IdentityVerified}); err != nil {
 		t.Fatal(err)
 	}
 	rec, err := sesamedkim.DNSRecord("example.com", key)
@@ -94,7 +96,13 @@ func newTestEnv(t *testing.T, tweak func(*Config)) *testEnv {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	te.srv = New(cfg, account.NewAuthenticator(st, time.Now, time.Minute), sesamedkim.NewDomainSigner(st), st)
+	te.srv = New(cfg, Deps{
+		Auth:   account.NewAuthenticator(st, time.Now, time.Minute),
+		Signer: sesamedkim.NewDomainSigner(st),
+		Queue:  st,
+		Policy: identity.NewAuthorizer(st),
+		Quotas: account.NewQuotas(st, account.QuotaDefaults{Daily: 1000, Rate: 1000, SandboxDaily: 200, SandboxRate: 1}, time.Now),
+	})
 	if err := te.srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -355,9 +363,16 @@ func TestRefusals(t *testing.T) {
 	t.Run("unknown from domain", func(t *testing.T) {
 		s := authed(t)
 		data(t, s, message("x@unknown.example", "a@example.net", "s", "b\r\n")+".\r\n",
-			`554 5.7.1 Message rejected: sending domain unknown.example is not set up; run "sesame domain add unknown.example"`)
+			`554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check: x@unknown.example`)
 		// The session goes on: the next message is fine.
 		data(t, s, message("shop@example.com", "a@example.net", "s", "b\r\n")+".\r\n", "250 2.0.0 Ok: queued as ")
+	})
+	t.Run("verified address without keys", func(t *testing.T) {
+		ctx := context.Background()
+		te.st.CreateAddress(ctx, store.Address{Address: "solo@webmail.example", Status: store.IdentityVerified, CreatedAt: time.Now()})
+		s := authed(t)
+		data(t, s, message("solo@webmail.example", "a@example.net", "s", "b\r\n")+".\r\n",
+			`554 5.7.1 Message rejected: sending domain webmail.example is not set up; run "sesame domain add webmail.example"`)
 	})
 	t.Run("oversize", func(t *testing.T) {
 		s := authed(t)
@@ -542,4 +557,109 @@ func TestConcurrentSubmissions(t *testing.T) {
 	if len(seen) != clients*each || len(entries) != clients*each {
 		t.Fatalf("%d distinct replies, %d queued; want %d", len(seen), len(entries), clients*each)
 	}
+}
+
+// Who may send as whom, the sandbox, and the quotas.
+func TestPolicy(t *testing.T) {
+	te := newTestEnv(t, nil)
+	ctx := context.Background()
+	now := time.Now()
+	for _, d := range []store.Domain{
+		{Name: "pending.example", CreatedAt: now},
+		{Name: "other.example", CreatedAt: now, Status: store.IdentityVerified},
+	} {
+		key, _ := sesamedkim.NewKey(store.AlgRSA, now)
+		d.Keys = []store.DKIMKey{key}
+		if err := te.st.CreateDomain(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addUser := func(name string, edit func(*store.Credential)) string {
+		pass := account.NewPassword()
+		hash, _ := account.HashPassword(pass)
+		c := store.Credential{Name: name, Username: account.NewUsername(), PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
+		edit(&c)
+		if err := te.st.CreateCredential(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Allowed) > 0 {
+			te.st.SetAllowed(ctx, name, c.Allowed)
+		}
+		return plainIR(c.Username, pass)
+	}
+	session := func(ir string) *rawSession {
+		s := dialRaw(t, te.starttls)
+		s.starttls()
+		s.cmd("EHLO client.test", "250")
+		s.cmd("AUTH PLAIN "+ir, "235")
+		return s
+	}
+	data := func(s *rawSession, from, rcpt, want string) {
+		s.cmd("MAIL FROM:<"+from+">", "250")
+		s.cmd("RCPT TO:<"+rcpt+">", "250")
+		s.cmd("DATA", "354")
+		s.write(message(from, rcpt, "s", "b\r\n") + ".\r\n")
+		s.expect(want)
+	}
+
+	t.Run("unverified sender", func(t *testing.T) {
+		s := session(plainIR(te.username, te.password))
+		s.cmd("MAIL FROM:<a@pending.example>", "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check: a@pending.example")
+		s.cmd("MAIL FROM:<a@nowhere.example>", "554 5.7.1 Message rejected: Email address is not verified")
+		// Envelope allowed, From header not.
+		s.cmd("MAIL FROM:<shop@example.com>", "250")
+		s.cmd("RCPT TO:<r@example.net>", "250")
+		s.cmd("DATA", "354")
+		s.write(message("a@pending.example", "r@example.net", "s", "b\r\n") + ".\r\n")
+		s.expect("554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check: a@pending.example")
+	})
+	t.Run("restricted credential", func(t *testing.T) {
+		s := session(addUser("only-other", func(c *store.Credential) { c.Allowed = []string{"other.example"} }))
+		s.cmd("MAIL FROM:<shop@example.com>", "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check: shop@example.com")
+		data(s, "news@other.example", "r@example.net", "250 2.0.0 Ok: queued as ")
+		// The reverse: envelope allowed, From header not.
+		s.cmd("MAIL FROM:<news@other.example>", "250")
+		s.cmd("RCPT TO:<r@example.net>", "250")
+		s.cmd("DATA", "354")
+		s.write(message("shop@example.com", "r@example.net", "s", "b\r\n") + ".\r\n")
+		s.expect("554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check: shop@example.com")
+	})
+	t.Run("sandbox", func(t *testing.T) {
+		s := session(addUser("sandboxed", func(c *store.Credential) { c.Sandbox = true }))
+		s.cmd("MAIL FROM:<shop@example.com>", "250")
+		s.cmd("RCPT TO:<someone@example.net>", "554 5.7.1 Message rejected: Email address is not verified. The following identities failed the check: someone@example.net")
+		s.cmd("RCPT TO:<team@other.example>", "250") // in a verified domain
+		s.cmd("DATA", "354")
+		s.write(message("shop@example.com", "team@other.example", "s", "b\r\n") + ".\r\n")
+		s.expect("250 2.0.0 Ok: queued as ")
+		// Sandbox rate: one per second.
+		data(s, "shop@example.com", "team@other.example", "454 4.7.0 Throttling failure: Maximum sending rate exceeded.")
+	})
+	t.Run("daily quota", func(t *testing.T) {
+		s := session(addUser("small", func(c *store.Credential) { c.DailyQuota = 2 }))
+		data(s, "shop@example.com", "a@example.net", "250 2.0.0 Ok: queued as ")
+		data(s, "shop@example.com", "b@example.net", "250 2.0.0 Ok: queued as ")
+		data(s, "shop@example.com", "c@example.net", "454 4.7.0 Throttling failure: Daily message quota exceeded.")
+	})
+}
+
+// A verified address whose domain has no keys is signed for the fallback
+// domain, as SES signs such mail for amazonses.com.
+func TestFallbackSigningDomain(t *testing.T) {
+	te := newTestEnv(t, func(c *Config) { c.FallbackSigningDomain = "example.com" })
+	ctx := context.Background()
+	if err := te.st.CreateAddress(ctx, store.Address{Address: "solo@webmail.example", Status: store.IdentityVerified, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	c := te.dial(t, te.username, te.password)
+	resp, err := send(c, "solo@webmail.example", []string{"a@example.net"}, message("solo@webmail.example", "a@example.net", "s", "b\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, _ := strings.Cut(resp.StatusText, "queued as ")
+	raw, err := te.st.MessageData(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, te, raw) // d=example.com
 }

@@ -35,7 +35,20 @@ var (
 		Message: "A sender address is required: MAIL FROM:<you@your-verified-domain>"}
 	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 		Message: "Temporary failure: the message could not be stored; try again later"}
+	errPolicyFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		Message: "Temporary failure: the sender could not be checked; try again later"}
+	// The quota refusals are worded as SES words them.
+	errDailyQuota = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Throttling failure: Daily message quota exceeded."}
+	errSendRate = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Throttling failure: Maximum sending rate exceeded."}
 )
+
+// notVerified is SES's refusal of a sender identity the credential may not use.
+func notVerified(identity string) error {
+	return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		Message: "Message rejected: Email address is not verified. The following identities failed the check: " + identity}
+}
 
 // session is one client connection's SMTP transaction state. go-smtp drives
 // the protocol; the session applies Sesame's rules at each step.
@@ -45,7 +58,7 @@ type session struct {
 	remoteIP string
 	log      *slog.Logger
 
-	credential string // name of the authenticated credential; "" before AUTH
+	cred store.Credential // the authenticated credential; zero before AUTH
 
 	sender     string
 	smtputf8   bool
@@ -87,7 +100,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 func (s *session) authenticate(username, password string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cred, err := s.srv.auth.Authenticate(ctx, username, password)
+	cred, err := s.srv.deps.Auth.Authenticate(ctx, username, password)
 	switch {
 	case errors.Is(err, account.ErrInvalidCredentials):
 		s.log.Warn("auth failed", "username", printable(username))
@@ -96,7 +109,7 @@ func (s *session) authenticate(username, password string) error {
 		s.log.Error("auth error", "username", printable(username), "err", err)
 		return errAuthTemporary
 	}
-	s.credential = cred.Name
+	s.cred = cred
 	s.log = s.log.With("credential", cred.Name)
 	s.log.Debug("auth ok")
 	return nil
@@ -104,7 +117,7 @@ func (s *session) authenticate(username, password string) error {
 
 // Mail starts a transaction.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if s.credential == "" {
+	if s.cred.Name == "" {
 		return errAuthRequired
 	}
 	if from == "" {
@@ -114,7 +127,25 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := s.checkSender(addr); err != nil {
+		return err
+	}
 	s.sender, s.smtputf8 = addr, opts.UTF8
+	return nil
+}
+
+// checkSender refuses an identity the credential may not send as.
+func (s *session) checkSender(addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ok, err := s.srv.deps.Policy.MaySendAs(ctx, s.cred, addr)
+	if err != nil {
+		s.log.Error("checking a sender failed", "sender", addr, "err", err)
+		return errPolicyFailed
+	}
+	if !ok {
+		return notVerified(addr)
+	}
 	return nil
 }
 
@@ -123,6 +154,22 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	addr, err := normalizeAddress(to, s.smtputf8, badRecipientCode)
 	if err != nil {
 		return err
+	}
+	if s.cred.Sandbox {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ok, err := s.srv.deps.Policy.VerifiedRecipient(ctx, addr)
+		cancel()
+		if err != nil {
+			s.log.Error("checking a recipient failed", "rcpt", addr, "err", err)
+			return errPolicyFailed
+		}
+		if !ok {
+			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: fmt.Sprintf(
+				"Message rejected: Email address is not verified. The following identities failed the check: %s "+
+					"(credential %s is in the sandbox and may send only to verified addresses and domains; "+
+					"verify the recipient with \"sesame address add\", or ask the operator to run \"sesame user promote %s\")",
+				addr, s.cred.Name, s.cred.Name)}
+		}
 	}
 	for _, r := range s.recipients {
 		if r == addr {
@@ -183,6 +230,10 @@ func (s *session) accept(msg []byte) (string, error) {
 		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 			Message: "Message refused: the From header's domain is not a valid domain name"}
 	}
+	from = from[:strings.LastIndexByte(from, '@')+1] + domain
+	if err := s.checkSender(from); err != nil {
+		return "", err
+	}
 
 	id := store.NewQueueID()
 	now := s.srv.now()
@@ -202,7 +253,24 @@ func (s *session) accept(msg []byte) (string, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	signature, err := s.srv.signer.Sign(ctx, domain, signed)
+	done, err := s.srv.deps.Quotas.Reserve(ctx, s.cred, len(s.recipients))
+	switch {
+	case errors.Is(err, account.ErrDailyQuota):
+		return "", errDailyQuota
+	case errors.Is(err, account.ErrSendRate):
+		return "", errSendRate
+	case err != nil:
+		s.log.Error("checking the quota failed", "err", err)
+		return "", errPolicyFailed
+	}
+	defer done()
+
+	signature, err := s.srv.deps.Signer.Sign(ctx, domain, signed)
+	if errors.Is(err, store.ErrNotFound) && s.srv.cfg.FallbackSigningDomain != "" {
+		// A verified address in a domain without keys: signed for the
+		// operator's domain, as SES signs for amazonses.com.
+		signature, err = s.srv.deps.Signer.Sign(ctx, s.srv.cfg.FallbackSigningDomain, signed)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: fmt.Sprintf("Message rejected: sending domain %s is not set up; run \"sesame domain add %s\"", domain, domain)}
@@ -218,14 +286,14 @@ func (s *session) accept(msg []byte) (string, error) {
 	data = append(append(append(data, received...), signature...), signed...)
 	m := &store.Message{
 		ID:         id,
-		Credential: s.credential,
+		Credential: s.cred.Name,
 		Sender:     s.sender,
 		Recipients: append([]string(nil), s.recipients...),
 		MessageID:  messageID,
 		ReceivedAt: now,
 		Data:       data,
 	}
-	if err := s.srv.queue.Enqueue(ctx, m); err != nil {
+	if err := s.srv.deps.Queue.Enqueue(ctx, m); err != nil {
 		s.log.Error("queueing failed", "err", err)
 		return "", errStoreFailed
 	}

@@ -1,5 +1,6 @@
-// Package web is Sesame's HTTP side. Today it serves GET /healthz; metrics,
-// verification links and the management API will live here too.
+// Package web is Sesame's HTTP side: GET /healthz, and the address
+// verification pages under /verify/. Metrics and the management API will
+// live here too.
 package web
 
 import (
@@ -15,8 +16,9 @@ type Pinger interface {
 }
 
 // Handler returns the HTTP routes.
-func Handler(store Pinger, log *slog.Logger) http.Handler {
+func Handler(store Pinger, addresses AddressConfirmer, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/verify/", VerifyHandler(addresses, log))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()

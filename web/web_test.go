@@ -33,7 +33,7 @@ func TestHealthz(t *testing.T) {
 		{"store down", failingStore{}, 503, "store unavailable\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(Handler(tt.store, slog.New(slog.DiscardHandler)))
+			srv := httptest.NewServer(Handler(tt.store, nil, slog.New(slog.DiscardHandler)))
 			defer srv.Close()
 			resp, err := http.Get(srv.URL + "/healthz")
 			if err != nil {

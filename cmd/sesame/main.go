@@ -24,31 +24,54 @@ var version = "dev"
 
 // command is one command line verb, such as "user create".
 type command struct {
-	words string // "user create"
-	args  string // "NAME", for the usage text
-	help  string
-	nargs int // positional arguments required; -1: zero or one
-	run   func(e *env, args []string) error
-	bools map[string]string // extra boolean flags: name → help
+	words   string // "user create"
+	args    string // "NAME", for the usage text
+	help    string
+	minArgs int
+	maxArgs int // -1: no limit
+	run     func(e *env, args []string) error
+	bools   map[string]string // extra boolean flags: name → help
+	values  map[string]string // extra flags with a value: name → help
 }
 
 func commands() []command {
+	one := func(words, args, help string, run func(*env, []string) error) command {
+		return command{words: words, args: args, help: help, minArgs: 1, maxArgs: 1, run: run}
+	}
+	none := func(words, help string, run func(*env, []string) error) command {
+		return command{words: words, help: help, run: run}
+	}
 	return []command{
-		{"serve", "", "run the submission service and the relay", 0, runServe, nil},
-		{"user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", 1, userCreate, nil},
-		{"user list", "", "list SMTP credentials", 0, userList, nil},
-		{"user rotate", "NAME", "give NAME a new password; the old one stops working at once", 1, userRotate, nil},
-		{"user delete", "NAME", "delete the credentials named NAME", 1, userDelete, nil},
-		{"domain add", "DOMAIN", "add a sending domain: make its DKIM keys and print the DNS records to publish", 1, domainAdd, nil},
-		{"domain list", "", "list sending domains", 0, domainList, nil},
-		{"domain show", "DOMAIN", "print a domain's DNS records again", 1, domainShow, nil},
-		{"domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", 1, domainDelete, nil},
-		{"queue list", "", "list the messages in the queue with each recipient's state", 0, queueList, nil},
-		{"queue show", "ID", "show one queued message: envelope, recipients, header", 1, queueShow, nil},
-		{"queue retry", "ID|--all", "attempt delivery of a message (or of all) now", -1, queueRetry,
-			map[string]string{"all": "retry every queued message"}},
-		{"queue delete", "ID", "remove a message from the queue", 1, queueDelete,
-			map[string]string{"bounce": "send the sender a bounce (DSN) for its waiting recipients"}},
+		none("serve", "run the submission service, the relay and the HTTP listener", runServe),
+		one("user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", userCreate),
+		none("user list", "list SMTP credentials", userList),
+		one("user show", "NAME", "show a credential: sandbox, quotas and usage, allowed identities", userShow),
+		one("user rotate", "NAME", "give NAME a new password; the old one stops working at once", userRotate),
+		one("user delete", "NAME", "delete the credentials named NAME", userDelete),
+		one("user promote", "NAME", "take NAME out of the sandbox (production access)", userPromote),
+		one("user sandbox", "NAME", "put NAME back in the sandbox", userSandbox),
+		{words: "user allow", args: "NAME [IDENTITY...]", minArgs: 1, maxArgs: -1, run: userAllow,
+			help: "restrict NAME to sending as these domains or addresses; none: every verified identity"},
+		{words: "user quota", args: "NAME", minArgs: 1, maxArgs: 1, run: userQuota,
+			help:   "set NAME's own quotas (0: the configured default)",
+			values: map[string]string{"daily": "recipients per 24 hours", "rate": "recipients per second"}},
+		one("domain add", "DOMAIN", "add a sending domain: make its DKIM keys and print the DNS records to publish", domainAdd),
+		none("domain list", "list sending domains and their verification status", domainList),
+		one("domain show", "DOMAIN", "print every DNS record to publish and whether each is in place", domainShow),
+		one("domain verify", "DOMAIN", "check the domain's DKIM records now and update its status", domainVerify),
+		one("domain check", "DOMAIN", "look up every record and say what is missing or wrong, and how to fix it", domainCheck),
+		one("domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", domainDelete),
+		one("address add", "ADDRESS", "add a sender address: a verification link is mailed to it", addressAdd),
+		none("address list", "list sender addresses and their status", addressList),
+		one("address delete", "ADDRESS", "delete a sender address", addressDelete),
+		none("queue list", "list the messages in the queue with each recipient's state", queueList),
+		one("queue show", "ID", "show one queued message: envelope, recipients, header", queueShow),
+		{words: "queue retry", args: "ID|--all", maxArgs: 1, run: queueRetry,
+			help:  "attempt delivery of a message (or of all) now",
+			bools: map[string]string{"all": "retry every queued message"}},
+		{words: "queue delete", args: "ID", minArgs: 1, maxArgs: 1, run: queueDelete,
+			help:  "remove a message from the queue",
+			bools: map[string]string{"bounce": "send the sender a bounce (DSN) for its waiting recipients"}},
 	}
 }
 
@@ -56,7 +79,8 @@ func commands() []command {
 type env struct {
 	cfg    *config.Config
 	json   bool
-	flags  map[string]bool // the command's extra boolean flags
+	flags  map[string]bool   // the command's extra boolean flags
+	values map[string]string // the command's extra flags with a value, when given
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -89,6 +113,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for name, help := range cmd.bools {
 		extra[name] = fs.Bool(name, false, help)
 	}
+	extraValues := map[string]*string{}
+	for name, help := range cmd.values {
+		extraValues[name] = fs.String(name, "", help)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: sesame %s %s [--config FILE] [--json]\n\n%s\n\nflags:\n", cmd.words, cmd.args, cmd.help)
 		fs.PrintDefaults()
@@ -100,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
-	if (cmd.nargs >= 0 && len(positional) != cmd.nargs) || (cmd.nargs < 0 && len(positional) > 1) {
+	if len(positional) < cmd.minArgs || (cmd.maxArgs >= 0 && len(positional) > cmd.maxArgs) {
 		fmt.Fprintf(stderr, "sesame %s: expected %s\n", cmd.words, describeArgs(cmd))
 		fs.Usage()
 		return 2
@@ -112,10 +140,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sesame:", err)
 		return 1
 	}
-	e := &env{cfg: cfg, json: *jsonOut, flags: map[string]bool{}, stdout: stdout, stderr: stderr}
+	e := &env{cfg: cfg, json: *jsonOut, flags: map[string]bool{}, values: map[string]string{}, stdout: stdout, stderr: stderr}
 	for name, v := range extra {
 		e.flags[name] = *v
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if v, ok := extraValues[f.Name]; ok {
+			e.values[f.Name] = *v
+		}
+	})
 	if err := cmd.run(e, positional); err != nil {
 		fmt.Fprintln(stderr, "sesame:", err)
 		return 1
@@ -124,10 +157,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func describeArgs(c command) string {
-	switch c.nargs {
-	case 0:
+	switch {
+	case c.maxArgs == 0:
 		return "no arguments"
-	case -1:
+	case c.minArgs == 0:
 		return "at most one argument: " + c.args
 	}
 	return c.args

@@ -19,8 +19,10 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
 
 	"github.com/sesame-mail/sesame/config"
+	"github.com/sesame-mail/sesame/store"
 )
 
 // sesame runs the command line in-process and returns its output.
@@ -41,9 +43,34 @@ func freePort(t *testing.T, ip string) string {
 	return l.Addr().String()
 }
 
-// writeConfig writes a configuration with every listener on a free loopback port.
+// emptyDNS starts a DNS server on loopback that knows no names: commands
+// that look records up (domain show, check, verify) find them missing,
+// and nothing ever asks the internet's DNS.
+func emptyDNS(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeNameError)
+		m.RecursionAvailable = true
+		w.WriteMsg(m)
+	})}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// writeConfig writes a configuration with every listener on a free loopback
+// port; extra is TOML for the [relay] section and any later ones.
 func writeConfig(t *testing.T, dir, extra string) (path string, cfg *config.Config) {
 	t.Helper()
+	if !strings.HasPrefix(extra, "[relay]") {
+		extra = "[relay]\n" + extra
+	}
+	extra = strings.Replace(extra, "[relay]\n", fmt.Sprintf("[relay]\ndns_servers = [%q]\n", emptyDNS(t)), 1)
 	text := fmt.Sprintf(`hostname = "sesame.test"
 data_dir = %q
 [submission]
@@ -51,6 +78,8 @@ starttls_listen = [%q]
 tls_listen = [%q]
 [http]
 listen = %q
+[policy]
+sandbox_new_users = false
 %s`, filepath.Join(dir, "data"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), extra)
 	path = filepath.Join(dir, "sesame.toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -61,6 +90,22 @@ listen = %q
 		t.Fatal(err)
 	}
 	return path, cfg
+}
+
+// markVerified stands in for DNS verification, which the identity and
+// end-to-end tests exercise with a real DNS server.
+func markVerified(t *testing.T, cfg *config.Config, domain string) {
+	t.Helper()
+	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "sesame.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now()
+	if err := st.SetDomainStatus(context.Background(), domain, store.DomainStatus{Status: store.IdentityVerified,
+		StatusSince: now, LastChecked: now}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestHelpVersionAndUsageErrors(t *testing.T) {
@@ -139,17 +184,26 @@ func TestUserCommands(t *testing.T) {
 }
 
 func TestDomainCommands(t *testing.T) {
-	cfgPath, _ := writeConfig(t, t.TempDir(), "[dkim]\ned25519 = true\n")
+	cfgPath, _ := writeConfig(t, t.TempDir(), "[relay]\n[dkim]\ned25519 = true\n")
 	out, errOut, code := sesame(t, "domain", "add", "Example.COM", "--config", cfgPath, "--json")
 	if code != 0 {
 		t.Fatal(errOut)
 	}
 	var added domainOutput
-	if err := json.Unmarshal([]byte(out), &added); err != nil || added.Domain != "example.com" || len(added.Records) != 2 {
+	if err := json.Unmarshal([]byte(out), &added); err != nil || added.Domain != "example.com" || added.Status != "pending" {
 		t.Fatalf("add: %q %v", out, err)
 	}
+	var dkimRecords []recordOutput
+	for _, r := range added.Records {
+		if r.Required {
+			dkimRecords = append(dkimRecords, r)
+		}
+	}
+	if len(dkimRecords) != 2 || len(added.Records) < 4 {
+		t.Fatalf("records: %+v", added.Records)
+	}
 	for i, prefix := range []string{"v=DKIM1; k=rsa; p=", "v=DKIM1; k=ed25519; p="} {
-		r := added.Records[i]
+		r := dkimRecords[i]
 		if r.Type != "TXT" || !strings.HasSuffix(r.Name, "._domainkey.example.com") || !strings.HasPrefix(r.Value, prefix) {
 			t.Errorf("record %d: %+v", i, r)
 		}
@@ -157,8 +211,14 @@ func TestDomainCommands(t *testing.T) {
 	out, _, _ = sesame(t, "domain", "show", "example.com", "--config", cfgPath, "--json")
 	var shown domainOutput
 	json.Unmarshal([]byte(out), &shown)
-	if len(shown.Records) != 2 || shown.Records[0] != added.Records[0] {
+	if len(shown.Records) != len(added.Records) || shown.Records[0].Value != dkimRecords[0].Value || shown.Records[0].Check != "missing" {
 		t.Fatalf("show: %q", out)
+	}
+	if _, errOut, code := sesame(t, "domain", "verify", "example.com", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "not verified") {
+		t.Fatalf("verify without records: %d %q", code, errOut)
+	}
+	if out, _, code := sesame(t, "domain", "check", "example.com", "--config", cfgPath); code != 1 || !strings.Contains(out, "MISSING") {
+		t.Fatalf("check without records: %d %q", code, out)
 	}
 	if _, errOut, code := sesame(t, "domain", "add", "example.com", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "exists already") {
 		t.Fatalf("duplicate: %d %s", code, errOut)
@@ -285,6 +345,7 @@ func TestServeEndToEnd(t *testing.T) {
 	out, _, _ = sesame(t, "domain", "add", "example.com", "--config", cfgPath, "--json")
 	var dom domainOutput
 	json.Unmarshal([]byte(out), &dom)
+	markVerified(t, cfg, "example.com")
 
 	// Smarthost down: the message is accepted and waits in the queue.
 	stop, logs := startServe(t, cfg)
@@ -313,7 +374,7 @@ func TestServeEndToEnd(t *testing.T) {
 		subjects += string(m[bytes.Index(m, []byte("\r\nSubject: ")):][:18])
 		vs, err := dkim.VerifyWithOptions(bytes.NewReader(m), &dkim.VerifyOptions{
 			LookupTXT: func(name string) ([]string, error) {
-				if name == dom.Records[0].Name {
+				if name == dom.Records[0].Name && dom.Records[0].Required {
 					return []string{dom.Records[0].Value}, nil
 				}
 				return nil, fmt.Errorf("no %s", name)
@@ -352,6 +413,7 @@ func TestQueueCommands(t *testing.T) {
 	var creds credentialsOutput
 	json.Unmarshal([]byte(out), &creds)
 	sesame(t, "domain", "add", "example.com", "--config", cfgPath)
+	markVerified(t, cfg, "example.com")
 	stop, logs := startServe(t, cfg)
 	submit(t, cfg, creds, "queued")
 	// Wait for the first (failed) attempt, then stop.

@@ -15,6 +15,7 @@ import (
 	"github.com/sesame-mail/sesame/account"
 	"github.com/sesame-mail/sesame/config"
 	"github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/smtpd"
 	"github.com/sesame-mail/sesame/web"
@@ -40,9 +41,10 @@ func runServe(e *env, _ []string) error {
 	return serve(ctx, e, nil)
 }
 
-// serve assembles the whole service: store → (auth, signer) → submission
-// listeners → queue → relay, plus the HTTP listener; then it runs until ctx
-// ends. started, if not nil, is called once everything listens.
+// serve assembles the whole service: store → (auth, signer, policy, quotas)
+// → submission listeners → queue → relay, plus the HTTP listener and the
+// domain verifier; then it runs until ctx ends. started, if not nil, is
+// called once everything listens.
 func serve(ctx context.Context, e *env, started func()) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -68,21 +70,25 @@ func serve(ctx context.Context, e *env, started func()) error {
 		return err
 	}
 	sub := smtpd.New(smtpd.Config{
-		Hostname:            cfg.Hostname,
-		StartTLSListen:      cfg.Submission.StartTLSListen,
-		TLSListen:           cfg.Submission.TLSListen,
-		TLS:                 tlsConfig,
-		MaxMessageBytes:     cfg.Submission.MaxMessageBytes,
-		MaxRecipients:       cfg.Submission.MaxRecipients,
-		MaxConnections:      cfg.Submission.MaxConnections,
-		MaxConnectionsPerIP: cfg.Submission.MaxConnectionsPerIP,
-		ReadTimeout:         cfg.Submission.ReadTimeout.Duration,
-		WriteTimeout:        cfg.Submission.WriteTimeout.Duration,
-		Logger:              log.With("part", "smtpd"),
-	},
-		account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
-		dkim.NewDomainSigner(st),
-		st)
+		Hostname:              cfg.Hostname,
+		StartTLSListen:        cfg.Submission.StartTLSListen,
+		TLSListen:             cfg.Submission.TLSListen,
+		TLS:                   tlsConfig,
+		MaxMessageBytes:       cfg.Submission.MaxMessageBytes,
+		MaxRecipients:         cfg.Submission.MaxRecipients,
+		MaxConnections:        cfg.Submission.MaxConnections,
+		MaxConnectionsPerIP:   cfg.Submission.MaxConnectionsPerIP,
+		ReadTimeout:           cfg.Submission.ReadTimeout.Duration,
+		WriteTimeout:          cfg.Submission.WriteTimeout.Duration,
+		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
+		Logger:                log.With("part", "smtpd"),
+	}, smtpd.Deps{
+		Auth:   account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
+		Signer: dkim.NewDomainSigner(st),
+		Queue:  st,
+		Policy: identity.NewAuthorizer(st),
+		Quotas: account.NewQuotas(st, e.quotaDefaults(), time.Now),
+	})
 	if err := sub.Listen(); err != nil {
 		return err
 	}
@@ -110,13 +116,22 @@ func serve(ctx context.Context, e *env, started func()) error {
 		Logger:                   log.With("part", "relay"),
 	}, st)
 
+	idCfg := e.identityConfig()
+	idCfg.Logger = log.With("part", "identity")
+	checker, err := identity.NewChecker(idCfg)
+	if err != nil {
+		return err
+	}
+	verifier := identity.NewVerifier(idCfg, st, checker)
+	addresses := identity.NewAddressVerifier(idCfg, st, st)
+
 	var httpSrv *http.Server
 	if cfg.HTTP.Listen != "" {
 		l, err := net.Listen("tcp", cfg.HTTP.Listen)
 		if err != nil {
 			return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Listen, err)
 		}
-		httpSrv = &http.Server{Handler: web.Handler(st, log.With("part", "web")), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: web.Handler(st, addresses, log.With("part", "web")), ReadHeaderTimeout: 10 * time.Second}
 		log.Info("http listening", "addr", l.Addr().String())
 		go func() {
 			if err := httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -127,6 +142,8 @@ func serve(ctx context.Context, e *env, started func()) error {
 
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- rel.Run(ctx) }()
+	verifierDone := make(chan struct{})
+	go func() { defer close(verifierDone); verifier.Run(ctx) }()
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
 	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)
@@ -167,6 +184,7 @@ func serve(ctx context.Context, e *env, started func()) error {
 	if httpSrv != nil {
 		httpSrv.Shutdown(graceCtx)
 	}
+	<-verifierDone
 	log.Info("stopped")
 	return runErr
 }

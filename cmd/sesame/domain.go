@@ -1,0 +1,444 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/net/idna"
+
+	"github.com/sesame-mail/sesame/config"
+	"github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/identity"
+	"github.com/sesame-mail/sesame/store"
+)
+
+// identityConfig is the identity package's view of the configuration.
+func (e *env) identityConfig() identity.Config {
+	c := e.cfg
+	var dns []string
+	for _, s := range c.Relay.DNSServers {
+		a, _ := config.DNSServerAddr(s) // validated by config
+		dns = append(dns, a)
+	}
+	return identity.Config{
+		Hostname:              c.Hostname,
+		SourceIPs:             c.Relay.SourceIPs,
+		DNSServers:            dns,
+		PublicURL:             c.PublicURL(),
+		MailFromSubdomain:     c.Identity.MailFromSubdomain,
+		DMARCReportAddress:    c.Identity.DMARCReportAddress,
+		PendingCheckInterval:  c.Identity.PendingCheckInterval.Duration,
+		VerifiedCheckInterval: c.Identity.VerifiedCheckInterval.Duration,
+		PendingTimeout:        c.Identity.PendingTimeout.Duration,
+		FailedAfterChecks:     c.Identity.FailedAfterChecks,
+		AddressLinkTTL:        c.Identity.AddressLinkTTL.Duration,
+		Now:                   time.Now,
+	}
+}
+
+// domainName turns an operator's domain argument into its lower-case A-label form.
+func domainName(arg string) (string, error) {
+	d, err := idna.Registration.ToASCII(strings.TrimSuffix(strings.ToLower(arg), "."))
+	if err != nil || !strings.Contains(d, ".") {
+		return "", fmt.Errorf("%q is not a domain name such as example.com", arg)
+	}
+	return d, nil
+}
+
+// domainOutput is what domain add, show and verify print with --json.
+type domainOutput struct {
+	Domain  string         `json:"domain"`
+	Status  string         `json:"status"`
+	Records []recordOutput `json:"records"`
+}
+
+type recordOutput struct {
+	identity.Record
+	Check  string   `json:"check,omitempty"` // ok, missing, wrong, unknown; "" when not looked up
+	Found  []string `json:"found,omitempty"`
+	Advice string   `json:"advice,omitempty"`
+}
+
+func (e *env) domainRecords(d store.Domain, findings []identity.Finding) (domainOutput, error) {
+	out := domainOutput{Domain: d.Name, Status: d.Status, Records: []recordOutput{}}
+	if findings != nil {
+		for _, f := range findings {
+			out.Records = append(out.Records, recordOutput{Record: f.Record, Check: f.Status, Found: f.Found, Advice: f.Advice})
+		}
+		return out, nil
+	}
+	recs, err := e.identityConfig().Records(d)
+	if err != nil {
+		return out, err
+	}
+	for _, r := range recs {
+		out.Records = append(out.Records, recordOutput{Record: r})
+	}
+	return out, nil
+}
+
+// printRecords writes the records, with what a check found when it ran.
+func (e *env) printRecords(out domainOutput) {
+	for _, r := range out.Records {
+		need := "recommended"
+		if r.Required {
+			need = "required"
+		}
+		check := ""
+		if r.Check != "" {
+			check = "[" + r.Check + "] "
+		}
+		fmt.Fprintf(e.stdout, "  %s%s  %s  (%s: %s)\n       %s\n", check, r.Type, r.Name, need, r.Purpose, r.Value)
+		if r.Check != "" && r.Check != "ok" && r.Advice != "" {
+			fmt.Fprintf(e.stdout, "       -> %s\n", r.Advice)
+		}
+		fmt.Fprintln(e.stdout)
+	}
+}
+
+func domainAdd(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	d := store.Domain{Name: name, CreatedAt: now, Status: store.IdentityPending, StatusSince: now}
+	algs := []string{store.AlgRSA}
+	if e.cfg.DKIM.Ed25519 {
+		algs = append(algs, store.AlgEd25519)
+	}
+	for _, alg := range algs {
+		k, err := dkim.NewKey(alg, now)
+		if err != nil {
+			return err
+		}
+		d.Keys = append(d.Keys, k)
+	}
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.CreateDomain(ctx, d) })
+	if errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("domain %s exists already; \"sesame domain show %s\" prints its records", name, name)
+	}
+	if err != nil {
+		return err
+	}
+	out, err := e.domainRecords(d, nil)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(out)
+	}
+	fmt.Fprintf(e.stdout, "Added %s; it is pending until its DKIM records are published. Publish these DNS records:\n\n", name)
+	e.printRecords(out)
+	fmt.Fprintf(e.stdout, "Then run \"sesame domain verify %s\" (a running server also checks every %s).\n"+
+		"\"sesame domain check %s\" says what is still missing.\n", name, e.cfg.Identity.PendingCheckInterval, name)
+	return nil
+}
+
+// checkDomain loads a domain and looks its records up.
+func (e *env) checkDomain(name string) (store.Domain, []identity.Finding, error) {
+	var d store.Domain
+	var findings []identity.Finding
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		if d, err = st.Domain(ctx, name); err != nil {
+			return err
+		}
+		checker, err := identity.NewChecker(e.identityConfig())
+		if err != nil {
+			return err
+		}
+		findings, err = checker.Check(ctx, d)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return d, nil, fmt.Errorf("no domain %s; add it with \"sesame domain add %s\"", name, name)
+	}
+	return d, findings, err
+}
+
+func domainShow(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	d, findings, err := e.checkDomain(name)
+	if err != nil {
+		return err
+	}
+	out, err := e.domainRecords(d, findings)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(out)
+	}
+	fmt.Fprintf(e.stdout, "%s: %s since %s\n\n", d.Name, d.Status, d.StatusSince.UTC().Format(time.DateTime))
+	e.printRecords(out)
+	return nil
+}
+
+func domainCheck(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	d, findings, err := e.checkDomain(name)
+	if err != nil {
+		return err
+	}
+	out, err := e.domainRecords(d, findings)
+	if err != nil {
+		return err
+	}
+	problems := 0
+	for _, f := range findings {
+		if f.Status != "ok" {
+			problems++
+		}
+	}
+	if e.json {
+		if err := e.printJSON(out); err != nil {
+			return err
+		}
+	} else {
+		for _, f := range findings {
+			mark := "OK     "
+			switch f.Status {
+			case "missing":
+				mark = "MISSING"
+			case "wrong":
+				mark = "WRONG  "
+			case "unknown":
+				mark = "UNKNOWN"
+			}
+			fmt.Fprintf(e.stdout, "%s  %s %s (%s)\n", mark, f.Type, f.Name, f.Purpose)
+			if f.Status != "ok" {
+				if len(f.Found) > 0 {
+					fmt.Fprintf(e.stdout, "         found: %s\n", strings.Join(f.Found, " | "))
+				}
+				fmt.Fprintf(e.stdout, "         fix:   %s\n", f.Advice)
+			}
+		}
+	}
+	if problems > 0 {
+		return fmt.Errorf("%s: %d record(s) missing or wrong", name, problems)
+	}
+	if !e.json {
+		fmt.Fprintf(e.stdout, "\nEvery record of %s is in place.\n", name)
+	}
+	return nil
+}
+
+func domainVerify(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	var d store.Domain
+	var findings []identity.Finding
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		checker, err := identity.NewChecker(e.identityConfig())
+		if err != nil {
+			return err
+		}
+		d, findings, err = identity.NewVerifier(e.identityConfig(), st, checker).Verify(ctx, name)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no domain %s; add it with \"sesame domain add %s\"", name, name)
+	}
+	if err != nil {
+		return err
+	}
+	var required []identity.Finding
+	for _, f := range findings {
+		if f.Required {
+			required = append(required, f)
+		}
+	}
+	out, err := e.domainRecords(d, required)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		if err := e.printJSON(out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "%s is %s.\n\n", d.Name, d.Status)
+		e.printRecords(out)
+	}
+	if d.Status != store.IdentityVerified {
+		return fmt.Errorf("%s is not verified (%s): publish the DKIM records above, then verify again", name, d.Status)
+	}
+	return nil
+}
+
+func domainList(e *env, _ []string) error {
+	var list []store.Domain
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		list, err = st.ListDomains(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if e.json {
+		out := []domainOutput{}
+		for _, d := range list {
+			o, err := e.domainRecords(d, nil)
+			if err != nil {
+				return err
+			}
+			out = append(out, o)
+		}
+		return e.printJSON(out)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(e.stdout, `No domains yet; add one with "sesame domain add DOMAIN".`)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOMAIN\tSTATUS\tSINCE\tLAST CHECKED\tDKIM SELECTORS")
+	for _, d := range list {
+		var sels []string
+		for _, k := range d.Keys {
+			sels = append(sels, k.Selector)
+		}
+		checked := "never"
+		if !d.LastChecked.IsZero() {
+			checked = d.LastChecked.UTC().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, d.StatusSince.UTC().Format(time.DateTime), checked,
+			strings.Join(sels, ", "))
+	}
+	return tw.Flush()
+}
+
+func domainDelete(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.DeleteDomain(ctx, name) })
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no domain %s; see \"sesame domain list\"", name)
+	}
+	if err != nil {
+		return err
+	}
+	if !e.json {
+		fmt.Fprintf(e.stdout, "Deleted %s and its keys; mail from it is refused from now on.\n", name)
+	}
+	return nil
+}
+
+// addressArg normalizes an address argument: lower case, A-label domain.
+func addressArg(arg string) (string, error) {
+	at := strings.LastIndexByte(arg, '@')
+	if at <= 0 || strings.ContainsAny(arg, " \t\r\n<>\"") {
+		return "", fmt.Errorf("%q is not an email address such as news@example.com", arg)
+	}
+	d, err := domainName(arg[at+1:])
+	if err != nil {
+		return "", fmt.Errorf("%q is not an email address: %v", arg, err)
+	}
+	return strings.ToLower(arg[:at]) + "@" + d, nil
+}
+
+func addressAdd(e *env, args []string) error {
+	addr, err := addressArg(args[0])
+	if err != nil {
+		return err
+	}
+	var a store.Address
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		a, _, err = identity.NewAddressVerifier(e.identityConfig(), st, st).Add(ctx, addr)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(addressOutput(a))
+	}
+	fmt.Fprintf(e.stdout, "A verification link was queued to %s; it works for %s. %s becomes a verified sender when its\n"+
+		"owner opens the link and confirms. \"sesame address list\" shows the status.\n",
+		addr, e.cfg.Identity.AddressLinkTTL, addr)
+	return nil
+}
+
+type addressJSON struct {
+	Address    string     `json:"address"`
+	Status     string     `json:"status"`
+	CreatedAt  time.Time  `json:"created_at"`
+	VerifiedAt *time.Time `json:"verified_at"`
+	LinkExpiry *time.Time `json:"link_expires,omitempty"`
+}
+
+func addressOutput(a store.Address) addressJSON {
+	out := addressJSON{Address: a.Address, Status: a.Status, CreatedAt: a.CreatedAt.UTC()}
+	if !a.VerifiedAt.IsZero() {
+		t := a.VerifiedAt.UTC()
+		out.VerifiedAt = &t
+	}
+	if a.TokenHash != "" {
+		t := a.TokenExpires.UTC()
+		out.LinkExpiry = &t
+	}
+	return out
+}
+
+func addressList(e *env, _ []string) error {
+	var list []store.Address
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		list, err = st.ListAddresses(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if e.json {
+		out := []addressJSON{}
+		for _, a := range list {
+			out = append(out, addressOutput(a))
+		}
+		return e.printJSON(out)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(e.stdout, `No sender addresses; add one with "sesame address add ADDRESS".`)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tADDED\tLINK EXPIRES")
+	for _, a := range list {
+		expires := "-"
+		if a.TokenHash != "" {
+			expires = a.TokenExpires.UTC().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Address, a.Status, a.CreatedAt.UTC().Format(time.DateTime), expires)
+	}
+	return tw.Flush()
+}
+
+func addressDelete(e *env, args []string) error {
+	addr, err := addressArg(args[0])
+	if err != nil {
+		return err
+	}
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.DeleteAddress(ctx, addr) })
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no sender address %s; see \"sesame address list\"", addr)
+	}
+	if err != nil {
+		return err
+	}
+	if !e.json {
+		fmt.Fprintf(e.stdout, "Deleted %s; mail from it is refused from now on (unless its domain is verified).\n", addr)
+	}
+	return nil
+}

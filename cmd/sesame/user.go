@@ -1,0 +1,349 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sesame-mail/sesame/account"
+	"github.com/sesame-mail/sesame/store"
+)
+
+// openStore opens the store in the configured data directory, creating the
+// directory (mode 0700: it holds keys) when it is missing.
+func (e *env) openStore() (*store.SQLite, error) {
+	if err := os.MkdirAll(e.cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	return store.OpenSQLite(filepath.Join(e.cfg.DataDir, "sesame.db"))
+}
+
+// withStore runs f with the store open.
+func (e *env) withStore(f func(ctx context.Context, st *store.SQLite) error) error {
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return f(ctx, st)
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func checkName(name string) error {
+	if !validName.MatchString(name) {
+		return fmt.Errorf("%q is not a valid name: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// credentialsOutput is what user create and user rotate print.
+type credentialsOutput struct {
+	Name     string `json:"name"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+func (e *env) printCredentials(c credentialsOutput, verb string) error {
+	if e.json {
+		return e.printJSON(c)
+	}
+	fmt.Fprintf(e.stdout, `%s SMTP credentials %q. The password is shown only this once: store it now.
+
+  SMTP username: %s
+  SMTP password: %s
+
+  Server: %s, port 587 with STARTTLS, or port 465 with TLS; AUTH PLAIN or LOGIN.
+`, verb, c.Name, c.Username, c.Password, e.cfg.Hostname)
+	return nil
+}
+
+func userCreate(e *env, args []string) error {
+	name := args[0]
+	if err := checkName(name); err != nil {
+		return err
+	}
+	password := account.NewPassword()
+	hash, err := account.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	out := credentialsOutput{Name: name, Username: account.NewUsername(), Password: password}
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		now := time.Now()
+		return st.CreateCredential(ctx, store.Credential{Name: name, Username: out.Username, PasswordHash: hash,
+			CreatedAt: now, UpdatedAt: now, Sandbox: e.cfg.Policy.SandboxNewUsers})
+	})
+	if errors.Is(err, store.ErrExists) {
+		return fmt.Errorf("credentials named %q exist already; use \"sesame user rotate %s\" for a new password", name, name)
+	}
+	if err != nil {
+		return err
+	}
+	if err := e.printCredentials(out, "Created"); err != nil {
+		return err
+	}
+	if e.cfg.Policy.SandboxNewUsers && !e.json {
+		fmt.Fprintf(e.stdout, "\n  It starts in the sandbox: it may send only to verified addresses and domains, %d a day,\n"+
+			"  %v a second. \"sesame user promote %s\" gives it production access.\n",
+			e.cfg.Policy.SandboxDailyQuota, e.cfg.Policy.SandboxMaxSendRate, name)
+	}
+	return nil
+}
+
+func userRotate(e *env, args []string) error {
+	name := args[0]
+	password := account.NewPassword()
+	hash, err := account.HashPassword(password)
+	if err != nil {
+		return err
+	}
+	var out credentialsOutput
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		c, err := st.Credential(ctx, name)
+		if err != nil {
+			return err
+		}
+		out = credentialsOutput{Name: name, Username: c.Username, Password: password}
+		return st.SetPassword(ctx, name, hash, time.Now())
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no credentials named %q; see \"sesame user list\"", name)
+	}
+	if err != nil {
+		return err
+	}
+	return e.printCredentials(out, "Rotated")
+}
+
+func userDelete(e *env, args []string) error {
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		return st.DeleteCredential(ctx, args[0])
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no credentials named %q; see \"sesame user list\"", args[0])
+	}
+	if err != nil {
+		return err
+	}
+	if !e.json {
+		fmt.Fprintf(e.stdout, "Deleted credentials %q; they stop working at once.\n", args[0])
+	}
+	return nil
+}
+
+type userOutput struct {
+	Name      string     `json:"name"`
+	Username  string     `json:"username"`
+	CreatedAt time.Time  `json:"created_at"`
+	RotatedAt time.Time  `json:"rotated_at"`
+	LastUsed  *time.Time `json:"last_used"`
+}
+
+func userList(e *env, _ []string) error {
+	var list []store.Credential
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		list, err = st.ListCredentials(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if e.json {
+		out := []userOutput{}
+		for _, c := range list {
+			u := userOutput{Name: c.Name, Username: c.Username, CreatedAt: c.CreatedAt.UTC(), RotatedAt: c.UpdatedAt.UTC()}
+			if !c.LastUsedAt.IsZero() {
+				t := c.LastUsedAt.UTC()
+				u.LastUsed = &t
+			}
+			out = append(out, u)
+		}
+		return e.printJSON(out)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(e.stdout, `No credentials yet; create some with "sesame user create NAME".`)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tUSERNAME\tCREATED\tLAST USED")
+	for _, c := range list {
+		used := "never"
+		if !c.LastUsedAt.IsZero() {
+			used = c.LastUsedAt.UTC().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, c.Username, c.CreatedAt.UTC().Format(time.DateTime), used)
+	}
+	return tw.Flush()
+}
+
+// quotaDefaults are the configured quotas.
+func (e *env) quotaDefaults() account.QuotaDefaults {
+	p := e.cfg.Policy
+	return account.QuotaDefaults{Daily: p.DailyQuota, Rate: p.MaxSendRate,
+		SandboxDaily: p.SandboxDailyQuota, SandboxRate: p.SandboxMaxSendRate}
+}
+
+// notFoundUser turns a missing credential into an error that says what to do.
+func notFoundUser(name string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no credentials named %q; see \"sesame user list\"", name)
+	}
+	return err
+}
+
+type userShowOutput struct {
+	Name        string     `json:"name"`
+	Username    string     `json:"username"`
+	Sandbox     bool       `json:"sandbox"`
+	DailyQuota  int        `json:"daily_quota"`
+	MaxSendRate float64    `json:"max_send_rate"`
+	Sent24h     int        `json:"sent_last_24h"`
+	Allowed     []string   `json:"allowed_identities"`
+	CreatedAt   time.Time  `json:"created_at"`
+	LastUsed    *time.Time `json:"last_used"`
+}
+
+func userShow(e *env, args []string) error {
+	name := args[0]
+	var out userShowOutput
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		c, err := st.Credential(ctx, name)
+		if err != nil {
+			return err
+		}
+		lim := e.quotaDefaults().Limits(c)
+		sent, err := st.Sent(ctx, name, time.Now().Add(-24*time.Hour))
+		if err != nil {
+			return err
+		}
+		out = userShowOutput{Name: c.Name, Username: c.Username, Sandbox: c.Sandbox, DailyQuota: lim.Daily,
+			MaxSendRate: lim.Rate, Sent24h: sent, Allowed: c.Allowed, CreatedAt: c.CreatedAt.UTC()}
+		if out.Allowed == nil {
+			out.Allowed = []string{}
+		}
+		if !c.LastUsedAt.IsZero() {
+			t := c.LastUsedAt.UTC()
+			out.LastUsed = &t
+		}
+		return nil
+	})
+	if err != nil {
+		return notFoundUser(name, err)
+	}
+	if e.json {
+		return e.printJSON(out)
+	}
+	access := "production"
+	if out.Sandbox {
+		access = "sandbox (only to verified addresses and domains)"
+	}
+	allowed := "every verified identity"
+	if len(out.Allowed) > 0 {
+		allowed = strings.Join(out.Allowed, ", ")
+	}
+	used := "never"
+	if out.LastUsed != nil {
+		used = out.LastUsed.Format(time.DateTime)
+	}
+	fmt.Fprintf(e.stdout, `Credentials %q
+  username:       %s
+  access:         %s
+  sending quota:  %d of %d recipients in the last 24 hours; at most %v a second
+  may send as:    %s
+  created:        %s
+  last used:      %s
+`, out.Name, out.Username, access, out.Sent24h, out.DailyQuota, out.MaxSendRate, allowed,
+		out.CreatedAt.Format(time.DateTime), used)
+	return nil
+}
+
+func setSandbox(e *env, name string, sandbox bool) error {
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.SetSandbox(ctx, name, sandbox) })
+	if err != nil {
+		return notFoundUser(name, err)
+	}
+	if e.json {
+		return e.printJSON(map[string]any{"name": name, "sandbox": sandbox})
+	}
+	if sandbox {
+		fmt.Fprintf(e.stdout, "%q is in the sandbox: it may send only to verified addresses and domains.\n", name)
+	} else {
+		fmt.Fprintf(e.stdout, "%q has production access: it may send to anyone, within its quotas.\n", name)
+	}
+	return nil
+}
+
+func userPromote(e *env, args []string) error { return setSandbox(e, args[0], false) }
+func userSandbox(e *env, args []string) error { return setSandbox(e, args[0], true) }
+
+func userAllow(e *env, args []string) error {
+	name, ids := args[0], []string{}
+	for _, arg := range args[1:] {
+		id, err := identityArg(arg)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, id)
+	}
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.SetAllowed(ctx, name, ids) })
+	if err != nil {
+		return notFoundUser(name, err)
+	}
+	if e.json {
+		return e.printJSON(map[string]any{"name": name, "allowed_identities": ids})
+	}
+	if len(ids) == 0 {
+		fmt.Fprintf(e.stdout, "%q may send as every verified identity.\n", name)
+	} else {
+		fmt.Fprintf(e.stdout, "%q may send only as %s (each must also be verified).\n", name, strings.Join(ids, ", "))
+	}
+	return nil
+}
+
+// identityArg normalizes a domain or address argument.
+func identityArg(arg string) (string, error) {
+	if strings.Contains(arg, "@") {
+		return addressArg(arg)
+	}
+	return domainName(arg)
+}
+
+func userQuota(e *env, args []string) error {
+	name := args[0]
+	if len(e.values) == 0 {
+		return errors.New("give --daily N and/or --rate R (0 restores the configured default)")
+	}
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		c, err := st.Credential(ctx, name)
+		if err != nil {
+			return err
+		}
+		daily, rate := c.DailyQuota, c.MaxSendRate
+		if v, ok := e.values["daily"]; ok {
+			if daily, err = strconv.Atoi(v); err != nil || daily < 0 {
+				return fmt.Errorf("--daily %q: expected a whole number of recipients, 0 for the default", v)
+			}
+		}
+		if v, ok := e.values["rate"]; ok {
+			if rate, err = strconv.ParseFloat(v, 64); err != nil || rate < 0 || math.IsInf(rate, 0) || math.IsNaN(rate) {
+				return fmt.Errorf("--rate %q: expected recipients per second, 0 for the default", v)
+			}
+		}
+		return st.SetQuota(ctx, name, daily, rate)
+	})
+	if err != nil {
+		return notFoundUser(name, err)
+	}
+	return userShow(e, args)
+}

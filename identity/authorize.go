@@ -1,0 +1,104 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/sesame-mail/sesame/store"
+)
+
+// IdentityStore is what the Authorizer reads.
+type IdentityStore interface {
+	Domain(ctx context.Context, name string) (store.Domain, error)
+	Address(ctx context.Context, address string) (store.Address, error)
+}
+
+// Authorizer says who may send as whom. It reads the store on every call,
+// so a domain that fails verification stops being usable at once, in every
+// process.
+type Authorizer struct {
+	ids IdentityStore
+}
+
+// NewAuthorizer returns an Authorizer that reads identities from ids.
+func NewAuthorizer(ids IdentityStore) *Authorizer {
+	return &Authorizer{ids: ids}
+}
+
+// MaySendAs reports whether cred may use address as a sender (envelope or
+// From): the address, or its domain, is a verified identity, and cred's
+// Allowed list is empty or names the address or its domain. Comparisons
+// ignore case. An error means the store could not answer.
+func (a *Authorizer) MaySendAs(ctx context.Context, cred store.Credential, address string) (bool, error) {
+	addr, domain, ok := canonical(address)
+	if !ok {
+		return false, nil
+	}
+	if len(cred.Allowed) > 0 && !allows(cred.Allowed, addr, domain) {
+		return false, nil
+	}
+	return a.verified(ctx, addr, domain)
+}
+
+// VerifiedRecipient reports whether address is a verified address or in a
+// verified domain: the only recipients a sandboxed credential may send to.
+func (a *Authorizer) VerifiedRecipient(ctx context.Context, address string) (bool, error) {
+	addr, domain, ok := canonical(address)
+	if !ok {
+		return false, nil
+	}
+	return a.verified(ctx, addr, domain)
+}
+
+// verified looks at the domain first: most identities are domains.
+func (a *Authorizer) verified(ctx context.Context, addr, domain string) (bool, error) {
+	d, err := a.ids.Domain(ctx, domain)
+	switch {
+	case err == nil && d.Status == store.IdentityVerified:
+		return true, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return false, fmt.Errorf("identity: is %s verified: %w", domain, err)
+	}
+	ad, err := a.ids.Address(ctx, addr)
+	switch {
+	case err == nil:
+		return ad.Status == store.IdentityVerified, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("identity: is %s verified: %w", addr, err)
+}
+
+// allows reports whether the list names addr or domain.
+func allows(allowed []string, addr, domain string) bool {
+	for _, id := range allowed {
+		id = strings.TrimSuffix(strings.TrimSpace(id), ".")
+		if strings.EqualFold(id, addr) || strings.EqualFold(id, domain) {
+			return true
+		}
+		if !strings.Contains(id, "@") && !isASCII(id) { // a U-label domain
+			if d, ok := normalizeDomain(id); ok && d == domain {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// canonical returns address as identities are stored (lower case, domain
+// an A-label) and its domain; false if it has no domain.
+func canonical(address string) (addr, domain string, ok bool) {
+	at := strings.LastIndexByte(address, '@')
+	if at <= 0 || at == len(address)-1 {
+		return "", "", false
+	}
+	domain = strings.ToLower(strings.TrimSuffix(address[at+1:], "."))
+	if !isASCII(domain) {
+		if domain, ok = normalizeDomain(domain); !ok {
+			return "", "", false
+		}
+	}
+	return strings.ToLower(address[:at]) + "@" + domain, domain, true
+}

@@ -1,0 +1,190 @@
+package identity
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/store"
+)
+
+// Config is what identity needs from the configuration.
+type Config struct {
+	Hostname              string        // Sesame's host name: MX target of the MAIL FROM subdomain, link host fallback
+	SourceIPs             []string      // outbound IPs, for the SPF guidance
+	DNSServers            []string      // "ip:port"; empty: those of /etc/resolv.conf
+	DNSTimeout            time.Duration // one query to one server; default 5s
+	PublicURL             string        // base of verification links, e.g. "https://relay.example.com"; default "https://" + Hostname
+	MailFromSubdomain     string        // default "bounce": the MAIL FROM domain is bounce.DOMAIN
+	DMARCReportAddress    string        // rua= address; "" means "dmarc-reports@DOMAIN"
+	PendingCheckInterval  time.Duration // default 5m
+	VerifiedCheckInterval time.Duration // default 24h
+	PendingTimeout        time.Duration // default 72h: pending longer than this → failed
+	FailedAfterChecks     int           // default 3: a verified domain failing this many checks in a row → failed
+	AddressLinkTTL        time.Duration // default 24h
+	Logger                *slog.Logger  // default: discard
+	Now                   func() time.Time
+}
+
+// withDefaults returns c with every unset field at its default.
+func (c Config) withDefaults() Config {
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	set(&c.DNSTimeout, 5*time.Second)
+	set(&c.PendingCheckInterval, 5*time.Minute)
+	set(&c.VerifiedCheckInterval, 24*time.Hour)
+	set(&c.PendingTimeout, 72*time.Hour)
+	set(&c.AddressLinkTTL, 24*time.Hour)
+	if c.FailedAfterChecks < 1 {
+		c.FailedAfterChecks = 3
+	}
+	if c.MailFromSubdomain == "" {
+		c.MailFromSubdomain = "bounce"
+	}
+	c.Hostname = strings.ToLower(strings.TrimSuffix(c.Hostname, "."))
+	if c.PublicURL == "" {
+		c.PublicURL = "https://" + c.Hostname
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Record kinds, which tell Check how to judge a record.
+const (
+	kindDKIM     = "dkim"
+	kindSPF      = "spf"
+	kindMailFrom = "mailfrom-mx"
+	kindDMARC    = "dmarc"
+)
+
+// Record is a DNS record the operator should publish, and why.
+type Record struct {
+	Type     string `json:"type"`
+	Name     string `json:"name"` // without the trailing dot
+	Value    string `json:"value"`
+	Purpose  string `json:"purpose"`
+	Required bool   `json:"required"` // needed for the domain to be verified
+	kind     string
+}
+
+// Records lists what to publish for d, without asking DNS: one DKIM TXT
+// record per key (required), the SPF record of the domain, the MX and SPF
+// records of the MAIL FROM subdomain, and the DMARC record.
+func (c Config) Records(d store.Domain) ([]Record, error) {
+	c = c.withDefaults()
+	if c.Hostname == "" {
+		return nil, fmt.Errorf("identity: records for %s: no host name configured; set hostname in the configuration", d.Name)
+	}
+	var recs []Record
+	for _, k := range d.Keys {
+		r, err := dkim.DNSRecord(d.Name, k)
+		if err != nil {
+			return nil, fmt.Errorf("identity: records for %s: %w", d.Name, err)
+		}
+		recs = append(recs, Record{
+			Type: r.Type, Name: r.Name, Value: r.Value, Required: true, kind: kindDKIM,
+			Purpose: "DKIM public key of selector " + k.Selector + " (RFC 6376): receivers check Sesame's signatures " +
+				"with it, and Sesame sends mail from " + d.Name + " only once it is published",
+		})
+	}
+	spf, err := c.spfRecord()
+	if err != nil {
+		return nil, fmt.Errorf("identity: records for %s: %w", d.Name, err)
+	}
+	mailFrom := c.MailFromSubdomain + "." + d.Name
+	recs = append(recs,
+		Record{
+			Type: "TXT", Name: d.Name, Value: spf, kind: kindSPF,
+			Purpose: "SPF (RFC 7208): lets receivers accept Sesame's servers for envelope senders in " + d.Name +
+				"; if the domain has an SPF record already, add these mechanisms to it instead of publishing a second one",
+		},
+		Record{
+			Type: "MX", Name: mailFrom, Value: "10 " + c.Hostname, kind: kindMailFrom,
+			Purpose: "MAIL FROM domain: bounces to " + mailFrom + " come back to Sesame",
+		},
+		Record{
+			Type: "TXT", Name: mailFrom, Value: spf, kind: kindSPF,
+			Purpose: "SPF of the MAIL FROM domain (RFC 7208); it aligns with " + d.Name + " for DMARC (RFC 7489 §3.1.2)",
+		},
+	)
+	rua := c.DMARCReportAddress
+	if rua == "" {
+		rua = "dmarc-reports@" + d.Name
+	}
+	purpose := "DMARC (RFC 7489): tells receivers to check that mail from " + d.Name +
+		" is aligned with DKIM or SPF; p=none only asks for reports, tighten it once the reports are clean"
+	if rd := store.AddressDomain(rua); rd != d.Name && !strings.HasSuffix(d.Name, "."+rd) {
+		// RFC 7489 §7.1: receivers send reports to another domain only if
+		// that domain agrees to take them.
+		purpose += "; reports go to another domain, so " + rd + " must publish TXT " + d.Name +
+			"._report._dmarc." + rd + ` "v=DMARC1" (RFC 7489 §7.1)`
+	}
+	recs = append(recs, Record{
+		Type: "TXT", Name: "_dmarc." + d.Name, Value: "v=DMARC1; p=none; rua=mailto:" + rua, kind: kindDMARC,
+		Purpose: purpose,
+	})
+	return recs, nil
+}
+
+// spfRecord is the SPF record that authorizes Sesame: its public source
+// addresses, or its host name's addresses when it has none.
+func (c Config) spfRecord() (string, error) {
+	ips, err := c.publicSourceIPs()
+	if err != nil {
+		return "", err
+	}
+	if len(ips) == 0 {
+		return "v=spf1 a:" + c.Hostname + " ~all", nil
+	}
+	var b strings.Builder
+	b.WriteString("v=spf1")
+	for _, ip := range ips {
+		if ip.Is4() {
+			b.WriteString(" ip4:" + ip.String())
+		} else {
+			b.WriteString(" ip6:" + ip.String())
+		}
+	}
+	// ~all (softfail) rather than -all: a receiver should not reject mail
+	// outright while the operator is still finding every server that sends
+	// for the domain; DMARC enforcement is the place to be strict.
+	b.WriteString(" ~all")
+	return b.String(), nil
+}
+
+// publicSourceIPs returns the source IPs a receiver can see: private and
+// loopback ones are behind NAT or only for tests, and listing them in SPF
+// would say nothing.
+func (c Config) publicSourceIPs() ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range c.SourceIPs {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("source IP %q: %w", s, err)
+		}
+		ip = ip.Unmap()
+		if publicIP(ip) {
+			out = append(out, ip)
+		}
+	}
+	return out, nil
+}
+
+// publicIP reports whether receivers on the Internet can see ip as a
+// sender. RFC 6598's carrier-grade NAT range 100.64.0.0/10 is not visible
+// either.
+func publicIP(ip netip.Addr) bool {
+	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !netip.MustParsePrefix("100.64.0.0/10").Contains(ip)
+}
