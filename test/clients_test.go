@@ -177,6 +177,7 @@ func nodemailerCase(name, mode string) clientCase {
 // python3-dkim verifies.
 func TestClients(t *testing.T) {
 	inst := newInstance(t)
+	inst.unthrottled() // the clients send at once, in parallel
 	user := inst.standard(senderDomain, "clients")
 	_, starttlsPort, _ := net.SplitHostPort(inst.smtpAddr)
 	_, tlsPort, _ := net.SplitHostPort(inst.tlsAddr)

@@ -17,6 +17,7 @@ import (
 // allowed (redelivery after a crash); a missing message is not.
 func TestDurabilityAcrossKill(t *testing.T) {
 	inst := newInstance(t)
+	inst.unthrottled()
 	user := inst.standard(senderDomain, "durable")
 
 	const workers = 8

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -181,28 +183,55 @@ type creds struct {
 
 // dnsRecord is one record of `sesame domain add --json`.
 type dnsRecord struct {
-	Type  string `json:"type"`
-	Name  string `json:"name"`
-	Value string `json:"value"`
+	Type     string `json:"type"`
+	Name     string `json:"name"`
+	Value    string `json:"value"`
+	Purpose  string `json:"purpose"`
+	Required bool   `json:"required"`
+	// What `domain show|check|verify --json` found in DNS.
+	Check string `json:"check"`
+}
+
+// domainInfo is what `sesame domain add|show|verify --json` print.
+type domainInfo struct {
+	Domain  string      `json:"domain"`
+	Status  string      `json:"status"`
+	Records []dnsRecord `json:"records"`
+}
+
+// dkimRecords returns the required DKIM TXT records: what the domain must
+// publish to be verified.
+func (d domainInfo) dkimRecords() []dnsRecord {
+	var out []dnsRecord
+	for _, r := range d.Records {
+		if r.Required && strings.EqualFold(r.Type, "TXT") && strings.Contains(r.Name, "._domainkey.") {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // instance is one Sesame installation: a config file, a data directory, a
-// sink standing in for the smarthost, and at most one running `serve`.
+// DNS server (the config's [relay] dns_servers) where the DKIM records of
+// its domains are published, a sink standing in for the smarthost, and at
+// most one running `serve`.
 type instance struct {
 	t        *testing.T
 	dir      string
 	cfgPath  string
 	dataDir  string
+	zone     *testZone
 	sink     *sink
 	smtpAddr string // STARTTLS submission (587 in production)
 	tlsAddr  string // implicit-TLS submission (465 in production)
 	httpAddr string
 
-	mu      sync.Mutex
-	records []dnsRecord // TXT records of every added domain, for DKIM checks
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when the current serve process has exited
-	serveLg syncBuffer    // serve's stdout and stderr, across restarts
+	mu       sync.Mutex
+	settings map[string]any // config overrides by "section.key"; nil removes a key
+	records  []dnsRecord    // records of every added domain, for DKIM checks
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when the current serve process has exited
+	serveLg  syncBuffer    // serve's stdout and stderr, across restarts
 }
 
 // newInstance writes a config for a fresh installation; it does not start
@@ -212,11 +241,13 @@ func newInstance(t *testing.T) *instance {
 	needE2E(t)
 	dir := t.TempDir()
 	i := &instance{
-		t:       t,
-		dir:     dir,
-		cfgPath: filepath.Join(dir, "sesame.toml"),
-		dataDir: filepath.Join(dir, "data"),
-		sink:    startSink(t),
+		t:        t,
+		dir:      dir,
+		cfgPath:  filepath.Join(dir, "sesame.toml"),
+		dataDir:  filepath.Join(dir, "data"),
+		zone:     startZone(t), // before the cleanup below, so it outlives serve
+		sink:     startSink(t),
+		settings: map[string]any{},
 	}
 	i.pickPorts()
 	t.Cleanup(func() {
@@ -235,23 +266,106 @@ func (i *instance) pickPorts() {
 	i.writeConfig()
 }
 
+// configure overrides config keys ("relay.mx_port", "hostname") with Go
+// values (string, bool, int, float64, []string; nil removes the key) and
+// rewrites the file. A running serve sees the change at its next start.
+func (i *instance) configure(settings map[string]any) {
+	i.mu.Lock()
+	for k, v := range settings {
+		i.settings[k] = v
+	}
+	i.mu.Unlock()
+	i.writeConfig()
+}
+
+// baseConfig is the configuration every instance starts from: loopback
+// listeners, the sink as smarthost, the instance's DNS server, links to
+// the HTTP listener, and no sandbox for new credentials (the identity tests
+// turn it back on).
+func (i *instance) baseConfig() map[string]any {
+	return map[string]any{
+		"hostname":                     "sesame.test",
+		"data_dir":                     i.dataDir,
+		"submission.starttls_listen":   []string{i.smtpAddr},
+		"submission.tls_listen":        []string{i.tlsAddr},
+		"submission.max_message_bytes": 41943040,
+		"submission.max_recipients":    50,
+		"relay.smarthost":              i.sink.addr,
+		"relay.dns_servers":            []string{i.zone.addr},
+		"http.listen":                  i.httpAddr,
+		"http.public_url":              "http://" + i.httpAddr,
+		"policy.sandbox_new_users":     false,
+	}
+}
+
+// unthrottled lifts the production quotas (50000 recipients a day, 14 a
+// second by default) for tests that submit as fast as they can: they test
+// the pipeline, not the quotas (identity_test.go does).
+func (i *instance) unthrottled() {
+	i.configure(map[string]any{
+		"policy.daily_quota":   1000000000,
+		"policy.max_send_rate": 1000000.0,
+	})
+}
+
+// tomlValue writes v as a TOML value.
+func tomlValue(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case []string:
+		q := make([]string, len(v))
+		for n, s := range v {
+			q[n] = strconv.Quote(s)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	case bool, int:
+		return fmt.Sprint(v)
+	case float64:
+		f := strconv.FormatFloat(v, 'f', -1, 64)
+		if !strings.Contains(f, ".") {
+			f += ".0" // a TOML float, not an integer
+		}
+		return f
+	}
+	panic(fmt.Sprintf("tomlValue: %T", v))
+}
+
 func (i *instance) writeConfig() {
-	cfg := fmt.Sprintf(`hostname = "sesame.test"
-data_dir = %q
-
-[submission]
-starttls_listen = [%q]
-tls_listen = [%q]
-max_message_bytes = 41943040
-max_recipients = 50
-
-[relay]
-smarthost = %q
-
-[http]
-listen = %q
-`, i.dataDir, i.smtpAddr, i.tlsAddr, i.sink.addr, i.httpAddr)
-	if err := os.WriteFile(i.cfgPath, []byte(cfg), 0o600); err != nil {
+	cfg := i.baseConfig()
+	i.mu.Lock()
+	for k, v := range i.settings {
+		if v == nil {
+			delete(cfg, k)
+		} else {
+			cfg[k] = v
+		}
+	}
+	i.mu.Unlock()
+	sections := map[string][]string{}
+	for k, v := range cfg {
+		section, key, ok := strings.Cut(k, ".")
+		if !ok {
+			section, key = "", k
+		}
+		sections[section] = append(sections[section], key+" = "+tomlValue(v))
+	}
+	names := make([]string, 0, len(sections))
+	for s := range sections {
+		names = append(names, s)
+	}
+	sort.Strings(names) // "" (the top level) first
+	var b strings.Builder
+	for _, s := range names {
+		if s != "" {
+			fmt.Fprintf(&b, "\n[%s]\n", s)
+		}
+		sort.Strings(sections[s])
+		for _, line := range sections[s] {
+			b.WriteString(line + "\n")
+		}
+	}
+	if err := os.WriteFile(i.cfgPath, []byte(b.String()), 0o600); err != nil {
 		i.t.Fatal(err)
 	}
 }
@@ -270,6 +384,27 @@ func (i *instance) admin(args ...string) ([]byte, error) {
 	return stdout.Bytes(), err
 }
 
+// adminStatus runs an operator command and returns its exit status with
+// what it printed, for commands expected to fail.
+func (i *instance) adminStatus(t *testing.T, args ...string) (status int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sesameBin, append(args, "--config", i.cfgPath)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		status = exit.ExitCode()
+	default:
+		t.Fatalf("sesame %s: %v", strings.Join(args, " "), err)
+	}
+	return status, out.String(), errOut.String()
+}
+
 // The helpers below take the calling test's t: FailNow must run on the
 // goroutine of the test that fails, which for a subtest is not i.t's.
 
@@ -280,6 +415,15 @@ func (i *instance) mustAdmin(t *testing.T, args ...string) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// adminJSON runs a command with --json and decodes what it printed into v.
+func (i *instance) adminJSON(t *testing.T, v any, args ...string) {
+	t.Helper()
+	out := i.mustAdmin(t, append(args, "--json")...)
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("sesame %s --json printed %q: %v", strings.Join(args, " "), out, err)
+	}
 }
 
 func (i *instance) userCmd(t *testing.T, verb, name string) creds {
@@ -307,29 +451,66 @@ func (i *instance) deleteUser(t *testing.T, name string) {
 	i.mustAdmin(t, "user", "delete", name)
 }
 
-// addDomain adds a sending domain and keeps its TXT records for DKIM checks.
-func (i *instance) addDomain(t *testing.T, domain string) {
+// addPendingDomain adds a sending domain without publishing anything: it is
+// pending. Its records are kept for DKIM checks.
+func (i *instance) addPendingDomain(t *testing.T, domain string) domainInfo {
 	t.Helper()
-	out := i.mustAdmin(t, "domain", "add", domain, "--json")
-	var resp struct {
-		Domain  string      `json:"domain"`
-		Records []dnsRecord `json:"records"`
+	var d domainInfo
+	i.adminJSON(t, &d, "domain", "add", domain)
+	if len(d.dkimRecords()) == 0 {
+		t.Fatalf("sesame domain add %s --json: no required DKIM TXT record at SELECTOR._domainkey.%s in %+v", domain, domain, d)
 	}
-	if err := json.Unmarshal(out, &resp); err != nil {
-		t.Fatalf("sesame domain add %s --json printed %q: %v", domain, out, err)
-	}
-	var dkimTXT int
-	for _, r := range resp.Records {
-		if strings.EqualFold(r.Type, "TXT") && strings.Contains(r.Name, "._domainkey.") {
-			dkimTXT++
-		}
-	}
-	if dkimTXT == 0 {
-		t.Fatalf("sesame domain add %s --json: no DKIM TXT record in %q", domain, out)
+	if d.Status != "pending" {
+		t.Errorf("sesame domain add %s --json: status %q, want pending", domain, d.Status)
 	}
 	i.mu.Lock()
-	i.records = append(i.records, resp.Records...)
+	i.records = append(i.records, d.Records...)
 	i.mu.Unlock()
+	return d
+}
+
+// publishDKIM publishes the domain's required DKIM records in the
+// instance's DNS server.
+func (i *instance) publishDKIM(d domainInfo) {
+	for _, r := range d.dkimRecords() {
+		i.zone.setTXT(r.Name, r.Value)
+	}
+}
+
+// verifyDomain runs `sesame domain verify DOMAIN --json`, which must exit 0
+// and report the domain verified.
+func (i *instance) verifyDomain(t *testing.T, domain string) domainInfo {
+	t.Helper()
+	var d domainInfo
+	i.adminJSON(t, &d, "domain", "verify", domain)
+	if d.Status != "verified" {
+		t.Fatalf("sesame domain verify %s exited 0 but reports status %q, want verified: %+v", domain, d.Status, d)
+	}
+	return d
+}
+
+// addDomain adds a sending domain, publishes its DKIM records in the DNS
+// server and verifies it: ready to send.
+func (i *instance) addDomain(t *testing.T, domain string) domainInfo {
+	t.Helper()
+	d := i.addPendingDomain(t, domain)
+	i.publishDKIM(d)
+	i.verifyDomain(t, domain)
+	return d
+}
+
+// domainStatus returns the domain's status as `sesame domain list --json`
+// reports it ("" when it is not listed).
+func (i *instance) domainStatus(t *testing.T, domain string) string {
+	t.Helper()
+	var list []domainInfo
+	i.adminJSON(t, &list, "domain", "list")
+	for _, d := range list {
+		if strings.EqualFold(d.Domain, domain) {
+			return d.Status
+		}
+	}
+	return ""
 }
 
 func (i *instance) dnsRecords() []dnsRecord {

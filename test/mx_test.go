@@ -1,8 +1,8 @@
 package test
 
 // MX delivery end to end: no smarthost. Sesame looks the recipient domains
-// up in a DNS server run by the test (miekg/dns on 127.0.0.1, UDP and TCP)
-// and delivers to sinks standing in for the domains' mail exchangers, all on
+// up in the instance's DNS server (dns_test.go: miekg/dns on 127.0.0.1, UDP
+// and TCP) and delivers to sinks standing in for the domains' mail exchangers, all on
 // one port of different loopback addresses (relay.mx_port):
 //
 //	127.0.0.2  mx1.example.net   MX 10 of example.net
@@ -26,7 +26,6 @@ import (
 	"net"
 	"net/mail"
 	"net/textproto"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -37,7 +36,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
 )
 
 const (
@@ -60,104 +58,6 @@ var mxZone = []string{
 
 // queuedIDRE extracts the queue id from Sesame's final reply.
 var queuedIDRE = regexp.MustCompile(`250[ -]2\.0\.0 Ok: queued as (\S+)`)
-
-// ---------------------------------------------------------------- DNS
-
-// testZone is an authoritative DNS server for mxZone on 127.0.0.1, UDP and
-// TCP on the same port. Unknown names get NXDOMAIN, known names without
-// records of the asked type NODATA, both with an SOA.
-type testZone struct {
-	addr string
-	soa  dns.RR
-
-	mu      sync.Mutex
-	rrs     map[string]map[uint16][]dns.RR // by lower-case FQDN, then type
-	queries []string                       // "name TYPE", in order
-}
-
-func startZone(t *testing.T, records ...string) *testZone {
-	t.Helper()
-	soa, err := dns.NewRR("test. 60 IN SOA ns.test. hostmaster.test. 1 60 60 60 1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	z := &testZone{soa: soa, rrs: map[string]map[uint16][]dns.RR{}}
-	for _, s := range records {
-		rr, err := dns.NewRR(s)
-		if err != nil {
-			t.Fatalf("zone record %q: %v", s, err)
-		}
-		h := rr.Header()
-		name := strings.ToLower(h.Name)
-		if z.rrs[name] == nil {
-			z.rrs[name] = map[uint16][]dns.RR{}
-		}
-		z.rrs[name][h.Rrtype] = append(z.rrs[name][h.Rrtype], rr)
-	}
-
-	var pc net.PacketConn
-	var ln net.Listener
-	for attempt := 0; ; attempt++ {
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if attempt == 20 {
-			t.Fatalf("DNS: no port free for both UDP and TCP: %v", err)
-		}
-	}
-	z.addr = pc.LocalAddr().String()
-	for _, srv := range []*dns.Server{
-		{PacketConn: pc, Handler: dns.HandlerFunc(z.serve)},
-		{Listener: ln, Handler: dns.HandlerFunc(z.serve)},
-	} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go srv.ActivateAndServe()
-		<-started
-		t.Cleanup(func() { srv.Shutdown() })
-	}
-	return z
-}
-
-func (z *testZone) serve(w dns.ResponseWriter, req *dns.Msg) {
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.Authoritative = true
-	m.RecursionAvailable = true
-	if len(req.Question) != 1 {
-		m.Rcode = dns.RcodeFormatError
-		w.WriteMsg(m)
-		return
-	}
-	q := req.Question[0]
-	name := strings.ToLower(q.Name)
-	z.mu.Lock()
-	z.queries = append(z.queries, name+" "+dns.TypeToString[q.Qtype])
-	byType, exists := z.rrs[name]
-	for _, rr := range byType[q.Qtype] {
-		m.Answer = append(m.Answer, dns.Copy(rr))
-	}
-	z.mu.Unlock()
-	switch {
-	case len(m.Answer) > 0:
-	case exists:
-		m.Ns = []dns.RR{dns.Copy(z.soa)}
-	default:
-		m.Rcode = dns.RcodeNameError
-		m.Ns = []dns.RR{dns.Copy(z.soa)}
-	}
-	w.WriteMsg(m)
-}
-
-func (z *testZone) asked(question string) bool {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	return slices.Contains(z.queries, question)
-}
 
 // ---------------------------------------------------------------- sinks
 
@@ -361,8 +261,9 @@ type mxOptions struct {
 	retryMax   string // default "500ms"
 }
 
-// mxEnv is one Sesame installation delivering by MX, with its DNS server and
-// sinks. The harness's smarthost sink exists too but is not configured.
+// mxEnv is one Sesame installation delivering by MX, with its DNS server
+// (the instance's, holding mxZone) and sinks. The harness's smarthost sink
+// exists too but is not configured.
 type mxEnv struct {
 	inst     *instance
 	zone     *testZone
@@ -374,9 +275,19 @@ type mxEnv struct {
 	user     creds
 }
 
-// newMXEnv sets up an installation with senderDomain and one user; serve is
-// not started.
+// newMXEnv sets up an installation with senderDomain (verified) and one
+// user; serve is not started.
 func newMXEnv(t *testing.T, opts mxOptions) *mxEnv {
+	t.Helper()
+	e := newMXEnvNoDomain(t, opts)
+	e.inst.addDomain(t, senderDomain)
+	e.user = e.inst.createUser(t, "mx")
+	return e
+}
+
+// newMXEnvNoDomain sets up an installation delivering by MX, without
+// domains or users.
+func newMXEnvNoDomain(t *testing.T, opts mxOptions) *mxEnv {
 	t.Helper()
 	needE2E(t)
 	if opts.retryFirst == "" {
@@ -386,67 +297,34 @@ func newMXEnv(t *testing.T, opts mxOptions) *mxEnv {
 		opts.retryMax = "500ms"
 	}
 	// Created before the instance, so they are cleaned up after serve stops.
-	e := &mxEnv{zone: startZone(t, mxZone...), opts: opts}
+	e := &mxEnv{opts: opts}
 	var sinks []*mxSink
 	e.mxPort, sinks = startMXSinks(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
 	e.mx1, e.mx2, e.senderMX = sinks[0], sinks[1], sinks[2]
 	e.mx1.name, e.mx2.name, e.senderMX.name = "mx1.example.net", "mx2.example.net", "mx.example.com"
 	e.inst = newInstance(t)
-	e.writeConfig(t)
-	e.inst.addDomain(t, senderDomain)
-	e.user = e.inst.createUser(t, "mx")
+	e.zone = e.inst.zone
+	e.zone.add(t, mxZone...)
+	e.inst.configure(map[string]any{
+		"log_level":                        "debug",
+		"relay.smarthost":                  nil,
+		"relay.mx_port":                    e.mxPort,
+		"relay.allow_private_destinations": true,
+		"relay.source_ips":                 []string{mxSourceIP},
+		"relay.retry_first":                e.opts.retryFirst,
+		"relay.retry_max":                  e.opts.retryMax,
+		"relay.connect_timeout":            "5s",
+		"relay.command_timeout":            "15s",
+		"submission.max_message_bytes":     nil,
+		"submission.max_recipients":        nil,
+	})
 	return e
 }
 
-// writeConfig replaces the harness's smarthost configuration with MX
-// delivery through the test's DNS server and sinks.
-func (e *mxEnv) writeConfig(t *testing.T) {
-	t.Helper()
-	i := e.inst
-	cfg := fmt.Sprintf(`hostname = "sesame.test"
-data_dir = %q
-log_level = "debug"
-
-[submission]
-starttls_listen = [%q]
-tls_listen = [%q]
-
-[relay]
-dns_servers = [%q]
-mx_port = %d
-allow_private_destinations = true
-source_ips = [%q]
-retry_first = %q
-retry_max = %q
-connect_timeout = "5s"
-command_timeout = "15s"
-
-[http]
-listen = %q
-`, i.dataDir, i.smtpAddr, i.tlsAddr, e.zone.addr, e.mxPort, mxSourceIP, e.opts.retryFirst, e.opts.retryMax, i.httpAddr)
-	if err := os.WriteFile(i.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// start runs serve with the MX configuration. Like instance.start it moves
-// to other ports when one was taken, but keeps the MX settings (the
-// harness's own retry would write its smarthost configuration back).
+// start runs serve with the MX configuration.
 func (e *mxEnv) start(t *testing.T) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		err := e.inst.startOnce()
-		if err == nil {
-			return
-		}
-		if attempt < 3 && strings.Contains(e.inst.serveLg.String(), "address already in use") {
-			t.Logf("serve could not listen (%v); retrying on other ports", err)
-			e.inst.pickPorts()
-			e.writeConfig(t)
-			continue
-		}
-		t.Fatalf("sesame serve did not become ready: %v", err)
-	}
+	e.inst.start()
 }
 
 // stopGracefully sends SIGTERM and checks that serve exited cleanly.

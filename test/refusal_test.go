@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/textproto"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,6 +118,24 @@ func (c *rawClient) send(from, to string, data []byte) (int, string) {
 	return c.reply()
 }
 
+// notVerifiedText is the text (after the code) of Sesame's refusal of a
+// sender identity, worded as SES words it.
+func notVerifiedText(identity string) string {
+	return "5.7.1 Message rejected: Email address is not verified. The following identities failed the check: " + identity
+}
+
+// expectReply checks a reply's code and exact text (multi-line replies
+// joined with spaces).
+func expectReply(t *testing.T, what string, wantCode int, wantText string, code int, msg string) {
+	t.Helper()
+	msg = strings.ReplaceAll(msg, "\n", " ")
+	if code != wantCode || msg != wantText {
+		t.Errorf("%s: got\n\t%d %s\nwant\n\t%d %s", what, code, msg, wantCode, wantText)
+		return
+	}
+	t.Logf("%s: %d %s", what, code, msg)
+}
+
 // TestRefusals checks the exact reply code for each way a submission must be
 // refused, against the running binary.
 func TestRefusals(t *testing.T) {
@@ -176,17 +195,20 @@ func TestRefusals(t *testing.T) {
 		if code, msg := c.authPlain(user.Username, user.Password); code != 235 {
 			t.Fatalf("AUTH: %d %s", code, msg)
 		}
+		// Refused at MAIL FROM, as SES refuses an identity that is not
+		// verified.
 		tok := newToken()
 		refusedTokens = append(refusedTokens, tok)
 		code, msg := c.send("app@never-added.example", recipient, msgFrom("app@never-added.example", tok))
-		expectCode(t, "envelope and From in a domain never added", 554, code, msg)
+		expectReply(t, "envelope and From in a domain never added", 554, notVerifiedText("app@never-added.example"), code, msg)
 
-		// The envelope may pass; the From header is what recipients see.
+		// The envelope may pass; the From header is what recipients see:
+		// refused at the end of DATA.
 		c.must(250, "RSET")
 		tok = newToken()
 		refusedTokens = append(refusedTokens, tok)
 		code, msg = c.send(sender, recipient, msgFrom("ceo@never-added.example", tok))
-		expectCode(t, "From header in a domain never added", 554, code, msg)
+		expectReply(t, "From header in a domain never added", 554, notVerifiedText("ceo@never-added.example"), code, msg)
 	})
 	t.Run("user deleted while serving", func(t *testing.T) {
 		doomed := inst.createUser(t, "doomed")
