@@ -46,26 +46,32 @@ func (d QuotaDefaults) Limits(c store.Credential) Limits {
 }
 
 // Usage is where the daily count lives: the store counts every queued
-// recipient per credential, so the count survives a restart.
+// recipient per credential in hour buckets, so the count survives a
+// restart.
 type Usage interface {
-	Sent(ctx context.Context, name string, since time.Time) (int, error)
+	SentByHour(ctx context.Context, name string, since time.Time) (map[time.Time]int, error)
 }
 
 // Quotas enforces sending quotas, counted per recipient as SES does: a
-// rolling 24-hour total read from the store, and a per-second rate kept in
-// memory as a token bucket (a restart forgets at most one second of it).
-// Safe for concurrent use.
+// rolling 24-hour total in hour buckets, read from the store once per
+// credential and then kept in memory as messages are queued, and a
+// per-second rate kept as a token bucket (a restart forgets at most one
+// second of it). This process must be the only one queueing a credential's
+// mail, which holds for one node; several nodes on one PostgreSQL will need
+// the count in the store. Safe for concurrent use.
 type Quotas struct {
 	usage    Usage
 	defaults QuotaDefaults
 	now      func() time.Time
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards state
 	state map[string]*quotaState
 }
 
 type quotaState struct {
-	pending int       // reserved by transactions not yet committed to the store
+	mu      sync.Mutex
+	hours   map[time.Time]int // recipients queued per hour; nil until loaded from the store
+	pending int               // reserved by transactions not yet committed to the store
 	tokens  float64   // rate bucket
 	refill  time.Time // when tokens was last brought up to date
 }
@@ -77,22 +83,37 @@ func NewQuotas(usage Usage, defaults QuotaDefaults, now func() time.Time) *Quota
 
 // Reserve admits n more recipients for c, or refuses with ErrDailyQuota or
 // ErrSendRate; other errors come from the store. On success the caller
-// must call done once, when the message is queued (or abandoned): until then
-// the n recipients count as pending, so concurrent sessions of one
-// credential cannot overshoot together.
-func (q *Quotas) Reserve(ctx context.Context, c store.Credential, n int) (done func(), err error) {
+// must call done once, with whether the message was queued: until then the
+// n recipients count as pending, so concurrent sessions of one credential
+// cannot overshoot together, and once queued they count in the day's total.
+func (q *Quotas) Reserve(ctx context.Context, c store.Credential, n int) (done func(queued bool), err error) {
 	lim := q.defaults.Limits(c)
-	now := q.now()
-	sent, err := q.usage.Sent(ctx, c.Name, now.Add(-24*time.Hour))
-	if err != nil {
-		return nil, fmt.Errorf("account: quota of %q: %w", c.Name, err)
-	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	st := q.state[c.Name]
 	if st == nil {
-		st = &quotaState{tokens: bucketSize(lim.Rate), refill: now}
+		st = &quotaState{tokens: bucketSize(lim.Rate), refill: q.now()}
 		q.state[c.Name] = st
+	}
+	q.mu.Unlock()
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := q.now()
+	dayStart := now.Add(-24 * time.Hour).Truncate(time.Hour)
+	if st.hours == nil {
+		hours, err := q.usage.SentByHour(ctx, c.Name, dayStart)
+		if err != nil {
+			return nil, fmt.Errorf("account: quota of %q: %w", c.Name, err)
+		}
+		st.hours = hours
+	}
+	sent := 0
+	for h, count := range st.hours {
+		if h.Before(dayStart) {
+			delete(st.hours, h)
+			continue
+		}
+		sent += count
 	}
 	if sent+st.pending+n > lim.Daily {
 		return nil, ErrDailyQuota
@@ -107,11 +128,14 @@ func (q *Quotas) Reserve(ctx context.Context, c store.Credential, n int) (done f
 	st.tokens -= float64(n)
 	st.pending += n
 	var once sync.Once
-	return func() {
+	return func(queued bool) {
 		once.Do(func() {
-			q.mu.Lock()
+			st.mu.Lock()
+			defer st.mu.Unlock()
 			st.pending -= n
-			q.mu.Unlock()
+			if queued {
+				st.hours[q.now().Truncate(time.Hour)] += n
+			}
 		})
 	}, nil
 }

@@ -33,7 +33,7 @@ func send(t *testing.T, q *Quotas, st *store.SQLite, c store.Credential, now tim
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer done(true)
 	rcpts := make([]string, n)
 	for i := range rcpts {
 		rcpts[i] = "r" + string(rune('a'+i)) + "@example.net"
@@ -165,8 +165,8 @@ func TestConcurrentReservations(t *testing.T) {
 			admitted++
 			mu.Unlock()
 			m := &store.Message{Credential: c.Name, Recipients: []string{"r@example.net"}, ReceivedAt: time.Now(), Data: []byte("x\r\n")}
-			st.Enqueue(context.Background(), m)
-			done()
+			err = st.Enqueue(context.Background(), m)
+			done(err == nil)
 		}()
 	}
 	wg.Wait()

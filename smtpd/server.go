@@ -69,8 +69,8 @@ type Policy interface {
 type Quotas interface {
 	// Reserve admits n recipients for cred, or refuses with an error
 	// wrapping account.ErrDailyQuota or account.ErrSendRate. done is called
-	// once the message is queued or abandoned.
-	Reserve(ctx context.Context, cred store.Credential, n int) (done func(), err error)
+	// once, saying whether the message was queued.
+	Reserve(ctx context.Context, cred store.Credential, n int) (done func(queued bool), err error)
 }
 
 // Deps are the parts of Sesame the submission service works with.

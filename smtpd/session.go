@@ -263,7 +263,8 @@ func (s *session) accept(msg []byte) (string, error) {
 		s.log.Error("checking the quota failed", "err", err)
 		return "", errPolicyFailed
 	}
-	defer done()
+	queued := false
+	defer func() { done(queued) }()
 
 	signature, err := s.srv.deps.Signer.Sign(ctx, domain, signed)
 	if errors.Is(err, store.ErrNotFound) && s.srv.cfg.FallbackSigningDomain != "" {
@@ -297,6 +298,7 @@ func (s *session) accept(msg []byte) (string, error) {
 		s.log.Error("queueing failed", "err", err)
 		return "", errStoreFailed
 	}
+	queued = true
 	s.log.Info("queued", "queue_id", id, "sender", s.sender, "recipients", len(m.Recipients),
 		"size", len(data), "message_id", printable(messageID))
 	return id, nil

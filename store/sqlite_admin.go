@@ -181,6 +181,27 @@ func (s *SQLite) Sent(ctx context.Context, name string, since time.Time) (int, e
 	return int(n.Int64), nil
 }
 
+// SentByHour returns the credential's recipient counts per hour (keyed by
+// the hour's start) since since, rounded down to the hour.
+func (s *SQLite) SentByHour(ctx context.Context, name string, since time.Time) (map[time.Time]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT hour, count FROM sends WHERE credential = ? AND hour >= ?`,
+		name, since.Truncate(time.Hour).Unix())
+	if err != nil {
+		return nil, fmt.Errorf("store: sends of %q: %w", name, err)
+	}
+	defer rows.Close()
+	out := map[time.Time]int{}
+	for rows.Next() {
+		var hour int64
+		var n int
+		if err := rows.Scan(&hour, &n); err != nil {
+			return nil, fmt.Errorf("store: sends of %q: %w", name, err)
+		}
+		out[time.Unix(hour, 0)] = n
+	}
+	return out, rows.Err()
+}
+
 // CreateDomain stores d with its keys; ErrExists if the domain is present.
 func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -71,6 +71,8 @@ type Credentials interface {
 	// Sent counts the recipients the credential submitted since since
 	// (hour buckets: since is rounded down to the hour).
 	Sent(ctx context.Context, name string, since time.Time) (int, error)
+	// SentByHour is Sent per hour bucket, keyed by the hour's start.
+	SentByHour(ctx context.Context, name string, since time.Time) (map[time.Time]int, error)
 }
 
 // Identity verification states, of domains and of addresses.
