@@ -72,8 +72,8 @@ type quotaState struct {
 	mu      sync.Mutex
 	hours   map[time.Time]int // recipients queued per hour; nil until loaded from the store
 	pending int               // reserved by transactions not yet committed to the store
-	tokens  float64   // rate bucket
-	refill  time.Time // when tokens was last brought up to date
+	tokens  float64           // rate bucket
+	refill  time.Time         // when tokens was last brought up to date
 }
 
 // NewQuotas returns quotas counting with usage.
