@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -443,4 +444,29 @@ func validHostname(h string) bool {
 		}
 	}
 	return true
+}
+
+// Diff lists the keys (dotted, as in the file) whose values differ between
+// a and b, for a reload to say what it applied and what needs a restart.
+func Diff(a, b *Config) []string {
+	var out []string
+	diffStruct(reflect.ValueOf(*a), reflect.ValueOf(*b), "", &out)
+	return out
+}
+
+func diffStruct(a, b reflect.Value, prefix string, out *[]string) {
+	for i := 0; i < a.NumField(); i++ {
+		f := a.Type().Field(i)
+		tag := f.Tag.Get("toml")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration{}) {
+			diffStruct(a.Field(i), b.Field(i), prefix+tag+".", out)
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			*out = append(*out, prefix+tag)
+		}
+	}
 }

@@ -174,3 +174,15 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 	}
 	return out
 }
+
+func TestDiff(t *testing.T) {
+	a, _ := Parse("log_level = \"info\"\n[relay]\nmx_port = 25\n")
+	b, _ := Parse("log_level = \"debug\"\n[relay]\nmx_port = 2525\nretry_first = \"5m\"\n")
+	got := strings.Join(Diff(a, b), " ")
+	if got != "log_level relay.mx_port" {
+		t.Fatalf("Diff = %q", got)
+	}
+	if d := Diff(a, a); len(d) != 0 {
+		t.Fatalf("Diff of a config with itself = %v", d)
+	}
+}

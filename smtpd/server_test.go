@@ -76,10 +76,11 @@ func newTestEnv(t *testing.T, tweak func(*Config)) *testEnv {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	tlsConfig, err := TLSConfig("", "", dir, "sesame.test", log)
+	cert, err := LoadCertificate("", "", dir, "sesame.test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tlsConfig := cert.TLSConfig()
 	cfg := Config{
 		Hostname:            "sesame.test",
 		StartTLSListen:      []string{"127.0.0.1:0"},

@@ -13,33 +13,63 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
-// TLSConfig returns the listeners' TLS settings (TLS 1.2 or later) with the
-// operator's certificate, or, when certFile is empty, a self-signed
-// certificate for hostname kept in dataDir and renewed before it expires.
-func TLSConfig(certFile, keyFile, dataDir, hostname string, log *slog.Logger) (*tls.Config, error) {
+// Certificate is the listeners' TLS certificate: the operator's, or, when
+// no file is configured, a self-signed one for the host name kept in the
+// data directory and renewed before it expires. Reload reads it again (on
+// SIGHUP, after a renewal); handshakes pick up the new one at once.
+type Certificate struct {
+	certFile, keyFile, dataDir, hostname string
+	log                                  *slog.Logger
+	current                              atomic.Pointer[tls.Certificate]
+}
+
+// LoadCertificate loads the certificate the first time.
+func LoadCertificate(certFile, keyFile, dataDir, hostname string, log *slog.Logger) (*Certificate, error) {
+	c := &Certificate{certFile: certFile, keyFile: keyFile, dataDir: dataDir, hostname: hostname, log: log}
+	if err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reload reads the certificate again. On error the one in use stays.
+func (c *Certificate) Reload() error {
 	var cert tls.Certificate
 	var err error
-	if certFile != "" {
-		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
+	if c.certFile != "" {
+		cert, err = tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls: load %s and %s: %w (check [submission] tls_cert_file and tls_key_file)", certFile, keyFile, err)
+			return fmt.Errorf("tls: load %s and %s: %w (check [submission] tls_cert_file and tls_key_file)", c.certFile, c.keyFile, err)
 		}
 	} else {
-		cert, err = selfSigned(dataDir, hostname, time.Now())
+		cert, err = selfSigned(c.dataDir, c.hostname, time.Now())
 		if err != nil {
-			return nil, err
+			return err
 		}
-		log.Warn("using a self-signed TLS certificate; clients must skip certificate verification. "+
-			"Set [submission] tls_cert_file and tls_key_file for a real one", "hostname", hostname,
-			"cert", filepath.Join(dataDir, selfSignedCert))
+		c.log.Warn("using a self-signed TLS certificate; clients must skip certificate verification. "+
+			"Set [submission] tls_cert_file and tls_key_file for a real one", "hostname", c.hostname,
+			"cert", filepath.Join(c.dataDir, selfSignedCert))
 	}
+	if cert.Leaf != nil {
+		c.log.Info("TLS certificate loaded", "subject", cert.Leaf.Subject.CommonName, "not_after", cert.Leaf.NotAfter)
+	}
+	c.current.Store(&cert)
+	return nil
+}
+
+// TLSConfig returns the listeners' TLS settings: TLS 1.2 or later, with the
+// current certificate.
+func (c *Certificate) TLSConfig() *tls.Config {
 	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-	}, nil
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return c.current.Load(), nil
+		},
+	}
 }
 
 const (

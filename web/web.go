@@ -1,6 +1,6 @@
-// Package web is Sesame's HTTP side: GET /healthz, and the address
-// verification pages under /verify/. Metrics and the management API will
-// live here too.
+// Package web is Sesame's HTTP side: GET /healthz and /readyz, and the
+// address verification pages under /verify/. Metrics and the management API
+// will live here too.
 package web
 
 import (
@@ -15,21 +15,55 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// Handler returns the HTTP routes.
-func Handler(store Pinger, addresses AddressConfirmer, log *slog.Logger) http.Handler {
+// Deps are what the HTTP side serves from.
+type Deps struct {
+	Store Pinger
+	// Ready reports whether the service takes mail: nil once every
+	// listener is up, an error while starting or stopping.
+	Ready     func() error
+	Addresses AddressConfirmer
+	Log       *slog.Logger
+}
+
+// Handler returns the HTTP routes:
+//   - /healthz: 200 while the process and its store answer (liveness).
+//   - /readyz: 200 while it takes mail: listeners up, store answering, not
+//     stopping (readiness, for load balancers and orchestrators).
+func Handler(d Deps) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/verify/", VerifyHandler(addresses, log))
+	mux.Handle("/verify/", VerifyHandler(d.Addresses, d.Log))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := store.Ping(ctx); err != nil {
-			log.Error("health check failed", "err", err)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte("store unavailable\n"))
+		if err := ping(r.Context(), d.Store); err != nil {
+			d.Log.Error("health check failed", "err", err)
+			plain(w, http.StatusServiceUnavailable, "store unavailable\n")
 			return
 		}
-		w.Write([]byte("ok\n"))
+		plain(w, http.StatusOK, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ping(r.Context(), d.Store); err != nil {
+			plain(w, http.StatusServiceUnavailable, "store unavailable\n")
+			return
+		}
+		if d.Ready != nil {
+			if err := d.Ready(); err != nil {
+				plain(w, http.StatusServiceUnavailable, err.Error()+"\n")
+				return
+			}
+		}
+		plain(w, http.StatusOK, "ready\n")
 	})
 	return mux
+}
+
+func ping(ctx context.Context, store Pinger) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return store.Ping(ctx)
+}
+
+func plain(w http.ResponseWriter, code int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write([]byte(body))
 }

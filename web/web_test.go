@@ -17,25 +17,32 @@ type failingStore struct{}
 
 func (failingStore) Ping(context.Context) error { return errors.New("disk on fire") }
 
-func TestHealthz(t *testing.T) {
+func TestHealthAndReadiness(t *testing.T) {
 	st, err := store.OpenSQLite(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	stopping := func() error { return errors.New("stopping") }
 	for _, tt := range []struct {
 		name  string
 		store Pinger
+		ready func() error
+		path  string
 		code  int
 		body  string
 	}{
-		{"healthy", st, 200, "ok\n"},
-		{"store down", failingStore{}, 503, "store unavailable\n"},
+		{"healthy", st, nil, "/healthz", 200, "ok\n"},
+		{"store down", failingStore{}, nil, "/healthz", 503, "store unavailable\n"},
+		{"ready", st, func() error { return nil }, "/readyz", 200, "ready\n"},
+		{"stopping", st, stopping, "/readyz", 503, "stopping\n"},
+		{"stopping but alive", st, stopping, "/healthz", 200, "ok\n"},
+		{"not ready without store", failingStore{}, func() error { return nil }, "/readyz", 503, "store unavailable\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(Handler(tt.store, nil, slog.New(slog.DiscardHandler)))
+			srv := httptest.NewServer(Handler(Deps{Store: tt.store, Ready: tt.ready, Log: slog.New(slog.DiscardHandler)}))
 			defer srv.Close()
-			resp, err := http.Get(srv.URL + "/healthz")
+			resp, err := http.Get(srv.URL + tt.path)
 			if err != nil {
 				t.Fatal(err)
 			}

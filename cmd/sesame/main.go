@@ -43,6 +43,7 @@ func commands() []command {
 	}
 	return []command{
 		none("serve", "run the submission service, the relay and the HTTP listener", runServe),
+		none("healthcheck", "ask the running server's /healthz; exit 0 when it is healthy", healthcheck),
 		one("user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", userCreate),
 		none("user list", "list SMTP credentials", userList),
 		one("user show", "NAME", "show a credential: sandbox, quotas and usage, allowed identities", userShow),

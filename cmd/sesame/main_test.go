@@ -282,12 +282,24 @@ func startSink(t *testing.T, addr string) *sink {
 // startServe runs serve in-process until the returned stop is called.
 func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *lockedBuffer) {
 	t.Helper()
+	return startServeHooks(t, cfg, nil)
+}
+
+// startServeWith runs serve with a reload channel, until the test ends.
+func startServeWith(t *testing.T, cfg *config.Config, reload chan struct{}) *lockedBuffer {
+	t.Helper()
+	_, logs := startServeHooks(t, cfg, reload)
+	return logs
+}
+
+func startServeHooks(t *testing.T, cfg *config.Config, reload chan struct{}) (stop func(), logs *lockedBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &lockedBuffer{}
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	e := &env{cfg: cfg, stdout: io.Discard, stderr: logs}
-	go func() { done <- serve(ctx, e, func() { close(started) }) }()
+	go func() { done <- serve(ctx, e, hooks{reload: reload, started: func() { close(started) }}) }()
 	select {
 	case <-started:
 	case err := <-done:

@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,9 +27,72 @@ import (
 // shutdownGrace bounds how long a stop waits for SMTP sessions in progress.
 const shutdownGrace = 20 * time.Second
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+// readiness is what /readyz reports: nil while mail is taken.
+type readiness struct{ v atomic.Value }
+
+func (r *readiness) set(err error) { r.v.Store(readyState{err}) }
+func (r *readiness) err() error    { return r.v.Load().(readyState).err }
+
+type readyState struct{ err error }
+
+// watchdog pings systemd's watchdog while the store answers, so a process
+// that hangs (or loses its disk) is restarted.
+func watchdog(ctx context.Context, every time.Duration, st interface{ Ping(context.Context) error }, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, every)
+		err := st.Ping(pctx)
+		cancel()
+		if err != nil {
+			log.Error("store does not answer; not pinging the watchdog", "err", err)
+			continue
+		}
+		sdNotify("WATCHDOG=1")
+	}
+}
+
+// reloadConfig applies what can change without a restart: the TLS
+// certificate (read again, typically after a renewal) and the log level. It
+// names the other changed keys, which need a restart.
+func reloadConfig(e *env, cert *smtpd.Certificate, level *slog.LevelVar, log *slog.Logger) {
+	log.Info("reloading (SIGHUP)")
+	if err := cert.Reload(); err != nil {
+		log.Error("reloading the TLS certificate failed; keeping the current one", "err", err)
+	}
+	if e.cfg.Path == "" {
+		return
+	}
+	next, err := config.Load(e.cfg.Path, true)
+	if err != nil {
+		log.Error("reloading the configuration failed; nothing changed", "err", err)
+		return
+	}
+	var restart []string
+	for _, key := range config.Diff(e.cfg, next) {
+		switch key {
+		case "log_level":
+			setLevel(level, next)
+			log.Info("applied", "key", key, "value", next.LogLevel)
+		case "submission.tls_cert_file", "submission.tls_key_file":
+			restart = append(restart, key) // the files named at start are the ones read again
+		default:
+			restart = append(restart, key)
+		}
+	}
+	if len(restart) > 0 {
+		log.Warn("configuration changes that need a restart (systemctl restart sesame)", "keys", strings.Join(restart, ", "))
+	}
+}
+
+// newLogger returns the log, at a level a reload can change.
+func newLogger(cfg *config.Config, w io.Writer, level *slog.LevelVar) *slog.Logger {
+	setLevel(level, cfg)
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -34,22 +100,48 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// runServe runs the service until SIGINT or SIGTERM.
+func setLevel(level *slog.LevelVar, cfg *config.Config) {
+	var l slog.Level
+	l.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	level.Set(l)
+}
+
+// runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
 func runServe(e *env, _ []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, e, nil)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return serve(ctx, e, hooks{reload: reload})
+}
+
+// hooks connect serve to its caller: a reload request (SIGHUP), and a
+// function called once everything listens (tests wait for it).
+type hooks struct {
+	reload  <-chan struct{}
+	started func()
 }
 
 // serve assembles the whole service: store → (auth, signer, policy, quotas)
 // → submission listeners → queue → relay, plus the HTTP listener and the
-// domain verifier; then it runs until ctx ends. started, if not nil, is
-// called once everything listens.
-func serve(ctx context.Context, e *env, started func()) error {
+// domain verifier; then it runs until ctx ends.
+func serve(ctx context.Context, e *env, h hooks) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	cfg := e.cfg
-	log := newLogger(cfg, e.stderr)
+	var level slog.LevelVar
+	log := newLogger(cfg, e.stderr, &level)
 	if cfg.Path == "" {
 		log.Warn("no configuration file; using built-in defaults", "data_dir", cfg.DataDir, "see", "docs/configuration.md")
 	}
@@ -65,7 +157,7 @@ func serve(ctx context.Context, e *env, started func()) error {
 		return err
 	}
 
-	tlsConfig, err := smtpd.TLSConfig(cfg.Submission.TLSCertFile, cfg.Submission.TLSKeyFile, cfg.DataDir, cfg.Hostname, log)
+	cert, err := smtpd.LoadCertificate(cfg.Submission.TLSCertFile, cfg.Submission.TLSKeyFile, cfg.DataDir, cfg.Hostname, log)
 	if err != nil {
 		return err
 	}
@@ -73,7 +165,7 @@ func serve(ctx context.Context, e *env, started func()) error {
 		Hostname:              cfg.Hostname,
 		StartTLSListen:        cfg.Submission.StartTLSListen,
 		TLSListen:             cfg.Submission.TLSListen,
-		TLS:                   tlsConfig,
+		TLS:                   cert.TLSConfig(),
 		MaxMessageBytes:       cfg.Submission.MaxMessageBytes,
 		MaxRecipients:         cfg.Submission.MaxRecipients,
 		MaxConnections:        cfg.Submission.MaxConnections,
@@ -116,6 +208,8 @@ func serve(ctx context.Context, e *env, started func()) error {
 		Logger:                   log.With("part", "relay"),
 	}, st)
 
+	var ready readiness
+	ready.set(errors.New("starting"))
 	idCfg := e.identityConfig()
 	idCfg.Logger = log.With("part", "identity")
 	checker, err := identity.NewChecker(idCfg)
@@ -131,7 +225,8 @@ func serve(ctx context.Context, e *env, started func()) error {
 		if err != nil {
 			return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Listen, err)
 		}
-		httpSrv = &http.Server{Handler: web.Handler(st, addresses, log.With("part", "web")), ReadHeaderTimeout: 10 * time.Second}
+		handler := web.Handler(web.Deps{Store: st, Ready: ready.err, Addresses: addresses, Log: log.With("part", "web")})
+		httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("http listening", "addr", l.Addr().String())
 		go func() {
 			if err := httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -147,23 +242,40 @@ func serve(ctx context.Context, e *env, started func()) error {
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
 	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)
-	if started != nil {
-		started()
+	ready.set(nil)
+	if err := sdNotify("READY=1\nSTATUS=accepting mail"); err != nil {
+		log.Warn("telling systemd we are ready failed", "err", err)
+	}
+	if every := watchdogInterval(); every > 0 {
+		go watchdog(ctx, every, st, log)
+	}
+	if h.started != nil {
+		h.started()
 	}
 
 	var runErr error
 	relayRunning := true
-	select {
-	case <-ctx.Done():
-		log.Info("stopping: finishing SMTP sessions in progress", "grace", shutdownGrace)
-	case runErr = <-subDone:
-		log.Error("submission service failed", "err", runErr)
-	case runErr = <-relayDone:
-		// Run returns early only for a setting it cannot use; accepting mail
-		// that nothing would deliver helps nobody.
-		relayRunning = false
-		log.Error("relay failed", "err", runErr)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping: finishing SMTP sessions in progress", "grace", shutdownGrace)
+			break wait
+		case runErr = <-subDone:
+			log.Error("submission service failed", "err", runErr)
+			break wait
+		case runErr = <-relayDone:
+			// Run returns early only for a setting it cannot use; accepting
+			// mail that nothing would deliver helps nobody.
+			relayRunning = false
+			log.Error("relay failed", "err", runErr)
+			break wait
+		case <-h.reload:
+			reloadConfig(e, cert, &level, log)
+		}
 	}
+	ready.set(errors.New("stopping"))
+	sdNotify("STOPPING=1")
 	stop()
 	graceCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()

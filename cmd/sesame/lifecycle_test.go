@@ -1,0 +1,137 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-mail/sesame/config"
+)
+
+// writeCert writes a self-signed certificate for cn to dir.
+func writeCert(t *testing.T, dir, cn string) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return certFile, keyFile
+}
+
+// presented is the common name of the certificate the implicit-TLS
+// listener shows.
+func presented(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+}
+
+// SIGHUP (here the reload hook runServe connects it to) reads the
+// certificate again: the next handshake presents the new one. The log level
+// changes too; other changes are named as needing a restart.
+func TestReloadCertificateAndConfig(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir, "first.test")
+	cfgPath, _ := writeConfig(t, dir, "")
+	text, _ := os.ReadFile(cfgPath)
+	text = []byte(strings.Replace(string(text), "[submission]\n",
+		fmt.Sprintf("[submission]\ntls_cert_file = %q\ntls_key_file = %q\n", certFile, keyFile), 1))
+	os.WriteFile(cfgPath, text, 0o644)
+	cfg, err := config.Load(cfgPath, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := make(chan struct{})
+	logs := startServeWith(t, cfg, reload)
+	addr := cfg.Submission.TLSListen[0]
+	if cn := presented(t, addr); cn != "first.test" {
+		t.Fatalf("presented %q", cn)
+	}
+	writeCert(t, dir, "renewed.test")
+	changed := strings.Replace(string(text), "hostname = \"sesame.test\"\n", "hostname = \"sesame.test\"\nlog_level = \"debug\"\n", 1)
+	os.WriteFile(cfgPath, []byte(changed+"\n[dkim]\ned25519 = true\n"), 0o644)
+	reload <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "need a restart") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload in the log:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if cn := presented(t, addr); cn != "renewed.test" {
+		t.Fatalf("after reload presented %q", cn)
+	}
+	if !strings.Contains(logs.String(), "keys=dkim.ed25519") || !strings.Contains(logs.String(), "key=log_level value=debug") {
+		t.Fatalf("reload log:\n%s", logs)
+	}
+}
+
+// With Type=notify, systemd hears READY=1 once everything listens, watchdog
+// pings while it runs, and STOPPING=1 at the end; /readyz follows.
+func TestSystemdNotifyAndReadiness(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "100000") // pings every 50 ms
+	t.Setenv("WATCHDOG_PID", "")
+	_, cfg := writeConfig(t, t.TempDir(), "")
+	stop, _ := startServe(t, cfg)
+
+	seen := map[string]bool{}
+	buf := make([]byte, 256)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !seen["READY=1"] || !seen["WATCHDOG=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notifications so far %v: %v", seen, err)
+		}
+		seen[strings.SplitN(string(buf[:n]), "\n", 2)[0]] = true
+	}
+	resp, err := http.Get("http://" + cfg.HTTP.Listen + "/readyz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if out, _, code := sesame(t, "healthcheck", "--config", cfg.Path); code != 0 || out != "ok\n" {
+		t.Fatalf("healthcheck: %d %q", code, out)
+	}
+	stop()
+	for !seen["STOPPING=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("no STOPPING=1; saw %v: %v", seen, err)
+		}
+		seen[string(buf[:n])] = true
+	}
+	if _, errOut, code := sesame(t, "healthcheck", "--config", cfg.Path); code != 1 || !strings.Contains(errOut, "is sesame serve running?") {
+		t.Fatalf("healthcheck after stop: %d %q", code, errOut)
+	}
+}
