@@ -83,9 +83,25 @@ type Config struct {
 	// AllowPrivateDestinations lets MX delivery connect to loopback, private,
 	// link-local and this host's own addresses; off, such destinations fail.
 	AllowPrivateDestinations bool
+	Metrics                  Metrics      // default: none
 	Logger                   *slog.Logger // default slog.Default()
 	Now                      func() time.Time
 }
+
+// Metrics counts deliveries.
+type Metrics interface {
+	// Delivery counts one recipient's outcome: its state, the mail
+	// exchanger that answered ("" if none), the source IP, and the time
+	// since the message was accepted.
+	Delivery(state, mxHost, sourceIP string, sinceAccepted time.Duration)
+	// OutboundConnection counts a new connection by its TLS version.
+	OutboundConnection(tlsVersion string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Delivery(string, string, string, time.Duration) {}
+func (noMetrics) OutboundConnection(string)                      {}
 
 const (
 	defaultWorkers           = 32
@@ -164,6 +180,9 @@ func New(cfg Config, q Queue) *Relay {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	return &Relay{cfg: cfg, q: q, log: cfg.Logger, now: cfg.Now}
 }

@@ -110,6 +110,7 @@ func (r *Relay) logResults(ctx context.Context, d store.Delivery, results []resu
 		from = "<>"
 	}
 	for i, res := range results {
+		r.cfg.Metrics.Delivery(rep.Outcomes[i].State, res.remote, res.source, now.Sub(d.ReceivedAt))
 		level := slog.LevelInfo
 		attrs := []slog.Attr{
 			slog.String("queue_id", d.QueueID),

@@ -46,6 +46,14 @@ func (s *session) relayName() string {
 	return s.name + "[" + s.addr.Addr().String() + "]:" + strconv.Itoa(int(s.addr.Port()))
 }
 
+// localIP is the source address of the connection.
+func (s *session) localIP() string {
+	if a, ok := s.raw.LocalAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}
+
 // tlsName is the TLS version for logs.
 func (s *session) tlsName() string {
 	if s.tls == "" {
@@ -178,6 +186,7 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, name string, addr netip
 		}
 	}
 	r.log.Info("relay: connected", append(attrs, "tls", s.tlsName())...)
+	r.cfg.Metrics.OutboundConnection(s.tlsName())
 	return s, nil
 }
 

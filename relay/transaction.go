@@ -17,6 +17,7 @@ type result struct {
 	own    bool   // reply is Sesame's own reason, not a server's reply
 	remote string // the server's host name, "" if none answered (Remote-MTA)
 	relay  string // name[ip]:port, for the mail log
+	source string // local IP address of the connection, "" if there was none
 	tls    string // TLS version of the connection, "none", or "" if there was no connection
 }
 
@@ -28,7 +29,7 @@ func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, 
 	res := make([]result, len(rcpts))
 	all := make([]int, len(rcpts))
 	for i, rc := range rcpts {
-		res[i] = result{rcpt: rc, remote: s.name, relay: s.relayName(), tls: s.tlsName()}
+		res[i] = result{rcpt: rc, remote: s.name, relay: s.relayName(), source: s.localIP(), tls: s.tlsName()}
 		all[i] = i
 	}
 	settle := func(which []int, err error) {

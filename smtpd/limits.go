@@ -54,6 +54,7 @@ type limitedListener struct {
 	greet    bool // plain-text listener: tell a refused client why
 	hostname string
 	log      *slog.Logger
+	accepted func() // counts an accepted connection
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
@@ -72,6 +73,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		l.accepted()
 		return &limitedConn{Conn: c, ip: ip, limits: l.limits, timeout: l.timeout}, nil
 	}
 }

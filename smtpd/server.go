@@ -73,14 +73,45 @@ type Quotas interface {
 	Reserve(ctx context.Context, cred store.Credential, n int) (done func(queued bool), err error)
 }
 
+// Metrics counts what the submission service does. Reasons are one of a
+// small fixed set (see the reason constants), so label values stay bounded.
+type Metrics interface {
+	Connection()
+	TLSHandshake(version string)
+	AuthFailure()
+	Submission(accepted bool, reason string)
+}
+
+// Reasons a submission is refused, for Metrics.
+const (
+	reasonAuthRequired = "auth_required"
+	reasonNotVerified  = "not_verified"
+	reasonSandbox      = "sandbox"
+	reasonQuotaDaily   = "quota_daily"
+	reasonQuotaRate    = "quota_rate"
+	reasonBadAddress   = "bad_address"
+	reasonBadMessage   = "bad_message"
+	reasonTooBig       = "too_big"
+	reasonNoKeys       = "no_keys"
+	reasonTemporary    = "temporary"
+)
+
 // Deps are the parts of Sesame the submission service works with.
 type Deps struct {
-	Auth   Authenticator
-	Signer Signer
-	Queue  Queue
-	Policy Policy
-	Quotas Quotas
+	Auth    Authenticator
+	Signer  Signer
+	Queue   Queue
+	Policy  Policy
+	Quotas  Quotas
+	Metrics Metrics // nil: none
 }
+
+type noMetrics struct{}
+
+func (noMetrics) Connection()             {}
+func (noMetrics) TLSHandshake(string)     {}
+func (noMetrics) AuthFailure()            {}
+func (noMetrics) Submission(bool, string) {}
 
 // Config is what the submission service needs from the configuration.
 type Config struct {
@@ -125,6 +156,23 @@ func New(cfg Config, deps Deps) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = noMetrics{}
+	}
+	if cfg.TLS != nil {
+		// Count inbound TLS versions: this runs once per handshake, on both
+		// STARTTLS and implicit-TLS listeners.
+		tlsCfg := cfg.TLS.Clone()
+		prev := tlsCfg.VerifyConnection
+		tlsCfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			deps.Metrics.TLSHandshake(tls.VersionName(cs.Version))
+			if prev != nil {
+				return prev(cs)
+			}
+			return nil
+		}
+		cfg.TLS = tlsCfg
 	}
 	return &Server{
 		cfg:    cfg,
@@ -173,7 +221,7 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("smtpd: listen on %s: %w%s", addr, err, bindHint(err))
 		}
 		var ln net.Listener = &limitedListener{Listener: l, limits: s.limits, timeout: s.cfg.ReadTimeout,
-			greet: !implicitTLS, hostname: s.cfg.Hostname, log: s.log}
+			greet: !implicitTLS, hostname: s.cfg.Hostname, log: s.log, accepted: s.deps.Metrics.Connection}
 		if implicitTLS {
 			ln = tls.NewListener(ln, s.cfg.TLS)
 		}

@@ -104,6 +104,7 @@ func (s *session) authenticate(username, password string) error {
 	switch {
 	case errors.Is(err, account.ErrInvalidCredentials):
 		s.log.Warn("auth failed", "username", printable(username))
+		s.srv.deps.Metrics.AuthFailure()
 		return errAuthInvalid
 	case err != nil:
 		s.log.Error("auth error", "username", printable(username), "err", err)
@@ -118,14 +119,14 @@ func (s *session) authenticate(username, password string) error {
 // Mail starts a transaction.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.cred.Name == "" {
-		return errAuthRequired
+		return s.refuse(reasonAuthRequired, errAuthRequired)
 	}
 	if from == "" {
-		return errNullSender
+		return s.refuse(reasonBadAddress, errNullSender)
 	}
 	addr, err := normalizeAddress(from, opts.UTF8, badSenderCode)
 	if err != nil {
-		return err
+		return s.refuse(reasonBadAddress, err)
 	}
 	if err := s.checkSender(addr); err != nil {
 		return err
@@ -141,12 +142,18 @@ func (s *session) checkSender(addr string) error {
 	ok, err := s.srv.deps.Policy.MaySendAs(ctx, s.cred, addr)
 	if err != nil {
 		s.log.Error("checking a sender failed", "sender", addr, "err", err)
-		return errPolicyFailed
+		return s.refuse(reasonTemporary, errPolicyFailed)
 	}
 	if !ok {
-		return notVerified(addr)
+		return s.refuse(reasonNotVerified, notVerified(addr))
 	}
 	return nil
+}
+
+// refuse counts a refused submission and returns err.
+func (s *session) refuse(reason string, err error) error {
+	s.srv.deps.Metrics.Submission(false, reason)
+	return err
 }
 
 // Rcpt adds a recipient. go-smtp enforces max_recipients (452 4.5.3).
@@ -161,14 +168,14 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		cancel()
 		if err != nil {
 			s.log.Error("checking a recipient failed", "rcpt", addr, "err", err)
-			return errPolicyFailed
+			return s.refuse(reasonTemporary, errPolicyFailed)
 		}
 		if !ok {
-			return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: fmt.Sprintf(
+			return s.refuse(reasonSandbox, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: fmt.Sprintf(
 				"Message rejected: Email address is not verified. The following identities failed the check: %s "+
 					"(credential %s is in the sandbox and may send only to verified addresses and domains; "+
 					"verify the recipient with \"sesame address add\", or ask the operator to run \"sesame user promote %s\")",
-				addr, s.cred.Name, s.cred.Name)}
+				addr, s.cred.Name, s.cred.Name)})
 		}
 	}
 	for _, r := range s.recipients {
@@ -204,38 +211,47 @@ func (s *session) Data(r io.Reader) error {
 	}()
 	if err := readMessage(r, buf, s.srv.maxLineLength()); err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
-		return err
+		reason := reasonBadMessage
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			reason = reasonTooBig
+		}
+		return s.refuse(reason, err)
 	}
-	id, err := s.accept(buf.Bytes())
+	id, reason, err := s.accept(buf.Bytes())
 	if err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
+		if reason != "" { // refusals in accept are counted there
+			return s.refuse(reason, err)
+		}
 		return err
 	}
+	s.srv.deps.Metrics.Submission(true, "")
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 }
 
 // accept turns a received message into a queued one: complete the header
-// (Message-ID, Date), sign, put Received above the signature, store.
-func (s *session) accept(msg []byte) (string, error) {
+// (Message-ID, Date), sign, put Received above the signature, store. A
+// refusal comes with its reason for the metrics ("" when already counted).
+func (s *session) accept(msg []byte) (id, reason string, err error) {
 	h, err := parseHeader(msg)
 	if err != nil {
-		return "", err
+		return "", reasonBadMessage, err
 	}
 	from, err := h.fromAddress()
 	if err != nil {
-		return "", err
+		return "", reasonBadMessage, err
 	}
 	domain, ok := normalizeDomain(from[strings.LastIndexByte(from, '@')+1:], true)
 	if !ok {
-		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+		return "", reasonBadMessage, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 			Message: "Message refused: the From header's domain is not a valid domain name"}
 	}
 	from = from[:strings.LastIndexByte(from, '@')+1] + domain
 	if err := s.checkSender(from); err != nil {
-		return "", err
+		return "", "", err // counted by checkSender
 	}
 
-	id := store.NewQueueID()
+	id = store.NewQueueID()
 	now := s.srv.now()
 	messageID := h.messageID
 	var added []byte // fields a submission server completes (RFC 6409 §8), signed with the rest
@@ -256,12 +272,12 @@ func (s *session) accept(msg []byte) (string, error) {
 	done, err := s.srv.deps.Quotas.Reserve(ctx, s.cred, len(s.recipients))
 	switch {
 	case errors.Is(err, account.ErrDailyQuota):
-		return "", errDailyQuota
+		return "", reasonQuotaDaily, errDailyQuota
 	case errors.Is(err, account.ErrSendRate):
-		return "", errSendRate
+		return "", reasonQuotaRate, errSendRate
 	case err != nil:
 		s.log.Error("checking the quota failed", "err", err)
-		return "", errPolicyFailed
+		return "", reasonTemporary, errPolicyFailed
 	}
 	queued := false
 	defer func() { done(queued) }()
@@ -273,12 +289,12 @@ func (s *session) accept(msg []byte) (string, error) {
 		signature, err = s.srv.deps.Signer.Sign(ctx, s.srv.cfg.FallbackSigningDomain, signed)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+		return "", reasonNoKeys, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 			Message: fmt.Sprintf("Message rejected: sending domain %s is not set up; run \"sesame domain add %s\"", domain, domain)}
 	}
 	if err != nil {
 		s.log.Error("dkim signing failed", "domain", domain, "err", err)
-		return "", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+		return "", reasonTemporary, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
 			Message: "Temporary failure: the message could not be signed; try again later"}
 	}
 
@@ -296,12 +312,12 @@ func (s *session) accept(msg []byte) (string, error) {
 	}
 	if err := s.srv.deps.Queue.Enqueue(ctx, m); err != nil {
 		s.log.Error("queueing failed", "err", err)
-		return "", errStoreFailed
+		return "", reasonTemporary, errStoreFailed
 	}
 	queued = true
 	s.log.Info("queued", "queue_id", id, "sender", s.sender, "recipients", len(m.Recipients),
 		"size", len(data), "message_id", printable(messageID))
-	return id, nil
+	return id, "", nil
 }
 
 // received is the trace field (RFC 5321 §4.4) Sesame puts on top of every

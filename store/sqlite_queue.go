@@ -147,3 +147,35 @@ func (s *SQLite) DeleteMessage(ctx context.Context, id string, notice *Message) 
 	}
 	return nil
 }
+
+// QueueDepth counts the waiting recipients per state (queued, deferred) and
+// returns the age of the oldest message still in the queue.
+func (s *SQLite) QueueDepth(ctx context.Context) (map[string]int, time.Duration, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM recipients
+		WHERE state IN ('queued', 'deferred') GROUP BY state`)
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: queue depth: %w", err)
+	}
+	defer rows.Close()
+	depth := map[string]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, 0, fmt.Errorf("store: queue depth: %w", err)
+		}
+		depth[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("store: queue depth: %w", err)
+	}
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MIN(received_at) FROM messages`).Scan(&oldest); err != nil {
+		return nil, 0, fmt.Errorf("store: queue depth: %w", err)
+	}
+	var age time.Duration
+	if oldest.Valid {
+		age = time.Since(time.Unix(0, oldest.Int64))
+	}
+	return depth, age, nil
+}

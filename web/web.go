@@ -1,6 +1,6 @@
-// Package web is Sesame's HTTP side: GET /healthz and /readyz, and the
-// address verification pages under /verify/. Metrics and the management API
-// will live here too.
+// Package web is Sesame's HTTP side: /metrics, /healthz and /readyz, and
+// the address verification pages under /verify/. The management API will
+// live here too.
 package web
 
 import (
@@ -22,16 +22,21 @@ type Deps struct {
 	// listener is up, an error while starting or stopping.
 	Ready     func() error
 	Addresses AddressConfirmer
+	Metrics   http.Handler // serves /metrics; nil: no metrics
 	Log       *slog.Logger
 }
 
 // Handler returns the HTTP routes:
+//   - /metrics: Prometheus metrics.
 //   - /healthz: 200 while the process and its store answer (liveness).
 //   - /readyz: 200 while it takes mail: listeners up, store answering, not
 //     stopping (readiness, for load balancers and orchestrators).
 func Handler(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/verify/", VerifyHandler(d.Addresses, d.Log))
+	if d.Metrics != nil {
+		mux.Handle("GET /metrics", d.Metrics)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ping(r.Context(), d.Store); err != nil {
 			d.Log.Error("health check failed", "err", err)

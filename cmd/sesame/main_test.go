@@ -399,6 +399,44 @@ func TestServeEndToEnd(t *testing.T) {
 	if !strings.Contains(subjects, "first") || !strings.Contains(subjects, "second") {
 		t.Fatalf("subjects %q", subjects)
 	}
+
+	// The metrics saw this run's traffic (the counters start at zero with
+	// each start): one submission, one STARTTLS handshake, two deliveries.
+	c, err := smtp.DialStartTLS(cfg.Submission.StartTLSListen[0], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Auth(sasl.NewPlainClient("", creds.Username, "wrong"))
+	c.Close()
+	resp, err := http.Get("http://" + cfg.HTTP.Listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`sesame_submissions_total{reason="",result="accepted"} 1`,
+		`sesame_recipients_total{provider="other",source_ip="127.0.0.1",state="delivered"} 2`,
+		`sesame_smtp_tls_handshakes_total{tls_version="1.3"} 2`,
+		"sesame_auth_failures_total 1",
+		"sesame_delivery_latency_seconds_count 2",
+		`sesame_queue_recipients{state="queued"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q:\n%s", want, grepLines(string(body), "sesame_"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that start with prefix.
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func submit(t *testing.T, cfg *config.Config, creds credentialsOutput, subject string) {

@@ -19,6 +19,7 @@ import (
 	"github.com/sesame-mail/sesame/config"
 	"github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/identity"
+	"github.com/sesame-mail/sesame/metrics"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/smtpd"
 	"github.com/sesame-mail/sesame/web"
@@ -157,6 +158,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		return err
 	}
 
+	m := metrics.New(st)
 	cert, err := smtpd.LoadCertificate(cfg.Submission.TLSCertFile, cfg.Submission.TLSKeyFile, cfg.DataDir, cfg.Hostname, log)
 	if err != nil {
 		return err
@@ -175,11 +177,12 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
 		Logger:                log.With("part", "smtpd"),
 	}, smtpd.Deps{
-		Auth:   account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
-		Signer: dkim.NewDomainSigner(st),
-		Queue:  st,
-		Policy: identity.NewAuthorizer(st),
-		Quotas: account.NewQuotas(st, e.quotaDefaults(), time.Now),
+		Auth:    account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
+		Signer:  dkim.NewDomainSigner(st),
+		Queue:   st,
+		Policy:  identity.NewAuthorizer(st),
+		Quotas:  account.NewQuotas(st, e.quotaDefaults(), time.Now),
+		Metrics: m,
 	})
 	if err := sub.Listen(); err != nil {
 		return err
@@ -205,6 +208,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		ConnectTimeout:           cfg.Relay.ConnectTimeout.Duration,
 		CommandTimeout:           cfg.Relay.CommandTimeout.Duration,
 		AllowPrivateDestinations: cfg.Relay.AllowPrivateDestinations,
+		Metrics:                  m,
 		Logger:                   log.With("part", "relay"),
 	}, st)
 
@@ -225,7 +229,8 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		if err != nil {
 			return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Listen, err)
 		}
-		handler := web.Handler(web.Deps{Store: st, Ready: ready.err, Addresses: addresses, Log: log.With("part", "web")})
+		handler := web.Handler(web.Deps{Store: st, Ready: ready.err, Addresses: addresses, Metrics: m.Handler(),
+			Log: log.With("part", "web")})
 		httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("http listening", "addr", l.Addr().String())
 		go func() {

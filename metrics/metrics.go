@@ -1,0 +1,189 @@
+// Package metrics is Sesame's Prometheus instrumentation: the counters,
+// gauges and histograms the other packages feed through small interfaces of
+// their own, and the /metrics handler.
+//
+// Names follow Prometheus conventions (sesame_..._total for counters, base
+// units: seconds, bytes). Every label takes values from a small fixed set,
+// or from the configuration (source IPs): never a recipient, a message, a
+// credential name or anything else a client chooses, so cardinality stays
+// bounded however much mail flows.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every metric Sesame exports.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	connections   prometheus.Counter
+	handshakes    *prometheus.CounterVec
+	authFailures  prometheus.Counter
+	submissions   *prometheus.CounterVec
+	recipients    *prometheus.CounterVec
+	latency       prometheus.Histogram
+	outboundConns *prometheus.CounterVec
+}
+
+// QueueStats is what the queue gauges read at each scrape.
+type QueueStats interface {
+	// QueueDepth returns the number of recipients per state still in the
+	// queue, and the age of the oldest message.
+	QueueDepth(ctx context.Context) (map[string]int, time.Duration, error)
+}
+
+// New registers every metric; queue, when not nil, backs the queue gauges.
+func New(queue QueueStats) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sesame_smtp_connections_total",
+			Help: "Submission connections accepted (within the connection caps).",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_smtp_tls_handshakes_total",
+			Help: "TLS handshakes on the submission listeners (STARTTLS and implicit TLS), by version.",
+		}, []string{"tls_version"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sesame_auth_failures_total",
+			Help: "Failed AUTH attempts (wrong username or password).",
+		}),
+		submissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_submissions_total",
+			Help: "Messages submitted, by result (accepted, rejected) and reason for rejections.",
+		}, []string{"result", "reason"}),
+		recipients: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_recipients_total",
+			Help: "Recipient delivery outcomes by state (delivered, deferred, bounced, expired), destination provider group and source IP.",
+		}, []string{"state", "provider", "source_ip"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sesame_delivery_latency_seconds",
+			Help:    "Time from acceptance to delivery, per delivered recipient.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+		}),
+		outboundConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_outbound_connections_total",
+			Help: "Outbound SMTP connections opened, by TLS version (none: plain text).",
+		}, []string{"tls_version"}),
+	}
+	reg.MustRegister(m.connections, m.handshakes, m.authFailures, m.submissions, m.recipients, m.latency, m.outboundConns,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if queue != nil {
+		reg.MustRegister(&queueCollector{queue: queue})
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Connection counts an accepted submission connection.
+func (m *Metrics) Connection() { m.connections.Inc() }
+
+// TLSHandshake counts an inbound TLS handshake.
+func (m *Metrics) TLSHandshake(version string) {
+	m.handshakes.WithLabelValues(tlsLabel(version)).Inc()
+}
+
+// AuthFailure counts a failed login.
+func (m *Metrics) AuthFailure() { m.authFailures.Inc() }
+
+// Submission counts a message accepted (reason "") or rejected for reason,
+// one of a fixed set chosen by the caller.
+func (m *Metrics) Submission(accepted bool, reason string) {
+	result := "rejected"
+	if accepted {
+		result = "accepted"
+	}
+	m.submissions.WithLabelValues(result, reason).Inc()
+}
+
+// Delivery counts one recipient's outcome. latency is the time since
+// acceptance, observed for delivered recipients.
+func (m *Metrics) Delivery(state, mxHost, sourceIP string, latency time.Duration) {
+	m.recipients.WithLabelValues(state, ProviderGroup(mxHost), sourceIP).Inc()
+	if state == "delivered" {
+		m.latency.Observe(latency.Seconds())
+	}
+}
+
+// OutboundConnection counts a new outbound connection.
+func (m *Metrics) OutboundConnection(tlsVersion string) {
+	m.outboundConns.WithLabelValues(tlsLabel(tlsVersion)).Inc()
+}
+
+// tlsLabel is "1.3" for "TLS 1.3", "none" for "".
+func tlsLabel(v string) string {
+	if v == "" || v == "none" {
+		return "none"
+	}
+	return strings.TrimPrefix(v, "TLS ")
+}
+
+// providers maps mail exchanger host name suffixes to provider groups, so
+// every Google Workspace domain counts as google, not as its own label.
+var providers = []struct{ suffix, group string }{
+	{".google.com", "google"},
+	{".googlemail.com", "google"},
+	{".outlook.com", "microsoft"},
+	{".hotmail.com", "microsoft"},
+	{".yahoodns.net", "yahoo"},
+	{".aol.com", "yahoo"},
+	{".icloud.com", "apple"},
+	{".me.com", "apple"},
+}
+
+// ProviderGroup is the provider group of a mail exchanger host name:
+// google, microsoft, yahoo, apple, other, or none when no server answered.
+func ProviderGroup(mxHost string) string {
+	if mxHost == "" {
+		return "none"
+	}
+	h := "." + strings.ToLower(strings.TrimSuffix(mxHost, "."))
+	for _, p := range providers {
+		if strings.HasSuffix(h, p.suffix) {
+			return p.group
+		}
+	}
+	return "other"
+}
+
+// queueCollector reads the queue's depth at each scrape.
+type queueCollector struct{ queue QueueStats }
+
+var (
+	queueDepthDesc = prometheus.NewDesc("sesame_queue_recipients",
+		"Recipients in the queue by state.", []string{"state"}, nil)
+	queueAgeDesc = prometheus.NewDesc("sesame_queue_oldest_message_age_seconds",
+		"Age of the oldest message still in the queue (0 when empty).", nil, nil)
+)
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- queueAgeDesc
+}
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	depth, oldest, err := c.queue.QueueDepth(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
+		return
+	}
+	for _, state := range []string{"queued", "deferred"} {
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(depth[state]), state)
+	}
+	ch <- prometheus.MustNewConstMetric(queueAgeDesc, prometheus.GaugeValue, oldest.Seconds())
+}
