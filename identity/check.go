@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/miekg/dns"
+	"github.com/sesame-mail/sesame/dnsclient"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -34,16 +35,18 @@ type Finding struct {
 // concurrent use.
 type Checker struct {
 	cfg Config
-	dns *lookupClient
+	// dns has no cache: a check must see what the operator has just
+	// published, not what was there an hour ago.
+	dns *dnsclient.Client
 }
 
 // NewChecker returns a Checker that asks cfg.DNSServers (or the servers of
 // /etc/resolv.conf), which must be recursive.
 func NewChecker(cfg Config) (*Checker, error) {
 	cfg = cfg.withDefaults()
-	c, err := newLookupClient(cfg.DNSServers, cfg.DNSTimeout)
+	c, err := dnsclient.New(cfg.DNSServers, cfg.DNSTimeout)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("identity: %w", err)
 	}
 	if _, err := cfg.publicSourceIPs(); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
@@ -77,11 +80,16 @@ func (c *Checker) check(ctx context.Context, domain string, r Record) Finding {
 	if r.Type == "MX" {
 		qtype = dns.TypeMX
 	}
-	rrs, err := c.dns.lookup(ctx, r.Name, qtype)
+	// No records, and no error, when the name does not exist or has none of
+	// that type. The error says why no server gave a usable answer
+	// (SERVFAIL, timeout, …): that is not an answer about the record.
+	ans, err := c.dns.Lookup(ctx, r.Name, qtype)
 	if err != nil {
 		return Finding{Record: r, Status: StatusUnknown,
-			Advice: err.Error() + "; Sesame looks again at its next check, or run sesame domain verify " + domain}
+			Advice: fmt.Sprintf("DNS lookup of %s %s: %v", r.Name, dns.TypeToString[qtype], err) +
+				"; Sesame looks again at its next check, or run sesame domain verify " + domain}
 	}
+	rrs := ans.Records
 	switch r.kind {
 	case kindDKIM:
 		return checkDKIM(r, txtValues(rrs))

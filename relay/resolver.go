@@ -3,19 +3,16 @@ package relay
 import (
 	"cmp"
 	"context"
-	"errors"
-	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+	"github.com/sesame-mail/sesame/dnsclient"
 )
 
 const (
@@ -23,11 +20,6 @@ const (
 	// domain publishing hundreds of MX records cannot make us resolve them
 	// all (RFC 5321 §5.1 lets a client limit the addresses it tries).
 	maxExchangers = 10
-	// dnsMaxCNAMEHops bounds the CNAMEs we follow ourselves.
-	dnsMaxCNAMEHops = 8
-	// dnsUDPSize is the EDNS0 buffer size (RFC 6891 §6.2.5) of DNS Flag
-	// Day 2020: large enough for most answers, small enough not to fragment.
-	dnsUDPSize = 1232
 	// Positive answers are kept for their TTL, within these bounds.
 	dnsMinTTL = time.Second
 	dnsMaxTTL = time.Hour
@@ -37,24 +29,14 @@ const (
 	dnsDefaultNegTTL = time.Minute
 	// dnsCacheSize bounds the entries of the answer cache.
 	dnsCacheSize = 10000
-	// dnsDefaultTimeout bounds one query to one server when the caller
-	// gives no timeout; it is the resolv.conf default.
-	dnsDefaultTimeout = 5 * time.Second
-	resolvConf        = "/etc/resolv.conf"
 )
 
-// resolver asks the configured DNS servers (or those of /etc/resolv.conf)
-// and caches answers by TTL. It is safe for concurrent use.
-//
-// The servers must be recursive: the resolver sets RD and follows the CNAMEs
-// a server leaves to it, but never walks down from the root itself.
+// resolver finds the mail exchangers of domains and the addresses of hosts
+// with a dnsclient.Client, and caches answers by TTL. It is safe for
+// concurrent use.
 type resolver struct {
-	servers []string // "ip:port"
-	timeout time.Duration
-	now     func() time.Time
-	udp     *dns.Client
-	tcp     *dns.Client
-	next    atomic.Uint64 // rotates the server asked first
+	dns *dnsclient.Client
+	now func() time.Time
 
 	mu       sync.Mutex
 	cache    map[dnsKey]dnsEntry
@@ -86,49 +68,19 @@ type dnsEntry struct {
 // query to one server (default 5s); now is the clock for cache expiry
 // (default time.Now).
 func newResolver(servers []string, timeout time.Duration, now func() time.Time) (*resolver, error) {
-	if len(servers) == 0 {
-		var err error
-		if servers, err = systemDNSServers(resolvConf); err != nil {
-			return nil, err
-		}
-	}
-	for _, s := range servers {
-		if _, err := netip.ParseAddrPort(s); err != nil {
-			return nil, fmt.Errorf("DNS server %q: want ip:port: %w", s, err)
-		}
-	}
-	if timeout <= 0 {
-		timeout = dnsDefaultTimeout
+	c, err := dnsclient.New(servers, timeout)
+	if err != nil {
+		return nil, err
 	}
 	if now == nil {
 		now = time.Now
 	}
 	return &resolver{
-		servers:  slices.Clone(servers),
-		timeout:  timeout,
+		dns:      c,
 		now:      now,
-		udp:      &dns.Client{Net: "udp", Timeout: timeout},
-		tcp:      &dns.Client{Net: "tcp", Timeout: timeout},
 		cache:    make(map[dnsKey]dnsEntry),
 		cacheMax: dnsCacheSize,
 	}, nil
-}
-
-// systemDNSServers returns the nameservers of the resolv.conf file at path
-// as "ip:port" strings.
-func systemDNSServers(path string) ([]string, error) {
-	cc, err := dns.ClientConfigFromFile(path)
-	if err == nil && len(cc.Servers) == 0 {
-		err = errors.New("no nameserver line")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading DNS servers from %s: %w; set [relay] dns_servers", path, err)
-	}
-	servers := make([]string, len(cc.Servers))
-	for i, s := range cc.Servers {
-		servers[i] = net.JoinHostPort(s, cc.Port)
-	}
-	return servers, nil
 }
 
 // exchanger is one mail exchanger of a destination, in the order to try.
@@ -292,175 +244,28 @@ func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) (dnsAn
 	if ans, ok := r.cached(key); ok {
 		return ans, nil
 	}
-	fail := func(format string, args ...any) (dnsAnswer, error) {
-		return dnsAnswer{}, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s failed: %s",
-			strings.TrimSuffix(key.name, "."), dns.TypeToString[qtype], fmt.Sprintf(format, args...))
+	a, err := r.dns.Lookup(ctx, key.name, qtype)
+	if err != nil {
+		return dnsAnswer{}, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s failed: %v",
+			strings.TrimSuffix(key.name, "."), dns.TypeToString[qtype], err)
 	}
-
-	qname := key.name
-	ttl := dnsMaxTTL // the least TTL of the records the answer rests on
-	for hop := 0; ; hop++ {
-		m, err := r.exchange(ctx, qname, qtype)
-		if err != nil {
-			return fail("%v", err)
-		}
-		// A recursive server follows the CNAME chain and puts the
-		// records found at its end in the answer (RFC 1034 §4.3.2), so
-		// they count whatever their owner name.
-		var ans dnsAnswer
-		for _, rr := range m.Answer {
-			if h := rr.Header(); h.Rrtype == qtype && h.Class == dns.ClassINET {
-				ans.rrs = append(ans.rrs, rr)
-				ttl = min(ttl, time.Duration(h.Ttl)*time.Second)
-			}
-		}
-		if len(ans.rrs) > 0 {
-			r.remember(key, ans, max(ttl, dnsMinTTL))
-			return ans, nil
-		}
-		target, cnameTTL := cnameTarget(m.Answer, qname)
-		ttl = min(ttl, cnameTTL)
-		if m.Rcode == dns.RcodeSuccess && target != qname {
-			// The chain stops at a name whose records the server did not
-			// give: ask for them ourselves.
-			if hop == dnsMaxCNAMEHops {
-				return fail("more than %d CNAMEs", dnsMaxCNAMEHops)
-			}
-			qname = target
-			continue
-		}
-		// NXDOMAIN or NODATA, about the name at the end of the chain.
-		ans.nxdomain = m.Rcode == dns.RcodeNameError
-		r.remember(key, ans, max(min(ttl, negativeTTL(m)), dnsMinTTL))
-		return ans, nil
+	ans := dnsAnswer{rrs: a.Records, nxdomain: a.NXDomain}
+	ttl := min(a.TTL, dnsMaxTTL) // the least TTL of the records the answer rests on
+	if len(ans.rrs) == 0 {
+		ttl = min(ttl, negativeTTL(a.SOA))
 	}
-}
-
-// cnameTarget follows the CNAME chain that starts at name through answer and
-// returns the name at its end (name itself without a CNAME) and the least
-// TTL of the CNAMEs on the way.
-func cnameTarget(answer []dns.RR, name string) (string, time.Duration) {
-	ttl := dnsMaxTTL
-	for range answer { // at most one step per record, so a loop ends
-		var next *dns.CNAME
-		for _, rr := range answer {
-			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, name) {
-				next = c
-				break
-			}
-		}
-		if next == nil {
-			break
-		}
-		name = dns.CanonicalName(next.Target)
-		ttl = min(ttl, time.Duration(next.Hdr.Ttl)*time.Second)
-	}
-	return name, ttl
+	r.remember(key, ans, max(ttl, dnsMinTTL))
+	return ans, nil
 }
 
 // negativeTTL is how long to cache a negative answer: the SOA record's
-// MINIMUM field or its TTL, whichever is less (RFC 2308 §5), capped.
-func negativeTTL(m *dns.Msg) time.Duration {
-	for _, rr := range m.Ns {
-		if soa, ok := rr.(*dns.SOA); ok {
-			return min(time.Duration(min(soa.Hdr.Ttl, soa.Minttl))*time.Second, dnsMaxNegTTL)
-		}
+// MINIMUM field or its TTL, whichever is less (RFC 2308 §5), capped;
+// dnsDefaultNegTTL without an SOA.
+func negativeTTL(soa *dns.SOA) time.Duration {
+	if soa == nil {
+		return dnsDefaultNegTTL
 	}
-	return dnsDefaultNegTTL
-}
-
-// exchange asks the servers the question in turn, starting with a different
-// one each time, and returns the first usable reply: NOERROR or NXDOMAIN.
-func (r *resolver) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	m.RecursionDesired = true // we do not iterate (RFC 1035 §4.1.1)
-	m.SetEdns0(dnsUDPSize, false)
-
-	start := r.next.Add(1) - 1
-	var reasons []string
-	for i := range r.servers {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		server := r.servers[(start+uint64(i))%uint64(len(r.servers))]
-		in, err := r.ask(ctx, server, m)
-		if err == nil {
-			return in, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if reason := reasonOf(err); !slices.Contains(reasons, reason) {
-			reasons = append(reasons, reason)
-		}
-	}
-	return nil, errors.New(strings.Join(reasons, "; "))
-}
-
-// ask sends m to one server over UDP, and over TCP when the UDP reply is
-// truncated (RFC 7766 §5), and checks that the reply is usable.
-func (r *resolver) ask(ctx context.Context, server string, m *dns.Msg) (*dns.Msg, error) {
-	in, err := r.exchangeOver(ctx, r.udp, server, m)
-	if err == nil && in.Truncated {
-		in, err = r.exchangeOver(ctx, r.tcp, server, m)
-	}
-	if err != nil {
-		return nil, err
-	}
-	// dns.Client matched the ID; also match the question (RFC 5452 §9.1).
-	if len(in.Question) != 1 || !strings.EqualFold(in.Question[0].Name, m.Question[0].Name) ||
-		in.Question[0].Qtype != m.Question[0].Qtype {
-		return nil, errors.New("reply to another question")
-	}
-	switch in.Rcode {
-	case dns.RcodeSuccess, dns.RcodeNameError:
-	default:
-		return nil, fmt.Errorf("server answered %s", dns.RcodeToString[in.Rcode])
-	}
-	// A server that does not recurse answers a name outside its zones with
-	// a referral: NOERROR, no answer, no SOA. Taken as NODATA it would
-	// bounce mail, so it counts as a failure of that server.
-	if in.Rcode == dns.RcodeSuccess && len(in.Answer) == 0 && !in.Authoritative && !in.RecursionAvailable &&
-		!slices.ContainsFunc(in.Ns, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeSOA }) {
-		return nil, errors.New("server does not recurse")
-	}
-	return in, nil
-}
-
-// exchangeOver sends m to server with c and waits for the reply, for at most
-// r.timeout and until ctx ends.
-func (r *resolver) exchangeOver(ctx context.Context, c *dns.Client, server string, m *dns.Msg) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	co, err := c.DialContext(ctx, server)
-	if err != nil {
-		return nil, err
-	}
-	defer co.Close()
-	// dns.Client heeds only the context's deadline; closing the connection
-	// makes a cancellation end the wait too.
-	stop := context.AfterFunc(ctx, func() { co.Close() })
-	defer stop()
-	in, _, err := c.ExchangeWithConnContext(ctx, m, co)
-	if err != nil && ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return in, err
-}
-
-// reasonOf says briefly why a server failed, without addresses: the text
-// ends up in the queue and in bounces.
-func reasonOf(err error) string {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout"
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Err != nil {
-		return oe.Err.Error()
-	}
-	return err.Error()
+	return min(time.Duration(min(soa.Hdr.Ttl, soa.Minttl))*time.Second, dnsMaxNegTTL)
 }
 
 // cached returns the unexpired answer to key, if any.
