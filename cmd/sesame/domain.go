@@ -275,6 +275,14 @@ func domainVerify(e *env, args []string) error {
 	if d.Status != store.IdentityVerified {
 		return fmt.Errorf("%s is not verified (%s): publish the DKIM records above, then verify again", name, d.Status)
 	}
+	for _, f := range required {
+		if f.Status != identity.StatusOK {
+			// Still verified for a few checks, so a DNS hiccup does not stop
+			// the mail; but what the operator asked about is not right.
+			return fmt.Errorf("%s is still verified, but its DKIM record %s is %s; after %d failed checks in a row it fails and its mail is refused",
+				name, f.Name, f.Status, e.cfg.Identity.FailedAfterChecks)
+		}
+	}
 	return nil
 }
 
