@@ -21,11 +21,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$wo
 go build -o "$work/sesame" ./cmd/sesame
 go build -o "$work/sesame-bench" ./cmd/sesame-bench
 
+# sesame-bench dns answers MX lookups (ROUTE=mx) and serves the domain's
+# DKIM record, so "sesame domain verify" passes as it would in production.
 if [[ ${ROUTE:-smarthost} == mx ]]; then
-	relay='dns_servers = ["127.0.0.1:25353"]
-mx_port = 25525
+	relay='mx_port = 25525
 allow_private_destinations = true'
-	"$work/sesame-bench" dns --listen 127.0.0.1:25353 --mx 127.0.0.2 2>"$work/dns.log" &
 else
 	relay='smarthost = "127.0.0.2:25525"'
 fi
@@ -37,12 +37,20 @@ log_level = "warn"
 starttls_listen = ["127.0.0.1:25587"]
 tls_listen = ["127.0.0.1:25465"]
 [relay]
+dns_servers = ["127.0.0.1:25353"]
 $relay
 [http]
 listen = "127.0.0.1:28025"
+[policy]
+sandbox_new_users = false
+daily_quota = 100000000
+max_send_rate = 100000
 TOML
 
-"$work/sesame" domain add example.com --config "$work/sesame.toml" >/dev/null
+"$work/sesame" domain add example.com --config "$work/sesame.toml" --json >"$work/domain.json"
+"$work/sesame-bench" dns --listen 127.0.0.1:25353 --mx 127.0.0.2 --records "$work/domain.json" 2>"$work/dns.log" &
+sleep 0.3
+"$work/sesame" domain verify example.com --config "$work/sesame.toml" >/dev/null
 creds=$("$work/sesame" user create bench --config "$work/sesame.toml" --json)
 user=$(sed -E 's/.*"username":"([^"]+)".*/\1/' <<<"$creds")
 pass=$(sed -E 's/.*"password":"([^"]+)".*/\1/' <<<"$creds")

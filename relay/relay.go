@@ -216,7 +216,7 @@ func (r *Relay) prepare() error {
 		return fmt.Errorf("relay: %w", err)
 	}
 	r.own = ownAddrs()
-	r.conns = newPool(r.cfg.DomainConcurrency)
+	r.conns = newPool(r.cfg.Workers) // as many idle per server as can be busy at once, so none is churned
 	return nil
 }
 

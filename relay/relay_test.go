@@ -301,6 +301,35 @@ func TestConnectionReused(t *testing.T) {
 	}
 }
 
+// With more workers than a domain's concurrency (the smarthost is bounded
+// by workers alone), every connection is kept for reuse: none is closed for
+// want of room in the pool and opened again.
+func TestConnectionsNotChurned(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	cfg := testConfig(t, s.addr, nil)
+	cfg.Workers, cfg.DomainConcurrency = 4, 1
+	const n = 60
+	for range n {
+		enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
+	}
+	// Hold the first replies until every worker has a connection in use,
+	// then let them all finish together.
+	hold := make(chan struct{})
+	s.hold = hold
+	start(t, cfg, q)
+	for range cfg.Workers {
+		<-s.inData
+	}
+	close(hold)
+	for range n {
+		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
+	}
+	if c := s.accepted.Load(); int(c) > cfg.Workers {
+		t.Errorf("sink accepted %d connections for %d messages, want at most %d (one per worker)", c, n, cfg.Workers)
+	}
+}
+
 func TestStartTLS(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", selfSigned(t))

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -14,15 +16,20 @@ import (
 
 // dnsConfig configures the dns subcommand.
 type dnsConfig struct {
-	Listen string
-	MX     string // the address every mail exchanger resolves to
+	Listen  string
+	MX      string // the address every mail exchanger resolves to
+	Records string // JSON from "sesame domain add --json": TXT records to serve
 }
 
 // benchZone answers, for any domain D: MX 10 mx.D, and for mx.D an A (or
-// AAAA) record with the --mx address. Everything else is NODATA. It lets a
-// benchmark take Sesame's real MX path (lookup, cache, delivery) to a sink
-// on loopback.
-type benchZone struct{ mx netip.Addr }
+// AAAA) record with the --mx address; and the TXT records it was given (a
+// domain's DKIM keys, so "sesame domain verify" works). Everything else is
+// NODATA. It lets a benchmark take Sesame's real MX path (lookup, cache,
+// delivery) to a sink on loopback.
+type benchZone struct {
+	mx  netip.Addr
+	txt map[string]string // lower-case FQDN → value
+}
 
 func (z benchZone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
@@ -42,9 +49,45 @@ func (z benchZone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		case q.Qtype == dns.TypeAAAA && strings.HasPrefix(name, "mx.") && z.mx.Is6():
 			hdr.Rrtype = dns.TypeAAAA
 			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: z.mx.AsSlice()})
+		case q.Qtype == dns.TypeTXT && z.txt[name] != "":
+			hdr.Rrtype = dns.TypeTXT
+			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr, Txt: splitTXT(z.txt[name])})
 		}
 	}
 	w.WriteMsg(m)
+}
+
+// splitTXT cuts a TXT value into the 255-byte strings DNS carries.
+func splitTXT(v string) []string {
+	var out []string
+	for len(v) > 255 {
+		out, v = append(out, v[:255]), v[255:]
+	}
+	return append(out, v)
+}
+
+// loadRecords reads the TXT records of "sesame domain add --json" output.
+func loadRecords(path string) (map[string]string, error) {
+	txt := map[string]string{}
+	if path == "" {
+		return txt, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Records []struct{ Type, Name, Value string }
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%s: %w (want the output of sesame domain add --json)", path, err)
+	}
+	for _, r := range out.Records {
+		if r.Type == "TXT" {
+			txt[strings.ToLower(dns.Fqdn(r.Name))] = r.Value
+		}
+	}
+	return txt, nil
 }
 
 func dnsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -52,6 +95,7 @@ func dnsMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dns", flag.ContinueOnError)
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:25353", "host:port to answer DNS on, UDP and TCP (loopback only)")
 	fs.StringVar(&cfg.MX, "mx", "127.0.0.2", "the address every domain's mail exchanger resolves to (loopback only)")
+	fs.StringVar(&cfg.Records, "records", "", "a file with the output of \"sesame domain add --json\": its TXT records are served too")
 	setUsage(fs, `sesame-bench dns: a DNS server for benchmarks. For any domain D it answers
 MX 10 mx.D, and mx.D resolves to --mx, so Sesame's MX delivery reaches a sink.
 `)
@@ -68,7 +112,12 @@ MX 10 mx.D, and mx.D resolves to --mx, so Sesame's MX delivery reaches a sink.
 		fmt.Fprintf(stderr, "sesame-bench dns: --mx %q must be a loopback IP address\n", cfg.MX)
 		return 2
 	}
-	zone := benchZone{mx: mx}
+	txt, err := loadRecords(cfg.Records)
+	if err != nil {
+		fmt.Fprintln(stderr, "sesame-bench dns:", err)
+		return 2
+	}
+	zone := benchZone{mx: mx, txt: txt}
 	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
 		fmt.Fprintln(stderr, "sesame-bench dns:", err)
