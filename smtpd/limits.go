@@ -4,22 +4,43 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// connLimits counts open connections in total and per client IP. go-smtp
-// creates a session only at EHLO, so the caps live in a net.Listener wrapper
-// that sees every connection as it is accepted.
+// connLimits counts open connections in total and per client IP, and keeps
+// them, so a shutdown can close the idle ones. go-smtp creates a session
+// only at EHLO, so this lives in a net.Listener wrapper that sees every
+// connection as it is accepted.
 type connLimits struct {
 	max, maxPerIP int
 
 	mu    sync.Mutex
 	total int
 	perIP map[string]int
+	open  map[*limitedConn]struct{}
 }
 
 func newConnLimits(max, maxPerIP int) *connLimits {
-	return &connLimits{max: max, maxPerIP: maxPerIP, perIP: map[string]int{}}
+	return &connLimits{max: max, maxPerIP: maxPerIP, perIP: map[string]int{}, open: map[*limitedConn]struct{}{}}
+}
+
+// closeIdle closes the connections not in the middle of a mail
+// transaction (all of them when all is set) and reports how many are left.
+func (l *connLimits) closeIdle(all bool) int {
+	l.mu.Lock()
+	var idle []*limitedConn
+	for c := range l.open {
+		if all || !c.inTransaction.Load() {
+			idle = append(idle, c)
+		}
+	}
+	left := len(l.open) - len(idle)
+	l.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+	return left
 }
 
 // acquire reserves a slot for ip, reporting false when a cap is reached.
@@ -34,9 +55,11 @@ func (l *connLimits) acquire(ip string) bool {
 	return true
 }
 
-func (l *connLimits) release(ip string) {
+func (l *connLimits) release(c *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	delete(l.open, c)
+	ip := c.ip
 	l.total--
 	if l.perIP[ip]--; l.perIP[ip] <= 0 {
 		delete(l.perIP, ip)
@@ -74,7 +97,11 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.accepted()
-		return &limitedConn{Conn: c, ip: ip, limits: l.limits, timeout: l.timeout}, nil
+		lc := &limitedConn{Conn: c, ip: ip, limits: l.limits, timeout: l.timeout}
+		l.limits.mu.Lock()
+		l.limits.open[lc] = struct{}{}
+		l.limits.mu.Unlock()
+		return lc, nil
 	}
 }
 
@@ -84,6 +111,9 @@ type limitedConn struct {
 	limits  *connLimits
 	timeout time.Duration
 	once    sync.Once
+	// inTransaction is set from MAIL to the end of DATA: a shutdown lets
+	// such a connection finish and closes the others at once.
+	inTransaction atomic.Bool
 }
 
 func (c *limitedConn) Read(p []byte) (int, error) {
@@ -94,6 +124,6 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 }
 
 func (c *limitedConn) Close() error {
-	c.once.Do(func() { c.limits.release(c.ip) })
+	c.once.Do(func() { c.limits.release(c) })
 	return c.Conn.Close()
 }

@@ -291,22 +291,38 @@ func (s *Server) Serve() error {
 	return first
 }
 
-// Shutdown stops accepting connections and waits, until ctx ends, for the
-// sessions in progress to finish; then it closes them.
+// Shutdown stops accepting connections, closes the idle ones, and lets the
+// mail transactions in progress finish until ctx ends; then it closes the
+// rest. It returns ctx's error if it had to cut transactions short.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	servers := s.servers
 	s.mu.Unlock()
-	var first error
-	for _, srv := range servers {
-		if err := srv.Shutdown(ctx); err != nil {
-			srv.Close()
-			if first == nil {
-				first = err
-			}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for _, srv := range servers {
+			wg.Go(func() { srv.Shutdown(context.Background()) }) // closes the listeners, then waits
+		}
+		wg.Wait()
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// A connection between transactions (or before its first) is closed
+		// now; one inside a transaction when that ends.
+		s.limits.closeIdle(false)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			s.limits.closeIdle(true)
+			<-done
+			return ctx.Err()
+		case <-tick.C:
 		}
 	}
-	return first
 }
 
 // slogAdapter gives go-smtp's error log to slog.

@@ -132,7 +132,20 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return err
 	}
 	s.sender, s.smtputf8 = addr, opts.UTF8
+	s.setInTransaction(true)
 	return nil
+}
+
+// setInTransaction marks the connection busy with a mail transaction, so a
+// shutdown waits for it rather than cutting it.
+func (s *session) setInTransaction(busy bool) {
+	c := s.conn.Conn()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if lc, ok := c.(*limitedConn); ok {
+		lc.inTransaction.Store(busy)
+	}
 }
 
 // checkSender refuses an identity the credential may not send as.
@@ -187,9 +200,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// Reset ends the transaction.
+// Reset ends the transaction (go-smtp calls it after DATA too).
 func (s *session) Reset() {
 	s.sender, s.smtputf8, s.recipients = "", false, nil
+	s.setInTransaction(false)
 }
 
 // Logout ends the session.

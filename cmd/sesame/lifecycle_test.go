@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -15,8 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 
 	"github.com/sesame-mail/sesame/config"
 )
@@ -134,4 +139,102 @@ func TestSystemdNotifyAndReadiness(t *testing.T) {
 	if _, errOut, code := sesame(t, "healthcheck", "--config", cfg.Path); code != 1 || !strings.Contains(errOut, "is sesame serve running?") {
 		t.Fatalf("healthcheck after stop: %d %q", code, errOut)
 	}
+}
+
+// A stop during active submissions and deliveries: idle connections are
+// closed at once, transactions in progress finish, and every message that
+// got a 250 is either delivered or still queued.
+func TestGracefulStopUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	smarthost := freePort(t, "127.0.0.2")
+	sk := startSink(t, smarthost)
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\n", smarthost))
+	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
+	var creds credentialsOutput
+	json.Unmarshal([]byte(out), &creds)
+	sesame(t, "domain", "add", "example.com", "--config", cfgPath)
+	markVerified(t, cfg, "example.com")
+	stop, _ := startServe(t, cfg)
+
+	const clients = 6
+	var mu sync.Mutex
+	var acked []string
+	var cut []error
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := smtp.DialStartTLS(cfg.Submission.StartTLSListen[0], &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			if c.Auth(sasl.NewPlainClient("", creds.Username, creds.Password)) != nil {
+				return
+			}
+			for j := 0; ; j++ {
+				if c.Mail("shop@example.com", nil) != nil || c.Rcpt("a@example.net", nil) != nil {
+					return // refused or closed between transactions: fine
+				}
+				w, err := c.Data()
+				if err != nil {
+					return
+				}
+				msg := fmt.Sprintf("From: shop@example.com\r\nTo: a@example.net\r\nSubject: load %d-%d\r\n\r\n%s\r\n", i, j, strings.Repeat(strings.Repeat("x", 70)+"\r\n", 30))
+				if _, err := w.Write([]byte(msg)); err != nil {
+					mu.Lock()
+					cut = append(cut, err)
+					mu.Unlock()
+					return
+				}
+				resp, err := w.CloseWithResponse()
+				if err != nil {
+					mu.Lock()
+					cut = append(cut, err)
+					mu.Unlock()
+					return
+				}
+				_, id, _ := strings.Cut(resp.StatusText, "queued as ")
+				mu.Lock()
+				acked = append(acked, id)
+				mu.Unlock()
+			}
+		}(i)
+	}
+	time.Sleep(700 * time.Millisecond)
+	stopped := time.Now()
+	stop()
+	if d := time.Since(stopped); d > 10*time.Second {
+		t.Errorf("stop took %s: idle connections were not closed", d)
+	}
+	wg.Wait()
+	if len(cut) > 0 {
+		t.Errorf("%d transactions cut off inside the grace period: %v", len(cut), cut)
+	}
+	if len(acked) == 0 {
+		t.Fatal("no message was acknowledged before the stop")
+	}
+
+	// Every acknowledged message was delivered or is still queued.
+	sk.mu.Lock()
+	delivered := map[string]bool{}
+	for _, m := range sk.msgs {
+		if _, rest, ok := strings.Cut(string(m), "ESMTPSA id "); ok {
+			delivered[rest[:16]] = true
+		}
+	}
+	sk.mu.Unlock()
+	out, _, _ = sesame(t, "queue", "list", "--config", cfgPath, "--json")
+	var queued []struct{ ID string }
+	json.Unmarshal([]byte(out), &queued)
+	for _, q := range queued {
+		delivered[q.ID] = true
+	}
+	for _, id := range acked {
+		if !delivered[id] {
+			t.Errorf("message %s got a 250 but is neither delivered nor queued", id)
+		}
+	}
+	t.Logf("%d acknowledged, %d delivered before the stop, %d still queued", len(acked), len(sk.msgs), len(queued))
 }
