@@ -38,6 +38,7 @@ type Config struct {
 	DKIM       DKIM       `toml:"dkim"`
 	Policy     Policy     `toml:"policy"`
 	Identity   Identity   `toml:"identity"`
+	Events     Events     `toml:"events"`
 
 	// Path is the file the configuration was read from; "" for built-in defaults.
 	Path string `toml:"-"`
@@ -94,6 +95,11 @@ type Policy struct {
 	MaxSendRate        float64 `toml:"max_send_rate"`
 	SandboxDailyQuota  int     `toml:"sandbox_daily_quota"`
 	SandboxMaxSendRate float64 `toml:"sandbox_max_send_rate"`
+}
+
+// Events configures the event log.
+type Events struct {
+	Retention Duration `toml:"retention"`
 }
 
 // Identity configures the verification of domains and addresses.
@@ -186,6 +192,7 @@ func Default() *Config {
 			AddressLinkTTL:        Duration{24 * time.Hour},
 			MailFromSubdomain:     "bounce",
 		},
+		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
 	}
 }
 
@@ -374,6 +381,10 @@ func (c *Config) Validate() error {
 	}
 	if pol.SandboxMaxSendRate <= 0 {
 		bad("policy.sandbox_max_send_rate", "%v: expected a positive number", pol.SandboxMaxSendRate)
+	}
+
+	if c.Events.Retention.Duration < 24*time.Hour {
+		bad("events.retention", "%s: expected at least \"24h\" (statistics cover the last day)", c.Events.Retention)
 	}
 
 	id := &c.Identity

@@ -24,7 +24,7 @@ func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) 
 	var failed, delayed []int
 	for i := range results {
 		res := &results[i]
-		o := store.Outcome{Recipient: res.rcpt.Address, State: res.state, Reply: res.reply}
+		o := store.Outcome{Recipient: res.rcpt.Address, State: res.state, Reply: res.reply, RemoteMTA: res.remote}
 		if res.state == store.StateDeferred {
 			next := now.Add(backoff(res.rcpt.Attempts, r.cfg.RetryFirst, r.cfg.RetryMax))
 			switch {

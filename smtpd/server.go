@@ -96,6 +96,11 @@ const (
 	reasonTemporary    = "temporary"
 )
 
+// Events records what operators and statistics need to know of refusals.
+type Events interface {
+	RecordEvent(ctx context.Context, e store.Event) error
+}
+
 // Deps are the parts of Sesame the submission service works with.
 type Deps struct {
 	Auth    Authenticator
@@ -103,6 +108,7 @@ type Deps struct {
 	Queue   Queue
 	Policy  Policy
 	Quotas  Quotas
+	Events  Events  // nil: none
 	Metrics Metrics // nil: none
 }
 

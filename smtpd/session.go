@@ -163,9 +163,34 @@ func (s *session) checkSender(addr string) error {
 	return nil
 }
 
-// refuse counts a refused submission and returns err.
+// refuse counts a refused submission, records a reject event for an
+// authenticated one (per recipient when they are known), and returns err.
 func (s *session) refuse(reason string, err error) error {
+	return s.refuseFor(s.recipients, reason, err)
+}
+
+// refuseFor is refuse for the given recipients.
+func (s *session) refuseFor(rcpts []string, reason string, err error) error {
 	s.srv.deps.Metrics.Submission(false, reason)
+	if s.cred.Name == "" || s.srv.deps.Events == nil {
+		return err
+	}
+	if len(rcpts) == 0 {
+		rcpts = []string{""}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, r := range rcpts {
+		e := store.Event{At: s.srv.now(), Type: store.EventReject, Credential: s.cred.Name, Recipient: r, Reply: err.Error()}
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			e.Reply = fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
+		}
+		if rerr := s.srv.deps.Events.RecordEvent(ctx, e); rerr != nil {
+			s.log.Error("recording a reject event failed", "err", rerr)
+			break
+		}
+	}
 	return err
 }
 
@@ -184,7 +209,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			return s.refuse(reasonTemporary, errPolicyFailed)
 		}
 		if !ok {
-			return s.refuse(reasonSandbox, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: fmt.Sprintf(
+			return s.refuseFor([]string{addr}, reasonSandbox, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: fmt.Sprintf(
 				"Message rejected: Email address is not verified. The following identities failed the check: %s "+
 					"(credential %s is in the sandbox and may send only to verified addresses and domains; "+
 					"verify the recipient with \"sesame address add\", or ask the operator to run \"sesame user promote %s\")",

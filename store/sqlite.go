@@ -167,6 +167,19 @@ var migrations = []string{
 		count      INTEGER NOT NULL,
 		PRIMARY KEY (credential, hour)
 	 );`,
+	`CREATE TABLE events (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		at         INTEGER NOT NULL,
+		type       TEXT NOT NULL,
+		credential TEXT NOT NULL,
+		queue_id   TEXT NOT NULL,
+		message_id TEXT NOT NULL,
+		recipient  TEXT NOT NULL,
+		remote_mta TEXT NOT NULL,
+		reply      TEXT NOT NULL
+	 );
+	 CREATE INDEX events_at ON events(at);
+	 CREATE INDEX events_credential ON events(credential, at);`,
 }
 
 func migrate(db *sql.DB) error {
@@ -440,6 +453,12 @@ func insertMessage(tx *sql.Tx, m *Message) error {
 			return err
 		}
 	}
+	for _, rcpt := range m.Recipients {
+		if err := insertEvent(tx, Event{At: m.ReceivedAt, Type: EventSend, Credential: m.Credential, QueueID: m.ID,
+			MessageID: m.MessageID, Recipient: rcpt}); err != nil {
+			return err
+		}
+	}
 	if m.Credential != "" {
 		// Sending quotas count recipients, in hour buckets (see Sent).
 		_, err := tx.Exec(`INSERT INTO sends (credential, hour, count) VALUES (?, ?, ?)
@@ -531,6 +550,11 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 	op := &writeOp{enqueues: r.Notice != nil, run: func(tx *sql.Tx) error {
 		now := time.Now().UnixNano()
 		final := false
+		var credential, messageID string
+		if err := tx.QueryRow(`SELECT credential, message_id FROM messages WHERE id = ?`, r.QueueID).
+			Scan(&credential, &messageID); err != nil {
+			return fmt.Errorf("message %s: %w", r.QueueID, err)
+		}
 		for _, o := range r.Outcomes {
 			if o.State != StateDeferred && !Final(o.State) {
 				return fmt.Errorf("outcome for %s in %s: invalid state %q", o.Recipient, r.QueueID, o.State)
@@ -543,6 +567,10 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 				next_attempt_at = ?, lease_until = 0, updated_at = ? WHERE message_id = ? AND address = ?`,
 				o.State, o.Reply, next, now, r.QueueID, o.Recipient)
 			if err != nil {
+				return err
+			}
+			if err := insertEvent(tx, Event{At: time.Unix(0, now), Type: outcomeEvent[o.State], Credential: credential,
+				QueueID: r.QueueID, MessageID: messageID, Recipient: o.Recipient, RemoteMTA: o.RemoteMTA, Reply: o.Reply}); err != nil {
 				return err
 			}
 		}
@@ -565,6 +593,14 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 		return fmt.Errorf("store: complete %s: %w", r.QueueID, err)
 	}
 	return nil
+}
+
+// outcomeEvent is the event type of each recipient state an attempt ends in.
+var outcomeEvent = map[string]string{
+	StateDelivered: EventDelivery,
+	StateDeferred:  EventDeferral,
+	StateBounced:   EventBounce,
+	StateExpired:   EventExpired,
 }
 
 // deleteIfFinal removes message id once no recipient of it is waiting.

@@ -386,3 +386,42 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 	})
 }
+
+// The queue records an event for every recipient it accepts and every
+// outcome, in the same transaction; queries filter and count them.
+func TestEvents(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	m := &Message{Credential: "app", Sender: "a@example.com", Recipients: []string{"X@example.net", "y@example.net"},
+		MessageID: "<m@example.com>", ReceivedAt: time.Now(), Data: []byte("x\r\n")}
+	if err := s.Enqueue(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	s.Claim(ctx, time.Now(), 1, time.Minute)
+	if err := s.Complete(ctx, Report{QueueID: m.ID, Outcomes: []Outcome{
+		{Recipient: "X@example.net", State: StateDelivered, Reply: "250 ok", RemoteMTA: "mx.example.net"},
+		{Recipient: "y@example.net", State: StateBounced, Reply: "550 no", RemoteMTA: "mx.example.net"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordEvent(ctx, Event{At: time.Now(), Type: EventReject, Credential: "other", Reply: "554 no"}); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := s.CountEvents(ctx, EventQuery{Credential: "app"})
+	if err != nil || counts[EventSend] != 2 || counts[EventDelivery] != 1 || counts[EventBounce] != 1 || counts[EventReject] != 0 {
+		t.Fatalf("counts = %v, %v", counts, err)
+	}
+	evs, err := s.QueryEvents(ctx, EventQuery{Recipient: "x@EXAMPLE.net", Type: EventDelivery})
+	if err != nil || len(evs) != 1 || evs[0].MessageID != "<m@example.com>" || evs[0].RemoteMTA != "mx.example.net" || evs[0].QueueID != m.ID {
+		t.Fatalf("query = %+v, %v", evs, err)
+	}
+	if evs, _ := s.QueryEvents(ctx, EventQuery{Limit: 2}); len(evs) != 2 || evs[1].Type != EventReject {
+		t.Fatalf("newest two = %+v", evs)
+	}
+	if n, err := s.PruneEvents(ctx, time.Now().Add(time.Second)); err != nil || n != 5 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	if evs, _ := s.QueryEvents(ctx, EventQuery{}); len(evs) != 0 {
+		t.Fatalf("after prune: %+v", evs)
+	}
+}

@@ -34,6 +34,7 @@ type Store interface {
 	Domains
 	Addresses
 	Queue
+	Events
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -196,6 +197,7 @@ type Outcome struct {
 	State       string    // StateDelivered, StateDeferred, StateBounced or StateExpired
 	Reply       string    // the remote's reply or our own reason, for operators
 	NextAttempt time.Time // for StateDeferred
+	RemoteMTA   string    // the server that answered, "" if none
 }
 
 // Report is what one delivery attempt of one message leaves behind. The
@@ -233,4 +235,54 @@ type Queue interface {
 	// Ready receives a value (coalesced) when new work may be due: after an
 	// Enqueue commits, or when another process changed the queue.
 	Ready() <-chan struct{}
+}
+
+// Event types: what happened to a recipient (or, for a reject, to a
+// submission). The queue records send, delivery, deferral, bounce and
+// expired events in the same transaction as the state they describe.
+const (
+	EventSend     = "send"     // accepted for delivery
+	EventDelivery = "delivery" // accepted by the recipient's server
+	EventDeferral = "deferral" // failed temporarily; will be retried
+	EventBounce   = "bounce"   // failed permanently
+	EventExpired  = "expired"  // still failing at the end of its lifetime
+	EventReject   = "reject"   // refused at submission
+)
+
+// EventTypes lists every event type, for validating queries.
+var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject}
+
+// Event is one thing that happened, for operators, statistics and (later)
+// webhooks.
+type Event struct {
+	ID         int64 // increasing: a cursor for consumers
+	At         time.Time
+	Type       string
+	Credential string // "" for Sesame's own mail (DSNs, verification links)
+	QueueID    string
+	MessageID  string // the Message-ID header
+	Recipient  string // "" for a reject before any recipient
+	RemoteMTA  string
+	Reply      string
+}
+
+// EventQuery selects events; zero fields match everything.
+type EventQuery struct {
+	Since      time.Time
+	Credential string
+	Type       string
+	Recipient  string
+	Limit      int // 0: no limit
+}
+
+// Events stores events.
+type Events interface {
+	// RecordEvent stores an event that no queue write carries (a reject).
+	RecordEvent(ctx context.Context, e Event) error
+	// QueryEvents returns matching events, oldest first.
+	QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
+	// CountEvents counts matching events by type (q.Type and q.Limit ignored).
+	CountEvents(ctx context.Context, q EventQuery) (map[string]int, error)
+	// PruneEvents deletes events older than before and returns how many.
+	PruneEvents(ctx context.Context, before time.Time) (int, error)
 }

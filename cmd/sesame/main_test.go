@@ -430,6 +430,66 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
+// Events and statistics from a real run: sends, deliveries, a reject.
+func TestEventsAndStats(t *testing.T) {
+	dir := t.TempDir()
+	smarthost := freePort(t, "127.0.0.2")
+	sk := startSink(t, smarthost)
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\n", smarthost))
+	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
+	var creds credentialsOutput
+	json.Unmarshal([]byte(out), &creds)
+	sesame(t, "domain", "add", "example.com", "--config", cfgPath)
+	markVerified(t, cfg, "example.com")
+	startServe(t, cfg)
+	submit(t, cfg, creds, "one")
+	submit(t, cfg, creds, "two")
+	for range 2 {
+		select {
+		case <-sk.got:
+		case <-time.After(20 * time.Second):
+			t.Fatal("not delivered")
+		}
+	}
+	// A refused submission: the From domain is not verified.
+	c, err := smtp.DialStartTLS(cfg.Submission.StartTLSListen[0], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Auth(sasl.NewPlainClient("", creds.Username, creds.Password))
+	if err := c.Mail("x@unverified.example", nil); err == nil {
+		t.Fatal("unverified sender accepted")
+	}
+	c.Close()
+
+	var st statsJSON
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Deliveries < 2 && time.Now().Before(deadline) {
+		out, _, _ = sesame(t, "stats", "--config", cfgPath, "--json", "--user", "app")
+		json.Unmarshal([]byte(out), &st)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Sends != 2 || st.Deliveries != 2 || st.Rejects != 1 || st.Bounces != 0 || st.BounceRate != 0 {
+		t.Fatalf("stats: %s", out)
+	}
+	out, _, _ = sesame(t, "events", "--config", cfgPath, "--json", "--type", "delivery", "--since", "1h")
+	var evs []eventJSON
+	if err := json.Unmarshal([]byte(out), &evs); err != nil || len(evs) != 2 || evs[0].Credential != "app" ||
+		evs[0].Recipient != "a@example.net" || evs[0].RemoteMTA != "127.0.0.2" || !strings.HasPrefix(evs[0].Reply, "250") {
+		t.Fatalf("events: %s %v", out, err)
+	}
+	out, _, _ = sesame(t, "events", "--config", cfgPath, "--type", "reject")
+	if !strings.Contains(out, "554 5.7.1 Message rejected: Email address is not verified") {
+		t.Fatalf("reject event: %s", out)
+	}
+	if _, errOut, code := sesame(t, "events", "--config", cfgPath, "--type", "nonsense"); code != 1 || !strings.Contains(errOut, "expected one of") {
+		t.Fatalf("bad type: %d %s", code, errOut)
+	}
+	if _, errOut, code := sesame(t, "stats", "--config", cfgPath, "--since", "soon"); code != 1 || !strings.Contains(errOut, "--since") {
+		t.Fatalf("bad since: %d %s", code, errOut)
+	}
+}
+
 // grepLines returns the lines of s that start with prefix.
 func grepLines(s, prefix string) string {
 	var out []string

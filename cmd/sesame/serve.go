@@ -58,6 +58,28 @@ func watchdog(ctx context.Context, every time.Duration, st interface{ Ping(conte
 	}
 }
 
+// pruneEvents deletes events past their retention, hourly.
+func pruneEvents(ctx context.Context, st interface {
+	PruneEvents(context.Context, time.Time) (int, error)
+}, retention time.Duration, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := st.PruneEvents(ctx, time.Now().Add(-retention)); err != nil {
+			if ctx.Err() == nil {
+				log.Error("pruning old events failed", "err", err)
+			}
+		} else if n > 0 {
+			log.Info("old events pruned", "events", n, "retention", retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // reloadConfig applies what can change without a restart: the TLS
 // certificate (read again, typically after a renewal) and the log level. It
 // names the other changed keys, which need a restart.
@@ -182,6 +204,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		Queue:   st,
 		Policy:  identity.NewAuthorizer(st),
 		Quotas:  account.NewQuotas(st, e.quotaDefaults(), time.Now),
+		Events:  st,
 		Metrics: m,
 	})
 	if err := sub.Listen(); err != nil {
@@ -244,6 +267,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	go func() { relayDone <- rel.Run(ctx) }()
 	verifierDone := make(chan struct{})
 	go func() { defer close(verifierDone); verifier.Run(ctx) }()
+	go pruneEvents(ctx, st, cfg.Events.Retention.Duration, log)
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
 	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)
