@@ -53,11 +53,13 @@ import (
 // Claim leases up to max messages with due recipients, without their bytes;
 // a claimed recipient is not handed out again until Complete records its
 // outcome or the lease runs out. MessageData reads a message's bytes.
+// Suppressed says which addresses are on the suppression list.
 // NextDue is the earliest time a waiting recipient becomes due (ok is false
 // when nothing waits). Ready receives a value when new mail may be due.
 type Queue interface {
 	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]store.Delivery, error)
 	MessageData(ctx context.Context, id string) ([]byte, error)
+	Suppressed(ctx context.Context, addresses []string) (map[string]bool, error)
 	Complete(ctx context.Context, r store.Report) error
 	NextDue(ctx context.Context) (time.Time, bool, error)
 	Ready() <-chan struct{}

@@ -560,3 +560,41 @@ func TestReplies(t *testing.T) {
 		t.Error("verdict: 5xx must fail, everything else defer")
 	}
 }
+
+// A hard bounce puts the address on the suppression list; mail to a
+// suppressed address is accepted but never attempted, with no DSN; a soft
+// bounce (mailbox full) does not suppress.
+func TestSuppression(t *testing.T) {
+	q := newQueue(t)
+	s := newSink(t, "127.0.0.2:0", nil)
+	s.replyTo("gone@example.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	s.replyTo("full@example.test", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "mailbox full"})
+	s.replyTo("words@example.test", &smtp.SMTPError{Code: 550, Message: "Recipient address rejected: User unknown"})
+	ctx := context.Background()
+	if err := q.Suppress(ctx, store.Suppression{Address: "Listed@example.test", Reason: store.SuppressManual, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	start(t, testConfig(t, s.addr, nil), q)
+
+	enqueue(t, q, "", "Subject: x\r\n\r\nbody\r\n", "gone@example.test", "full@example.test", "words@example.test", "listed@example.test", "ok@example.test")
+	got := q.nextFor(t, 5)
+	wantOutcome(t, got["gone@example.test"], store.StateBounced, "550 5.1.1")
+	wantOutcome(t, got["full@example.test"], store.StateBounced, "552 5.2.2")
+	wantOutcome(t, got["words@example.test"], store.StateBounced, "550 5.0.0 Recipient address rejected")
+	wantOutcome(t, got["listed@example.test"], store.StateSuppressed, "not attempted: the address is on the suppression list")
+	wantOutcome(t, got["ok@example.test"], store.StateDelivered, "250 ")
+	if m := s.next(t); strings.Contains(strings.Join(m.rcpts, ","), "listed") {
+		t.Errorf("suppressed recipient attempted: %v", m.rcpts)
+	}
+	on, err := q.Suppressed(ctx, []string{"gone@example.test", "full@example.test", "words@example.test", "listed@example.test"})
+	if err != nil || !on["gone@example.test"] || on["full@example.test"] || !on["words@example.test"] || !on["listed@example.test"] {
+		t.Fatalf("suppressed = %v, %v", on, err)
+	}
+	// The next message to the hard-bounced address is not attempted.
+	enqueue(t, q, "", "Subject: y\r\n\r\nbody\r\n", "gone@example.test")
+	wantOutcome(t, q.next(t), store.StateSuppressed, "not attempted")
+	evs, _ := q.QueryEvents(ctx, store.EventQuery{Type: store.EventSuppressed})
+	if len(evs) != 2 {
+		t.Fatalf("%d suppressed events, want 2", len(evs))
+	}
+}

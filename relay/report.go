@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -12,6 +13,29 @@ import (
 )
 
 func smtpCode(a, b, c int) smtp.EnhancedCode { return smtp.EnhancedCode{a, b, c} }
+
+// hardBounce reports whether a permanent failure says the address itself is
+// bad, so mail to it should stop (the suppression list): a bad mailbox,
+// domain or syntax (RFC 3463 X.1.x), a disabled mailbox (X.2.1), or, for a
+// server that gives no enhanced code, a reply that says so in words. A full
+// mailbox (X.2.2), a policy refusal (X.7.x) or anything else is not: the
+// address may work tomorrow.
+func hardBounce(status, reply string) bool {
+	switch {
+	case strings.HasPrefix(status, "5.1."), status == "5.2.1":
+		return true
+	case status != "5.0.0":
+		return false
+	}
+	r := strings.ToLower(reply)
+	for _, words := range []string{"user unknown", "unknown user", "no such user", "does not exist", "no such mailbox",
+		"mailbox unavailable", "invalid recipient", "recipient address rejected", "address rejected"} {
+		if strings.Contains(r, words) {
+			return true
+		}
+	}
+	return false
+}
 
 // record turns the results of one attempt at d into a store.Report: it
 // schedules retries, expires recipients past their lifetime, and writes the
@@ -40,6 +64,7 @@ func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) 
 		}
 		switch o.State {
 		case store.StateBounced, store.StateExpired:
+			o.Suppress = o.State == store.StateBounced && hardBounce(res.status, res.reply)
 			failed = append(failed, i)
 		case store.StateDeferred:
 			delayed = append(delayed, i)
@@ -126,7 +151,7 @@ func (r *Relay) logResults(ctx context.Context, d store.Delivery, results []resu
 		switch rep.Outcomes[i].State {
 		case store.StateDeferred:
 			attrs = append(attrs, slog.Time("next_attempt", rep.Outcomes[i].NextAttempt))
-		case store.StateBounced, store.StateExpired:
+		case store.StateBounced, store.StateExpired, store.StateSuppressed:
 			level = slog.LevelWarn
 		}
 		r.log.LogAttrs(ctx, level, "relay: delivery", attrs...)

@@ -58,12 +58,43 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 		return
 	}
 	d.Data = data
-	var results []result
+	results, rest, err := w.suppressed(actx, d)
+	if err != nil {
+		w.r.log.Error("relay: reading the suppression list failed", "queue_id", d.QueueID, "err", err)
+		recorded = true
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the suppression list failed: "+err.Error(), "4.3.0"))
+		return
+	}
+	d.Recipients = rest
 	for _, l := range w.r.route(d) {
 		results = append(results, w.deliverLeg(actx, d, l)...)
 	}
 	recorded = true
 	w.r.record(ctx, d, results)
+}
+
+// suppressed settles the recipients on the suppression list (accepted, as
+// SES does, but never attempted) and returns the others.
+func (w *worker) suppressed(ctx context.Context, d store.Delivery) ([]result, []store.DueRecipient, error) {
+	addrs := make([]string, len(d.Recipients))
+	for i, rc := range d.Recipients {
+		addrs[i] = rc.Address
+	}
+	on, err := w.r.q.Suppressed(ctx, addrs)
+	if err != nil || len(on) == 0 {
+		return nil, d.Recipients, err
+	}
+	var results []result
+	var rest []store.DueRecipient
+	for _, rc := range d.Recipients {
+		if on[rc.Address] {
+			results = append(results, result{rcpt: rc, state: store.StateSuppressed, own: true, status: "5.1.1",
+				reply: "not attempted: the address is on the suppression list (sesame suppression show " + rc.Address + ")"})
+		} else {
+			rest = append(rest, rc)
+		}
+	}
+	return results, rest, nil
 }
 
 // replyInternal is the reply recorded for recipients whose attempt panicked.

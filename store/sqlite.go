@@ -179,7 +179,13 @@ var migrations = []string{
 		reply      TEXT NOT NULL
 	 );
 	 CREATE INDEX events_at ON events(at);
-	 CREATE INDEX events_credential ON events(credential, at);`,
+	 CREATE INDEX events_credential ON events(credential, at);
+	 CREATE TABLE suppressions (
+		address    TEXT PRIMARY KEY COLLATE NOCASE,
+		reason     TEXT NOT NULL,
+		detail     TEXT NOT NULL,
+		created_at INTEGER NOT NULL
+	 );`,
 }
 
 func migrate(db *sql.DB) error {
@@ -573,6 +579,12 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 				QueueID: r.QueueID, MessageID: messageID, Recipient: o.Recipient, RemoteMTA: o.RemoteMTA, Reply: o.Reply}); err != nil {
 				return err
 			}
+			if o.Suppress {
+				if err := upsertSuppression(tx, Suppression{Address: o.Recipient, Reason: SuppressBounce,
+					Detail: o.Reply, CreatedAt: time.Unix(0, now)}); err != nil {
+					return err
+				}
+			}
 		}
 		if r.DelayWarned {
 			if _, err := tx.Exec(`UPDATE messages SET delay_warned = 1 WHERE id = ?`, r.QueueID); err != nil {
@@ -597,10 +609,11 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 
 // outcomeEvent is the event type of each recipient state an attempt ends in.
 var outcomeEvent = map[string]string{
-	StateDelivered: EventDelivery,
-	StateDeferred:  EventDeferral,
-	StateBounced:   EventBounce,
-	StateExpired:   EventExpired,
+	StateDelivered:  EventDelivery,
+	StateDeferred:   EventDeferral,
+	StateBounced:    EventBounce,
+	StateExpired:    EventExpired,
+	StateSuppressed: EventSuppressed,
 }
 
 // deleteIfFinal removes message id once no recipient of it is waiting.

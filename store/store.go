@@ -35,6 +35,7 @@ type Store interface {
 	Addresses
 	Queue
 	Events
+	Suppressions
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -157,11 +158,14 @@ const (
 	StateDelivered = "delivered" // accepted by the next hop
 	StateBounced   = "bounced"   // failed permanently; the sender was sent a DSN (unless null)
 	StateExpired   = "expired"   // still failing when its lifetime ran out; bounced as well
+	// StateSuppressed: the address is on the suppression list; accepted
+	// but never attempted, as SES does.
+	StateSuppressed = "suppressed"
 )
 
 // Final reports whether state is one a recipient never leaves.
 func Final(state string) bool {
-	return state == StateDelivered || state == StateBounced || state == StateExpired
+	return state == StateDelivered || state == StateBounced || state == StateExpired || state == StateSuppressed
 }
 
 // Message is a message handed to Enqueue.
@@ -198,6 +202,8 @@ type Outcome struct {
 	Reply       string    // the remote's reply or our own reason, for operators
 	NextAttempt time.Time // for StateDeferred
 	RemoteMTA   string    // the server that answered, "" if none
+	// Suppress adds the recipient to the suppression list: a hard bounce.
+	Suppress bool
 }
 
 // Report is what one delivery attempt of one message leaves behind. The
@@ -246,11 +252,12 @@ const (
 	EventDeferral = "deferral" // failed temporarily; will be retried
 	EventBounce   = "bounce"   // failed permanently
 	EventExpired  = "expired"  // still failing at the end of its lifetime
-	EventReject   = "reject"   // refused at submission
+	EventReject     = "reject"     // refused at submission
+	EventSuppressed = "suppressed" // not attempted: on the suppression list
 )
 
 // EventTypes lists every event type, for validating queries.
-var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject}
+var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject, EventSuppressed}
 
 // Event is one thing that happened, for operators, statistics and (later)
 // webhooks.
@@ -285,4 +292,30 @@ type Events interface {
 	CountEvents(ctx context.Context, q EventQuery) (map[string]int, error)
 	// PruneEvents deletes events older than before and returns how many.
 	PruneEvents(ctx context.Context, before time.Time) (int, error)
+}
+
+// Suppression reasons.
+const (
+	SuppressBounce = "bounce" // a hard bounce
+	SuppressManual = "manual" // added by the operator
+)
+
+// Suppression is an address Sesame no longer sends to.
+type Suppression struct {
+	Address   string
+	Reason    string // SuppressBounce or SuppressManual
+	Detail    string // the bounce's reply, or the operator's note
+	CreatedAt time.Time
+}
+
+// Suppressions stores the suppression list, shared by every credential.
+type Suppressions interface {
+	// Suppress adds (or replaces) an entry.
+	Suppress(ctx context.Context, s Suppression) error
+	// Unsuppress removes one; ErrNotFound if absent.
+	Unsuppress(ctx context.Context, address string) error
+	Suppression(ctx context.Context, address string) (Suppression, error)
+	ListSuppressions(ctx context.Context) ([]Suppression, error)
+	// Suppressed returns which of addresses are on the list.
+	Suppressed(ctx context.Context, addresses []string) (map[string]bool, error)
 }

@@ -579,3 +579,24 @@ func TestQueueCommands(t *testing.T) {
 		t.Fatalf("second delete: %d %q", code, errOut)
 	}
 }
+
+func TestSuppressionCommands(t *testing.T) {
+	cfgPath, _ := writeConfig(t, t.TempDir(), "")
+	if out, _, code := sesame(t, "suppression", "add", "Bad@Example.net", "--note", "asked us to stop", "--config", cfgPath); code != 0 || !strings.Contains(out, "bad@example.net is suppressed") {
+		t.Fatalf("add: %d %q", code, out)
+	}
+	out, _, _ := sesame(t, "suppression", "list", "--config", cfgPath, "--json")
+	var list []suppressionJSON
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].Reason != "manual" || list[0].Detail != "asked us to stop" {
+		t.Fatalf("list: %q %v", out, err)
+	}
+	if out, _, code := sesame(t, "suppression", "show", "bad@example.net", "--config", cfgPath); code != 0 || !strings.Contains(out, "asked us to stop") {
+		t.Fatalf("show: %d %q", code, out)
+	}
+	if _, _, code := sesame(t, "suppression", "remove", "bad@example.net", "--config", cfgPath); code != 0 {
+		t.Fatal("remove failed")
+	}
+	if _, errOut, code := sesame(t, "suppression", "show", "bad@example.net", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "not on the suppression list") {
+		t.Fatalf("show after remove: %d %q", code, errOut)
+	}
+}
