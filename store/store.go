@@ -247,11 +247,11 @@ type Queue interface {
 // submission). The queue records send, delivery, deferral, bounce and
 // expired events in the same transaction as the state they describe.
 const (
-	EventSend     = "send"     // accepted for delivery
-	EventDelivery = "delivery" // accepted by the recipient's server
-	EventDeferral = "deferral" // failed temporarily; will be retried
-	EventBounce   = "bounce"   // failed permanently
-	EventExpired  = "expired"  // still failing at the end of its lifetime
+	EventSend       = "send"       // accepted for delivery
+	EventDelivery   = "delivery"   // accepted by the recipient's server
+	EventDeferral   = "deferral"   // failed temporarily; will be retried
+	EventBounce     = "bounce"     // failed permanently
+	EventExpired    = "expired"    // still failing at the end of its lifetime
 	EventReject     = "reject"     // refused at submission
 	EventSuppressed = "suppressed" // not attempted: on the suppression list
 )
