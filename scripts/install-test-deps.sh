@@ -32,8 +32,12 @@ have_pkg ca-certificates || missing+=(ca-certificates)
 # The tests run /usr/bin/python3, not a pyenv/venv python earlier in PATH.
 /usr/bin/python3 -c 'import dkim' >/dev/null 2>&1 || missing+=(python3 python3-dkim)
 [[ -f /usr/share/php/libphp-phpmailer/autoload.php ]] || missing+=(libphp-phpmailer)
+# packaging/packaging_test.go: systemd-analyze and systemd-sysusers check the unit,
+# systemd-nspawn boots it under a real systemd (util-linux's setpriv is always present).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 
-packages=(swaks libnet-ssleay-perl msmtp curl ca-certificates python3 python3-dkim php-cli libphp-phpmailer)
+packages=(swaks libnet-ssleay-perl msmtp curl ca-certificates python3 python3-dkim php-cli libphp-phpmailer systemd systemd-container)
 # Some machines carry Node.js from elsewhere (its own npm included); Debian's
 # npm package would conflict with that, so install Node only when absent.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -61,7 +65,7 @@ fail() {
 	echo "install-test-deps: $*" >&2
 	exit 1
 }
-for cmd in swaks msmtp curl php node; do
+for cmd in swaks msmtp curl php node systemd-analyze systemd-sysusers systemd-nspawn; do
 	command -v "$cmd" >/dev/null || fail "$cmd is still missing"
 done
 /usr/bin/python3 -c 'import dkim' || fail "/usr/bin/python3 cannot import dkim"
