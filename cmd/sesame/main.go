@@ -22,6 +22,9 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// exitConfig is the exit status for a configuration that cannot be used.
+const exitConfig = 78
+
 // command is one command line verb, such as "user create".
 type command struct {
 	words   string // "user create"
@@ -152,7 +155,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*configPath, explicit)
 	if err != nil {
 		fmt.Fprintln(stderr, "sesame:", err)
-		return 1
+		// EX_CONFIG (sysexits.h): the unit file's RestartPreventExitStatus
+		// stops systemd from restarting a broken configuration forever.
+		return exitConfig
 	}
 	e := &env{cfg: cfg, json: *jsonOut, flags: map[string]bool{}, values: map[string]string{}, stdout: stdout, stderr: stderr}
 	for name, v := range extra {

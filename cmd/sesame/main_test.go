@@ -139,7 +139,7 @@ func TestBadConfigFile(t *testing.T) {
 	os.WriteFile(path, []byte("hostname = \"bad host\"\n[relay]\nmx_port = 0\nsmarthots = \"x\"\n"), 0o644)
 	_, errOut, code := sesame(t, "serve", "--config", path)
 	for _, want := range []string{`hostname: "bad host" is not a host name`, "relay.mx_port: 0", "relay.smarthots: unknown key"} {
-		if code != 1 || !strings.Contains(errOut, want) {
+		if code != exitConfig || !strings.Contains(errOut, want) {
 			t.Errorf("exit %d, stderr lacks %q:\n%s", code, want, errOut)
 		}
 	}
