@@ -60,7 +60,8 @@ const (
 func OpenSQLite(path string) (*SQLite, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		// err names the path already.
+		return nil, fmt.Errorf("store: %w (run the command as the user that runs sesame serve)", err)
 	}
 	f.Close()
 	dsn := "file:" + path + "?_txlock=immediate" +

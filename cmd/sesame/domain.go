@@ -276,7 +276,12 @@ func domainVerify(e *env, args []string) error {
 		return fmt.Errorf("%s is not verified (%s): publish the DKIM records above, then verify again", name, d.Status)
 	}
 	for _, f := range required {
-		if f.Status != identity.StatusOK {
+		switch f.Status {
+		case identity.StatusOK:
+		case identity.StatusUnknown:
+			// A lookup that failed proves nothing either way and is not counted.
+			return fmt.Errorf("%s is still verified, but its DKIM record %s could not be looked up (DNS trouble); try again later", name, f.Name)
+		default:
 			// Still verified for a few checks, so a DNS hiccup does not stop
 			// the mail; but what the operator asked about is not right.
 			return fmt.Errorf("%s is still verified, but its DKIM record %s is %s; after %d failed checks in a row it fails and its mail is refused",
