@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ type Config struct {
 	Policy     Policy     `toml:"policy"`
 	Identity   Identity   `toml:"identity"`
 	Events     Events     `toml:"events"`
+	Webhooks   []Webhook  `toml:"webhook"`
 
 	// Path is the file the configuration was read from; "" for built-in defaults.
 	Path string `toml:"-"`
@@ -97,6 +99,14 @@ type Policy struct {
 	SandboxMaxSendRate float64 `toml:"sandbox_max_send_rate"`
 }
 
+// Webhook is one endpoint events are POSTed to ([[webhook]] tables).
+type Webhook struct {
+	URL        string   `toml:"url"`
+	Secret     string   `toml:"secret"`
+	Events     []string `toml:"events"`
+	Credential string   `toml:"credential"`
+}
+
 // Events configures the event log.
 type Events struct {
 	Retention Duration `toml:"retention"`
@@ -128,6 +138,10 @@ func (d *Duration) UnmarshalText(b []byte) error {
 
 // MarshalText writes the duration string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// eventTypes are the event types a webhook may ask for (store.EventTypes;
+// repeated here so that config does not depend on the store).
+var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed"}
 
 // PublicURL is the base of links Sesame puts in mail: http.public_url, or
 // https://HOSTNAME.
@@ -383,6 +397,20 @@ func (c *Config) Validate() error {
 		bad("policy.sandbox_max_send_rate", "%v: expected a positive number", pol.SandboxMaxSendRate)
 	}
 
+	for i, w := range c.Webhooks {
+		key := fmt.Sprintf("webhook[%d]", i)
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(key+".url", "%q: expected an http(s) URL", w.URL)
+		}
+		if len(w.Secret) < 16 {
+			bad(key+".secret", "expected at least 16 characters (it signs the requests; generate one with: openssl rand -hex 32)")
+		}
+		for _, t := range w.Events {
+			if !slices.Contains(eventTypes, t) {
+				bad(key+".events", "%q: expected some of %s", t, strings.Join(eventTypes, ", "))
+			}
+		}
+	}
 	if c.Events.Retention.Duration < 24*time.Hour {
 		bad("events.retention", "%s: expected at least \"24h\" (statistics cover the last day)", c.Events.Retention)
 	}

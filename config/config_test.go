@@ -170,6 +170,10 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 			out = append(out, tomlKeys(f.Type, prefix+tag+".")...)
 			continue
 		}
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
+			out = append(out, tomlKeys(f.Type.Elem(), prefix+tag+".")...)
+			continue
+		}
 		out = append(out, prefix+tag)
 	}
 	return out
@@ -184,5 +188,18 @@ func TestDiff(t *testing.T) {
 	}
 	if d := Diff(a, a); len(d) != 0 {
 		t.Fatalf("Diff of a config with itself = %v", d)
+	}
+}
+
+func TestWebhooks(t *testing.T) {
+	cfg, err := Parse("[[webhook]]\nurl = \"https://hooks.example.com/x\"\nsecret = \"0123456789abcdef\"\nevents = [\"bounce\"]\n")
+	if err != nil || len(cfg.Webhooks) != 1 || cfg.Webhooks[0].Events[0] != "bounce" {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+	_, err = Parse("[[webhook]]\nurl = \"ftp://x\"\nsecret = \"short\"\nevents = [\"opened\"]\n")
+	for _, want := range []string{"webhook[0].url", "webhook[0].secret", `webhook[0].events: "opened"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
 	}
 }

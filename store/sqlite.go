@@ -187,6 +187,15 @@ var migrations = []string{
 		detail     TEXT NOT NULL,
 		created_at INTEGER NOT NULL
 	 );`,
+	`ALTER TABLE credentials ADD COLUMN paused_reason TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE credentials ADD COLUMN paused_at INTEGER NOT NULL DEFAULT 0;
+	 CREATE TABLE webhook_cursors (
+		endpoint     TEXT PRIMARY KEY,
+		last_event   INTEGER NOT NULL,
+		attempts     INTEGER NOT NULL DEFAULT 0,
+		next_attempt INTEGER NOT NULL DEFAULT 0,
+		last_error   TEXT NOT NULL DEFAULT ''
+	 );`,
 }
 
 func migrate(db *sql.DB) error {
