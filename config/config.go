@@ -40,6 +40,7 @@ type Config struct {
 	Policy     Policy     `toml:"policy"`
 	Identity   Identity   `toml:"identity"`
 	Events     Events     `toml:"events"`
+	Reputation Reputation `toml:"reputation"`
 	Webhooks   []Webhook  `toml:"webhook"`
 
 	// Path is the file the configuration was read from; "" for built-in defaults.
@@ -97,6 +98,17 @@ type Policy struct {
 	MaxSendRate        float64 `toml:"max_send_rate"`
 	SandboxDailyQuota  int     `toml:"sandbox_daily_quota"`
 	SandboxMaxSendRate float64 `toml:"sandbox_max_send_rate"`
+}
+
+// Reputation configures the guard that pauses credentials whose bounce or
+// complaint rate is too high.
+type Reputation struct {
+	Window           Duration `toml:"window"`
+	MinVolume        int      `toml:"min_volume"`
+	BounceWarning    float64  `toml:"bounce_warning"`
+	BouncePause      float64  `toml:"bounce_pause"`
+	ComplaintWarning float64  `toml:"complaint_warning"`
+	ComplaintPause   float64  `toml:"complaint_pause"`
 }
 
 // Webhook is one endpoint events are POSTed to ([[webhook]] tables).
@@ -207,6 +219,16 @@ func Default() *Config {
 			MailFromSubdomain:     "bounce",
 		},
 		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
+		// SES's thresholds: warning at 5% bounces or 0.1% complaints,
+		// sending paused at 10% or 0.5%.
+		Reputation: Reputation{
+			Window:           Duration{7 * 24 * time.Hour},
+			MinVolume:        200,
+			BounceWarning:    0.05,
+			BouncePause:      0.10,
+			ComplaintWarning: 0.001,
+			ComplaintPause:   0.005,
+		},
 	}
 }
 
@@ -411,6 +433,23 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	rep := &c.Reputation
+	positive("reputation.window", rep.Window)
+	if rep.Window.Duration > c.Events.Retention.Duration {
+		bad("reputation.window", "%s is longer than events.retention (%s): the events it needs would be gone", rep.Window, c.Events.Retention)
+	}
+	if rep.MinVolume < 1 {
+		bad("reputation.min_volume", "%d: expected at least 1", rep.MinVolume)
+	}
+	rate := func(key string, v float64) {
+		if v <= 0 || v > 1 {
+			bad(key, "%v: expected a fraction between 0 and 1, e.g. 0.05 for 5%%", v)
+		}
+	}
+	rate("reputation.bounce_warning", rep.BounceWarning)
+	rate("reputation.bounce_pause", rep.BouncePause)
+	rate("reputation.complaint_warning", rep.ComplaintWarning)
+	rate("reputation.complaint_pause", rep.ComplaintPause)
 	if c.Events.Retention.Duration < 24*time.Hour {
 		bad("events.retention", "%s: expected at least \"24h\" (statistics cover the last day)", c.Events.Retention)
 	}

@@ -14,27 +14,32 @@ import (
 
 func smtpCode(a, b, c int) smtp.EnhancedCode { return smtp.EnhancedCode{a, b, c} }
 
-// hardBounce reports whether a permanent failure says the address itself is
-// bad, so mail to it should stop (the suppression list): a bad mailbox,
-// domain or syntax (RFC 3463 X.1.x), a disabled mailbox (X.2.1), or, for a
-// server that gives no enhanced code, a reply that says so in words. A full
-// mailbox (X.2.2), a policy refusal (X.7.x) or anything else is not: the
-// address may work tomorrow.
-func hardBounce(status, reply string) bool {
+// classifyBounce says what a permanent failure means for the address
+// (RFC 3463): hard when the address itself is bad (X.1.x bad mailbox, domain
+// or syntax; X.2.1 disabled mailbox; or, from a server that gives no
+// enhanced code, a reply that says the user is unknown), so mail to it
+// should stop (the suppression list); soft for a full mailbox (X.2.2) or
+// message too large for it (X.2.3); policy for a refusal by the receiver's
+// rules (X.7.x); undetermined otherwise.
+func classifyBounce(status, reply string) string {
 	switch {
 	case strings.HasPrefix(status, "5.1."), status == "5.2.1":
-		return true
+		return store.BounceHard
+	case status == "5.2.2", status == "5.2.3":
+		return store.BounceSoft
+	case strings.HasPrefix(status, "5.7."):
+		return store.BouncePolicy
 	case status != "5.0.0":
-		return false
+		return store.BounceUndetermined
 	}
 	r := strings.ToLower(reply)
 	for _, words := range []string{"user unknown", "unknown user", "no such user", "does not exist", "no such mailbox",
 		"mailbox unavailable", "invalid recipient", "recipient address rejected", "address rejected"} {
 		if strings.Contains(r, words) {
-			return true
+			return store.BounceHard
 		}
 	}
-	return false
+	return store.BounceUndetermined
 }
 
 // record turns the results of one attempt at d into a store.Report: it
@@ -64,7 +69,10 @@ func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) 
 		}
 		switch o.State {
 		case store.StateBounced, store.StateExpired:
-			o.Suppress = o.State == store.StateBounced && hardBounce(res.status, res.reply)
+			o.BounceType = store.BounceSoft // expired: the address may be fine
+			if o.State == store.StateBounced {
+				o.BounceType = classifyBounce(res.status, res.reply)
+			}
 			failed = append(failed, i)
 		case store.StateDeferred:
 			delayed = append(delayed, i)

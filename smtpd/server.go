@@ -93,8 +93,16 @@ const (
 	reasonBadMessage   = "bad_message"
 	reasonTooBig       = "too_big"
 	reasonNoKeys       = "no_keys"
+	reasonPaused       = "paused"
 	reasonTemporary    = "temporary"
 )
+
+// Standing says whether a credential may send at all right now.
+type Standing interface {
+	// PausedReason is why the credential's sending is paused; "" if it
+	// is not.
+	PausedReason(ctx context.Context, name string) (string, error)
+}
 
 // Events records what operators and statistics need to know of refusals.
 type Events interface {
@@ -103,13 +111,14 @@ type Events interface {
 
 // Deps are the parts of Sesame the submission service works with.
 type Deps struct {
-	Auth    Authenticator
-	Signer  Signer
-	Queue   Queue
-	Policy  Policy
-	Quotas  Quotas
-	Events  Events  // nil: none
-	Metrics Metrics // nil: none
+	Auth     Authenticator
+	Signer   Signer
+	Queue    Queue
+	Policy   Policy
+	Quotas   Quotas
+	Standing Standing
+	Events   Events  // nil: none
+	Metrics  Metrics // nil: none
 }
 
 type noMetrics struct{}

@@ -98,11 +98,12 @@ func newTestEnv(t *testing.T, tweak func(*Config)) *testEnv {
 		tweak(&cfg)
 	}
 	te.srv = New(cfg, Deps{
-		Auth:   account.NewAuthenticator(st, time.Now, time.Minute),
-		Signer: sesamedkim.NewDomainSigner(st),
-		Queue:  st,
-		Policy: identity.NewAuthorizer(st),
-		Quotas: account.NewQuotas(st, account.QuotaDefaults{Daily: 1000, Rate: 1000, SandboxDaily: 200, SandboxRate: 1}, time.Now),
+		Auth:     account.NewAuthenticator(st, time.Now, time.Minute),
+		Signer:   sesamedkim.NewDomainSigner(st),
+		Queue:    st,
+		Policy:   identity.NewAuthorizer(st),
+		Quotas:   account.NewQuotas(st, account.QuotaDefaults{Daily: 1000, Rate: 1000, SandboxDaily: 200, SandboxRate: 1}, time.Now),
+		Standing: st,
 	})
 	if err := te.srv.Listen(); err != nil {
 		t.Fatal(err)
@@ -635,6 +636,17 @@ func TestPolicy(t *testing.T) {
 		s.expect("250 2.0.0 Ok: queued as ")
 		// Sandbox rate: one per second.
 		data(s, "shop@example.com", "team@other.example", "454 4.7.0 Throttling failure: Maximum sending rate exceeded.")
+	})
+	t.Run("paused", func(t *testing.T) {
+		s := session(addUser("paused", func(*store.Credential) {}))
+		data(s, "shop@example.com", "a@example.net", "250 2.0.0 Ok: queued as ")
+		if err := te.st.SetPaused(ctx, "paused", "bounce rate 11.2% is over 10%", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		// The open session is paused at once.
+		s.cmd("MAIL FROM:<shop@example.com>", `554 5.7.1 Sending paused for this credential: bounce rate 11.2% is over 10%; see "sesame user show paused"`)
+		te.st.SetPaused(ctx, "paused", "", time.Now())
+		data(s, "shop@example.com", "a@example.net", "250 2.0.0 Ok: queued as ")
 	})
 	t.Run("daily quota", func(t *testing.T) {
 		s := session(addUser("small", func(c *store.Credential) { c.DailyQuota = 2 }))

@@ -128,6 +128,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		return s.refuse(reasonBadAddress, err)
 	}
+	if err := s.checkStanding(); err != nil {
+		return err
+	}
 	if err := s.checkSender(addr); err != nil {
 		return err
 	}
@@ -146,6 +149,24 @@ func (s *session) setInTransaction(busy bool) {
 	if lc, ok := c.(*limitedConn); ok {
 		lc.inTransaction.Store(busy)
 	}
+}
+
+// checkStanding refuses every transaction of a paused credential. It reads
+// the store each time: the guard (or an operator) may pause it while a
+// session is open.
+func (s *session) checkStanding() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reason, err := s.srv.deps.Standing.PausedReason(ctx, s.cred.Name)
+	if err != nil {
+		s.log.Error("checking the credential's standing failed", "err", err)
+		return s.refuse(reasonTemporary, errPolicyFailed)
+	}
+	if reason != "" {
+		return s.refuse(reasonPaused, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: fmt.Sprintf("Sending paused for this credential: %s; see \"sesame user show %s\"", reason, s.cred.Name)})
+	}
+	return nil
 }
 
 // checkSender refuses an identity the credential may not send as.

@@ -196,6 +196,7 @@ var migrations = []string{
 		next_attempt INTEGER NOT NULL DEFAULT 0,
 		last_error   TEXT NOT NULL DEFAULT ''
 	 );`,
+	`ALTER TABLE events ADD COLUMN bounce_type TEXT NOT NULL DEFAULT '';`,
 }
 
 func migrate(db *sql.DB) error {
@@ -586,10 +587,11 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 				return err
 			}
 			if err := insertEvent(tx, Event{At: time.Unix(0, now), Type: outcomeEvent[o.State], Credential: credential,
-				QueueID: r.QueueID, MessageID: messageID, Recipient: o.Recipient, RemoteMTA: o.RemoteMTA, Reply: o.Reply}); err != nil {
+				QueueID: r.QueueID, MessageID: messageID, Recipient: o.Recipient, RemoteMTA: o.RemoteMTA, Reply: o.Reply,
+				BounceType: o.BounceType}); err != nil {
 				return err
 			}
-			if o.Suppress {
+			if o.BounceType == BounceHard {
 				if err := upsertSuppression(tx, Suppression{Address: o.Recipient, Reason: SuppressBounce,
 					Detail: o.Reply, CreatedAt: time.Unix(0, now)}); err != nil {
 					return err

@@ -42,18 +42,18 @@ func (s *SQLite) CreateCredential(ctx context.Context, c Credential) error {
 }
 
 const credentialColumns = `name, username, password_hash, created_at, updated_at, last_used_at,
-	sandbox, daily_quota, max_send_rate,
+	sandbox, daily_quota, max_send_rate, paused_reason, paused_at,
 	(SELECT group_concat(identity, ' ') FROM credential_identities WHERE credential = name)`
 
 func scanCredential(row interface{ Scan(...any) error }) (Credential, error) {
 	var c Credential
-	var created, updated, used int64
+	var created, updated, used, paused int64
 	var allowed sql.NullString
 	if err := row.Scan(&c.Name, &c.Username, &c.PasswordHash, &created, &updated, &used,
-		&c.Sandbox, &c.DailyQuota, &c.MaxSendRate, &allowed); err != nil {
+		&c.Sandbox, &c.DailyQuota, &c.MaxSendRate, &c.PausedReason, &paused, &allowed); err != nil {
 		return Credential{}, err
 	}
-	c.CreatedAt, c.UpdatedAt, c.LastUsedAt = fromNano(created), fromNano(updated), fromNano(used)
+	c.CreatedAt, c.UpdatedAt, c.LastUsedAt, c.PausedAt = fromNano(created), fromNano(updated), fromNano(used), fromNano(paused)
 	if allowed.String != "" {
 		c.Allowed = strings.Fields(allowed.String)
 		sort.Strings(c.Allowed)
@@ -167,6 +167,28 @@ func (s *SQLite) SetAllowed(ctx context.Context, name string, identities []strin
 		return fmt.Errorf("store: allow identities for %q: %w", name, err)
 	}
 	return nil
+}
+
+// PausedReason is why the credential's sending is paused, "" if it is not
+// (or if the credential is gone: AUTH refuses those).
+func (s *SQLite) PausedReason(ctx context.Context, name string) (string, error) {
+	var reason string
+	err := s.db.QueryRowContext(ctx, `SELECT paused_reason FROM credentials WHERE name = ?`, name).Scan(&reason)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: standing of %q: %w", name, err)
+	}
+	return reason, nil
+}
+
+// SetPaused pauses the credential's sending with reason, or resumes it when
+// reason is ""; at is when (a resume's time starts the reputation window
+// afresh).
+func (s *SQLite) SetPaused(ctx context.Context, name, reason string, at time.Time) error {
+	return s.execOne(ctx, fmt.Sprintf("pause %q", name),
+		`UPDATE credentials SET paused_reason = ?, paused_at = ? WHERE name = ?`, reason, unixNano(at), name)
 }
 
 // Sent counts the recipients the credential submitted since since, rounded

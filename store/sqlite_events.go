@@ -9,9 +9,9 @@ import (
 )
 
 func insertEvent(tx *sql.Tx, e Event) error {
-	_, err := tx.Exec(`INSERT INTO events (at, type, credential, queue_id, message_id, recipient, remote_mta, reply)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.At.UnixNano(), e.Type, e.Credential, e.QueueID, e.MessageID,
-		e.Recipient, e.RemoteMTA, e.Reply)
+	_, err := tx.Exec(`INSERT INTO events (at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.At.UnixNano(), e.Type, e.Credential, e.QueueID, e.MessageID,
+		e.Recipient, e.RemoteMTA, e.Reply, e.BounceType)
 	return err
 }
 
@@ -48,7 +48,7 @@ func eventWhere(q EventQuery, withType bool) (string, []any) {
 // QueryEvents returns the events matching q, oldest first.
 func (s *SQLite) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error) {
 	where, args := eventWhere(q, true)
-	query := `SELECT id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply FROM events` +
+	query := `SELECT id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type FROM events` +
 		where + ` ORDER BY id`
 	if q.Limit > 0 {
 		// The newest Limit events, still returned oldest first.
@@ -65,7 +65,7 @@ func (s *SQLite) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
 		var e Event
 		var at int64
 		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Credential, &e.QueueID, &e.MessageID, &e.Recipient,
-			&e.RemoteMTA, &e.Reply); err != nil {
+			&e.RemoteMTA, &e.Reply, &e.BounceType); err != nil {
 			return nil, fmt.Errorf("store: query events: %w", err)
 		}
 		e.At = time.Unix(0, at)
@@ -77,7 +77,8 @@ func (s *SQLite) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
 // CountEvents counts the events matching q by type.
 func (s *SQLite) CountEvents(ctx context.Context, q EventQuery) (map[string]int, error) {
 	where, args := eventWhere(q, false)
-	rows, err := s.db.QueryContext(ctx, `SELECT type, COUNT(*) FROM events`+where+` GROUP BY type`, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT CASE WHEN bounce_type = '' THEN type ELSE type || ':' || bounce_type END,
+		COUNT(*) FROM events`+where+` GROUP BY 1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: count events: %w", err)
 	}
@@ -90,6 +91,9 @@ func (s *SQLite) CountEvents(ctx context.Context, q EventQuery) (map[string]int,
 			return nil, fmt.Errorf("store: count events: %w", err)
 		}
 		out[t] = n
+		if base, _, ok := strings.Cut(t, ":"); ok {
+			out[base] += n
+		}
 	}
 	return out, rows.Err()
 }

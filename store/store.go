@@ -55,6 +55,10 @@ type Credential struct {
 	// Allowed lists the identities (domains or addresses) the credential
 	// may send as; empty means every verified identity.
 	Allowed []string
+	// PausedReason, when not empty, says why sending is paused (the
+	// reputation guard); PausedAt is when it was paused, or resumed.
+	PausedReason string
+	PausedAt     time.Time
 }
 
 // Credentials stores SMTP credentials.
@@ -70,6 +74,7 @@ type Credentials interface {
 	SetSandbox(ctx context.Context, name string, sandbox bool) error
 	SetQuota(ctx context.Context, name string, daily int, rate float64) error
 	SetAllowed(ctx context.Context, name string, identities []string) error
+	SetPaused(ctx context.Context, name, reason string, at time.Time) error
 	// Sent counts the recipients the credential submitted since since
 	// (hour buckets: since is rounded down to the hour).
 	Sent(ctx context.Context, name string, since time.Time) (int, error)
@@ -202,9 +207,18 @@ type Outcome struct {
 	Reply       string    // the remote's reply or our own reason, for operators
 	NextAttempt time.Time // for StateDeferred
 	RemoteMTA   string    // the server that answered, "" if none
-	// Suppress adds the recipient to the suppression list: a hard bounce.
-	Suppress bool
+	// BounceType classifies a bounce: BounceHard, BounceSoft, BouncePolicy
+	// or BounceUndetermined. A hard bounce also suppresses the address.
+	BounceType string
 }
+
+// Bounce types (on bounce events): is the address bad, or the moment?
+const (
+	BounceHard         = "hard"         // the address does not exist or is disabled
+	BounceSoft         = "soft"         // the mailbox is full, or the message expired
+	BouncePolicy       = "policy"       // refused by the receiver's policy (X.7.x)
+	BounceUndetermined = "undetermined" // anything else
+)
 
 // Report is what one delivery attempt of one message leaves behind. The
 // store records all of it in one transaction, so a crash can neither lose a
@@ -271,6 +285,7 @@ type Event struct {
 	Recipient  string // "" for a reject before any recipient
 	RemoteMTA  string
 	Reply      string
+	BounceType string // for bounce events
 }
 
 // EventQuery selects events; zero fields match everything.
@@ -288,7 +303,8 @@ type Events interface {
 	RecordEvent(ctx context.Context, e Event) error
 	// QueryEvents returns matching events, oldest first.
 	QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
-	// CountEvents counts matching events by type (q.Type and q.Limit ignored).
+	// CountEvents counts matching events by type (q.Type and q.Limit
+	// ignored); bounces are also counted by bounce type as "bounce:hard" etc.
 	CountEvents(ctx context.Context, q EventQuery) (map[string]int, error)
 	// PruneEvents deletes events older than before and returns how many.
 	PruneEvents(ctx context.Context, before time.Time) (int, error)

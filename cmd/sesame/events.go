@@ -44,6 +44,7 @@ type eventJSON struct {
 	Recipient  string    `json:"recipient"`
 	RemoteMTA  string    `json:"remote_mta"`
 	Reply      string    `json:"reply"`
+	BounceType string    `json:"bounce_type,omitempty"`
 }
 
 func eventsList(e *env, _ []string) error {
@@ -84,7 +85,11 @@ func eventsList(e *env, _ []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tTYPE\tCREDENTIAL\tQUEUE ID\tRECIPIENT\tREMOTE\tREPLY")
 	for _, ev := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.DateTime), ev.Type, dash(ev.Credential),
+		typ := ev.Type
+		if ev.BounceType != "" {
+			typ += " (" + ev.BounceType + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.DateTime), typ, dash(ev.Credential),
 			dash(ev.QueueID), dash(ev.Recipient), dash(ev.RemoteMTA), ev.Reply)
 	}
 	return tw.Flush()

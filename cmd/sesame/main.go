@@ -54,6 +54,7 @@ func commands() []command {
 		one("user delete", "NAME", "delete the credentials named NAME", userDelete),
 		one("user promote", "NAME", "take NAME out of the sandbox (production access)", userPromote),
 		one("user sandbox", "NAME", "put NAME back in the sandbox", userSandbox),
+		one("user resume", "NAME", "let NAME send again after the reputation guard paused it", userResume),
 		{words: "user allow", args: "NAME [IDENTITY...]", minArgs: 1, maxArgs: -1, run: userAllow,
 			help: "restrict NAME to sending as these domains or addresses; none: every verified identity"},
 		{words: "user quota", args: "NAME", minArgs: 1, maxArgs: 1, run: userQuota,

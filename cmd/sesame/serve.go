@@ -199,13 +199,14 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
 		Logger:                log.With("part", "smtpd"),
 	}, smtpd.Deps{
-		Auth:    account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
-		Signer:  dkim.NewDomainSigner(st),
-		Queue:   st,
-		Policy:  identity.NewAuthorizer(st),
-		Quotas:  account.NewQuotas(st, e.quotaDefaults(), time.Now),
-		Events:  st,
-		Metrics: m,
+		Auth:     account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
+		Signer:   dkim.NewDomainSigner(st),
+		Queue:    st,
+		Policy:   identity.NewAuthorizer(st),
+		Quotas:   account.NewQuotas(st, e.quotaDefaults(), time.Now),
+		Standing: st,
+		Events:   st,
+		Metrics:  m,
 	})
 	if err := sub.Listen(); err != nil {
 		return err
@@ -268,6 +269,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	verifierDone := make(chan struct{})
 	go func() { defer close(verifierDone); verifier.Run(ctx) }()
 	go pruneEvents(ctx, st, cfg.Events.Retention.Duration, log)
+	go account.NewGuard(e.reputationPolicy(), st, log.With("part", "reputation"), time.Now).Run(ctx, time.Minute)
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
 	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)

@@ -194,6 +194,14 @@ func (e *env) quotaDefaults() account.QuotaDefaults {
 		SandboxDaily: p.SandboxDailyQuota, SandboxRate: p.SandboxMaxSendRate}
 }
 
+// reputationPolicy is the configured reputation guard.
+func (e *env) reputationPolicy() account.ReputationPolicy {
+	r := e.cfg.Reputation
+	return account.ReputationPolicy{Window: r.Window.Duration, MinVolume: r.MinVolume,
+		BounceWarning: r.BounceWarning, BouncePause: r.BouncePause,
+		ComplaintWarning: r.ComplaintWarning, ComplaintPause: r.ComplaintPause}
+}
+
 // notFoundUser turns a missing credential into an error that says what to do.
 func notFoundUser(name string, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
@@ -212,6 +220,11 @@ type userShowOutput struct {
 	Allowed     []string   `json:"allowed_identities"`
 	CreatedAt   time.Time  `json:"created_at"`
 	LastUsed    *time.Time `json:"last_used"`
+
+	BounceRate    float64 `json:"bounce_rate"`
+	ComplaintRate float64 `json:"complaint_rate"`
+	Reputation    string  `json:"reputation"` // ok, warning or pause
+	Paused        string  `json:"paused"`     // why sending is paused; "" when it is not
 }
 
 func userShow(e *env, args []string) error {
@@ -227,8 +240,16 @@ func userShow(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		rep, err := e.reputationPolicy().Standing(ctx, st, c, time.Now())
+		if err != nil {
+			return err
+		}
 		out = userShowOutput{Name: c.Name, Username: c.Username, Sandbox: c.Sandbox, DailyQuota: lim.Daily,
-			MaxSendRate: lim.Rate, Sent24h: sent, Allowed: c.Allowed, CreatedAt: c.CreatedAt.UTC()}
+			MaxSendRate: lim.Rate, Sent24h: sent, Allowed: c.Allowed, CreatedAt: c.CreatedAt.UTC(),
+			BounceRate: rep.BounceRate, ComplaintRate: rep.ComplaintRate, Reputation: rep.Verdict, Paused: c.PausedReason}
+		if rep.Reason != "" {
+			out.Reputation += ": " + rep.Reason
+		}
 		if out.Allowed == nil {
 			out.Allowed = []string{}
 		}
@@ -256,14 +277,21 @@ func userShow(e *env, args []string) error {
 	if out.LastUsed != nil {
 		used = out.LastUsed.Format(time.DateTime)
 	}
+	paused := "no"
+	if out.Paused != "" {
+		paused = fmt.Sprintf("YES: %s (\"sesame user resume %s\" to resume)", out.Paused, out.Name)
+	}
 	fmt.Fprintf(e.stdout, `Credentials %q
   username:       %s
   access:         %s
   sending quota:  %d of %d recipients in the last 24 hours; at most %v a second
   may send as:    %s
+  reputation:     %.2f%% bounces, %.3f%% complaints over %s: %s
+  paused:         %s
   created:        %s
   last used:      %s
 `, out.Name, out.Username, access, out.Sent24h, out.DailyQuota, out.MaxSendRate, allowed,
+		100*out.BounceRate, 100*out.ComplaintRate, e.cfg.Reputation.Window, out.Reputation, paused,
 		out.CreatedAt.Format(time.DateTime), used)
 	return nil
 }
@@ -346,4 +374,18 @@ func userQuota(e *env, args []string) error {
 		return notFoundUser(name, err)
 	}
 	return userShow(e, args)
+}
+
+func userResume(e *env, args []string) error {
+	name := args[0]
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		return st.SetPaused(ctx, name, "", time.Now())
+	})
+	if err != nil {
+		return notFoundUser(name, err)
+	}
+	if !e.json {
+		fmt.Fprintf(e.stdout, "%q may send again. Its rates count afresh from now; over the limits it is paused again.\n", name)
+	}
+	return nil
 }
