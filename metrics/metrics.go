@@ -83,6 +83,34 @@ func New(queue QueueStats) *Metrics {
 	return m
 }
 
+// WebhookBacklog exports, at each scrape, the events waiting per webhook
+// endpoint (keyed by the endpoint's short hash: never its URL).
+func (m *Metrics) WebhookBacklog(backlog func(context.Context) (map[string]int, error)) {
+	m.reg.MustRegister(&backlogCollector{backlog: backlog})
+}
+
+var webhookBacklogDesc = prometheus.NewDesc("sesame_webhook_backlog_events",
+	"Events recorded but not yet delivered to a webhook endpoint.", []string{"endpoint"}, nil)
+
+type backlogCollector struct {
+	backlog func(context.Context) (map[string]int, error)
+}
+
+func (c *backlogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- webhookBacklogDesc }
+
+func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := c.backlog(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(webhookBacklogDesc, err)
+		return
+	}
+	for endpoint, n := range b {
+		ch <- prometheus.MustNewConstMetric(webhookBacklogDesc, prometheus.GaugeValue, float64(n), endpoint)
+	}
+}
+
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

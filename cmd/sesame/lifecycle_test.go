@@ -3,16 +3,21 @@ package main
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,4 +242,60 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged, %d delivered before the stop, %d still queued", len(acked), len(sk.msgs), len(queued))
+}
+
+// A configured webhook receives the run's events, signed; the backlog is a
+// metric.
+func TestWebhookEndToEnd(t *testing.T) {
+	secret := "0123456789abcdef0123"
+	got := make(chan map[string]any, 100)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, []byte(secret))
+		mac.Write([]byte(r.Header.Get("X-Sesame-Timestamp") + "."))
+		mac.Write(body)
+		if r.Header.Get("X-Sesame-Signature") != "v1="+hex.EncodeToString(mac.Sum(nil)) {
+			t.Errorf("bad signature on %s", body)
+		}
+		var ev map[string]any
+		json.Unmarshal(body, &ev)
+		got <- ev
+	}))
+	defer hook.Close()
+	dir := t.TempDir()
+	smarthost := freePort(t, "127.0.0.2")
+	startSink(t, smarthost)
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\n[[webhook]]\nurl = %q\nsecret = %q\nevents = [\"send\", \"delivery\"]\n",
+		smarthost, hook.URL, secret))
+	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
+	var creds credentialsOutput
+	json.Unmarshal([]byte(out), &creds)
+	sesame(t, "domain", "add", "example.com", "--config", cfgPath)
+	markVerified(t, cfg, "example.com")
+	startServe(t, cfg)
+	submit(t, cfg, creds, "hooked")
+	var types []string
+	for len(types) < 2 {
+		select {
+		case ev := <-got:
+			types = append(types, ev["type"].(string))
+			if ev["credential"] != "app" || ev["recipient"] != "a@example.net" {
+				t.Errorf("event %v", ev)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("webhook got %v", types)
+		}
+	}
+	if strings.Join(types, ",") != "send,delivery" {
+		t.Fatalf("events in order %v, want send,delivery", types)
+	}
+	resp, err := http.Get("http://" + cfg.HTTP.Listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "sesame_webhook_backlog_events{endpoint=") {
+		t.Errorf("no webhook backlog metric:\n%s", grepLines(string(body), "sesame_webhook"))
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sesame-mail/sesame/account"
 	"github.com/sesame-mail/sesame/config"
 	"github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/events"
 	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/metrics"
 	"github.com/sesame-mail/sesame/relay"
@@ -269,6 +270,14 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	verifierDone := make(chan struct{})
 	go func() { defer close(verifierDone); verifier.Run(ctx) }()
 	go pruneEvents(ctx, st, cfg.Events.Retention.Duration, log)
+	var endpoints []events.Endpoint
+	for _, w := range cfg.Webhooks {
+		endpoints = append(endpoints, events.Endpoint{URL: w.URL, Secret: w.Secret, Types: w.Events, Credential: w.Credential})
+	}
+	webhooks := events.NewDispatcher(st, endpoints, events.Options{Version: version, Logger: log.With("part", "webhook")})
+	m.WebhookBacklog(webhooks.Backlog)
+	webhooksDone := make(chan struct{})
+	go func() { defer close(webhooksDone); webhooks.Run(ctx) }()
 	go account.NewGuard(e.reputationPolicy(), st, log.With("part", "reputation"), time.Now).Run(ctx, time.Minute)
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
@@ -328,6 +337,7 @@ wait:
 		httpSrv.Shutdown(graceCtx)
 	}
 	<-verifierDone
+	<-webhooksDone // before the deferred st.Close: the last cursor save lands
 	log.Info("stopped")
 	return runErr
 }
