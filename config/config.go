@@ -60,6 +60,12 @@ type Submission struct {
 	ReadTimeout         Duration `toml:"read_timeout"`
 	WriteTimeout        Duration `toml:"write_timeout"`
 	AuthCacheTTL        Duration `toml:"auth_cache_ttl"`
+
+	AuthFailuresPerConnection int      `toml:"auth_failures_per_connection"`
+	AuthFailuresPerNetwork    int      `toml:"auth_failures_per_network"`
+	AuthFailuresPerUsername   int      `toml:"auth_failures_per_username"`
+	AuthFailureWindow         Duration `toml:"auth_failure_window"`
+	AuthBlockTime             Duration `toml:"auth_block_time"`
 }
 
 // Relay configures what happens to mail after it is queued.
@@ -186,6 +192,12 @@ func Default() *Config {
 			ReadTimeout:         Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2.7 server timeout
 			WriteTimeout:        Duration{time.Minute},
 			AuthCacheTTL:        Duration{5 * time.Minute},
+
+			AuthFailuresPerConnection: 3,
+			AuthFailuresPerNetwork:    10,
+			AuthFailuresPerUsername:   20,
+			AuthFailureWindow:         Duration{15 * time.Minute},
+			AuthBlockTime:             Duration{15 * time.Minute},
 		},
 		Relay: Relay{
 			MXPort:            25,
@@ -349,6 +361,14 @@ func (c *Config) Validate() error {
 	}
 	positive("submission.read_timeout", s.ReadTimeout)
 	positive("submission.write_timeout", s.WriteTimeout)
+	for key, v := range map[string]int{"submission.auth_failures_per_connection": s.AuthFailuresPerConnection,
+		"submission.auth_failures_per_network": s.AuthFailuresPerNetwork, "submission.auth_failures_per_username": s.AuthFailuresPerUsername} {
+		if v < 1 {
+			bad(key, "%d: expected at least 1", v)
+		}
+	}
+	positive("submission.auth_failure_window", s.AuthFailureWindow)
+	positive("submission.auth_block_time", s.AuthBlockTime)
 	if s.AuthCacheTTL.Duration < 0 {
 		bad("submission.auth_cache_ttl", "%s: expected 0 (no cache) or a positive duration", s.AuthCacheTTL)
 	}

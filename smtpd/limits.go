@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -73,6 +74,7 @@ func (l *connLimits) release(c *limitedConn) {
 type limitedListener struct {
 	net.Listener
 	limits   *connLimits
+	guard    *authGuard
 	timeout  time.Duration
 	greet    bool // plain-text listener: tell a refused client why
 	hostname string
@@ -87,6 +89,15 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c.RemoteAddr())
+		if l.guard.networkBlocked(ip) {
+			l.log.Warn("connection refused: too many failed logins from this network", "client", ip)
+			if l.greet {
+				c.SetWriteDeadline(time.Now().Add(time.Second))
+				c.Write([]byte("421 4.7.0 " + l.hostname + " Too many failed logins from your network; try again later\r\n"))
+			}
+			c.Close()
+			continue
+		}
 		if !l.limits.acquire(ip) {
 			l.log.Warn("connection refused: too many connections", "client", ip)
 			if l.greet {
@@ -114,9 +125,16 @@ type limitedConn struct {
 	// inTransaction is set from MAIL to the end of DATA: a shutdown lets
 	// such a connection finish and closes the others at once.
 	inTransaction atomic.Bool
+	// authFailures counts failed logins on this connection; hangUp makes
+	// the next read end it (after the refusal has been written).
+	authFailures atomic.Int32
+	hangUp       atomic.Bool
 }
 
 func (c *limitedConn) Read(p []byte) (int, error) {
+	if c.hangUp.Load() {
+		return 0, io.EOF
+	}
 	if c.timeout > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}

@@ -140,6 +140,7 @@ type Config struct {
 	MaxConnectionsPerIP int
 	ReadTimeout         time.Duration
 	WriteTimeout        time.Duration
+	AuthLimits          AuthLimits
 	// FallbackSigningDomain signs mail whose From domain has no keys (a
 	// verified address in someone else's domain); "" refuses such mail.
 	FallbackSigningDomain string
@@ -158,6 +159,7 @@ type Server struct {
 	deps   Deps
 	log    *slog.Logger
 	limits *connLimits
+	guard  *authGuard
 
 	mu        sync.Mutex
 	servers   []*smtp.Server
@@ -175,6 +177,7 @@ func New(cfg Config, deps Deps) *Server {
 	if deps.Metrics == nil {
 		deps.Metrics = noMetrics{}
 	}
+	cfg.AuthLimits = cfg.AuthLimits.withDefaults()
 	if cfg.TLS != nil {
 		// Count inbound TLS versions: this runs once per handshake, on both
 		// STARTTLS and implicit-TLS listeners.
@@ -194,6 +197,7 @@ func New(cfg Config, deps Deps) *Server {
 		deps:   deps,
 		log:    cfg.Logger,
 		limits: newConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
+		guard:  newAuthGuard(cfg.AuthLimits, cfg.Now),
 	}
 }
 
@@ -235,7 +239,7 @@ func (s *Server) Listen() error {
 		if err != nil {
 			return fmt.Errorf("smtpd: listen on %s: %w%s", addr, err, bindHint(err))
 		}
-		var ln net.Listener = &limitedListener{Listener: l, limits: s.limits, timeout: s.cfg.ReadTimeout,
+		var ln net.Listener = &limitedListener{Listener: l, limits: s.limits, guard: s.guard, timeout: s.cfg.ReadTimeout,
 			greet: !implicitTLS, hostname: s.cfg.Hostname, log: s.log, accepted: s.deps.Metrics.Connection}
 		if implicitTLS {
 			ln = tls.NewListener(ln, s.cfg.TLS)

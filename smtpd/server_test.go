@@ -361,6 +361,11 @@ func TestRefusals(t *testing.T) {
 		s.cmd("AUTH PLAIN "+plainIR(te.username, "wrong"), "535 5.7.8 Authentication credentials invalid")
 		s.cmd("AUTH PLAIN "+plainIR("SMNOSUCHUSER", te.password), "535 5.7.8 Authentication credentials invalid")
 		s.cmd("AUTH PLAIN "+base64Std("other\x00"+te.username+"\x00"+te.password), "535 5.7.8")
+		// The third failed password on one connection closes it.
+		s.cmd("AUTH PLAIN "+plainIR(te.username, "wrong again"), "421 4.7.0 Too many failed login attempts")
+		if _, err := s.r.ReadString('\n'); err == nil {
+			t.Error("connection still open after the third failure")
+		}
 	})
 	t.Run("unknown from domain", func(t *testing.T) {
 		s := authed(t)
@@ -675,4 +680,100 @@ func TestFallbackSigningDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	verify(t, te, raw) // d=example.com
+}
+
+// Password guessing from one network is slowed, then refused at connect;
+// guessing one username from many networks locks the username, not the
+// real owner's network.
+func TestPasswordGuessing(t *testing.T) {
+	limits := AuthLimits{PerConnection: 100, PerNetwork: 4, PerUsername: 6, Window: time.Minute, BlockFor: time.Minute,
+		Delay: 20 * time.Millisecond}
+	te := newTestEnv(t, func(c *Config) { c.AuthLimits = limits })
+	guess := func(from string, user string) (string, time.Duration) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		conn, err := d.Dial("tcp", te.starttls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		s := &rawSession{t: t, conn: conn, r: bufio.NewReader(conn)}
+		greeting := s.reply()
+		if !strings.HasPrefix(greeting, "220") {
+			return greeting, 0
+		}
+		s.starttls()
+		s.cmd("EHLO client.test", "250")
+		start := time.Now()
+		s.write("AUTH PLAIN " + plainIR(user, "guess") + "\r\n")
+		return s.reply(), time.Since(start)
+	}
+	for i := 0; i < 5; i++ {
+		if r, d := guess("127.0.0.5", te.username); !strings.HasPrefix(r, "535 5.7.8") || d < 20*time.Millisecond {
+			t.Fatalf("guess %d: %q after %s", i+1, r, d)
+		}
+	}
+	// Over the network's limit: refused at connect.
+	if r, _ := guess("127.0.0.5", te.username); !strings.HasPrefix(r, "421 4.7.0") || !strings.Contains(r, "Too many failed logins") {
+		t.Fatalf("after the limit: %q", r)
+	}
+	// Another network may still connect; the username is not blocked yet.
+	if r, _ := guess("127.0.0.6", "SMOTHERUSER"); !strings.HasPrefix(r, "535") {
+		t.Fatalf("other network: %q", r)
+	}
+	// Two more failures for the username from a third network lock it:
+	// even the right password is refused, with the same reply.
+	guess("127.0.0.7", te.username)
+	guess("127.0.0.7", te.username)
+	c, err := smtp.DialStartTLS(te.starttls, clientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", te.username, te.password)); code(err) != 535 {
+		t.Fatalf("locked username with the right password: %v", err)
+	}
+}
+
+// The guard's arithmetic, with a test clock: growing delays, blocks past
+// the limits, and forgetting after the window.
+func TestAuthGuard(t *testing.T) {
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	g := newAuthGuard(AuthLimits{PerNetwork: 3, PerUsername: 5, Window: time.Minute, BlockFor: 10 * time.Minute}.withDefaults(),
+		func() time.Time { return now })
+	var delays []time.Duration
+	for i := 0; i < 4; i++ {
+		delays = append(delays, g.failed("192.0.2.1", "SMUSER"))
+	}
+	if want := []time.Duration{250, 500, 1000, 1500}; delays[0] != want[0]*time.Millisecond ||
+		delays[1] != want[1]*time.Millisecond || delays[2] != want[2]*time.Millisecond {
+		t.Errorf("delays %v", delays)
+	}
+	if !g.networkBlocked("192.0.2.1") || g.networkBlocked("192.0.2.2") {
+		t.Error("the 4th failure within the window must block that network only")
+	}
+	// IPv6: the whole /64 is one network.
+	for i := 0; i < 4; i++ {
+		g.failed("2001:db8:1:2::a", "other")
+	}
+	if !g.networkBlocked("2001:db8:1:2::ffff") || g.networkBlocked("2001:db8:1:3::a") {
+		t.Error("IPv6 blocks must cover the /64 and only it")
+	}
+	// Failures for one username from many networks.
+	g.failed("198.51.100.1", "SMUSER")
+	g.failed("198.51.100.2", "SMUSER")
+	if !g.userBlocked("smuser") {
+		t.Error("username not blocked after 6 failures from several networks")
+	}
+	if d := g.failed("203.0.113.9", "SMUSER"); d < 4*time.Second || d > maxAuthDelay {
+		t.Errorf("delay %s for a username under attack, want 4s to %s", d, maxAuthDelay)
+	}
+	// Blocks end; old failures are forgotten.
+	now = now.Add(11 * time.Minute)
+	if g.networkBlocked("192.0.2.1") || g.userBlocked("SMUSER") {
+		t.Error("blocks did not end")
+	}
+	if d := g.failed("192.0.2.1", "fresh"); d != 250*time.Millisecond {
+		t.Errorf("after the window the delay starts again: %s", d)
+	}
 }

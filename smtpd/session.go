@@ -31,6 +31,8 @@ var (
 		Message: "Authentication credentials invalid"}
 	errAuthTemporary = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 		Message: "Temporary authentication failure; try again later"}
+	errTooManyFailures = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Too many failed login attempts; closing the connection"}
 	errNullSender = &smtp.SMTPError{Code: 553, EnhancedCode: badSenderCode,
 		Message: "A sender address is required: MAIL FROM:<you@your-verified-domain>"}
 	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
@@ -100,11 +102,23 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 func (s *session) authenticate(username, password string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cred, err := s.srv.deps.Auth.Authenticate(ctx, username, password)
+	var cred store.Credential
+	err := account.ErrInvalidCredentials
+	// A username under attack from many networks is refused without a
+	// check: the same reply, after the same kind of wait.
+	if !s.srv.guard.userBlocked(username) {
+		cred, err = s.srv.deps.Auth.Authenticate(ctx, username, password)
+	}
 	switch {
 	case errors.Is(err, account.ErrInvalidCredentials):
-		s.log.Warn("auth failed", "username", printable(username))
 		s.srv.deps.Metrics.AuthFailure()
+		delay := s.srv.guard.failed(s.remoteIP, username)
+		s.log.Warn("auth failed", "username", printable(username), "delay", delay)
+		time.Sleep(delay) // slows guessing; a wrong password and an unknown user wait alike
+		if lc := s.limitedConn(); lc != nil && int(lc.authFailures.Add(1)) >= s.srv.cfg.AuthLimits.PerConnection {
+			lc.hangUp.Store(true)
+			return errTooManyFailures
+		}
 		return errAuthInvalid
 	case err != nil:
 		s.log.Error("auth error", "username", printable(username), "err", err)
@@ -139,14 +153,21 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-// setInTransaction marks the connection busy with a mail transaction, so a
-// shutdown waits for it rather than cutting it.
-func (s *session) setInTransaction(busy bool) {
+// limitedConn is the session's connection as the listener accepted it,
+// under any TLS.
+func (s *session) limitedConn() *limitedConn {
 	c := s.conn.Conn()
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	if lc, ok := c.(*limitedConn); ok {
+	lc, _ := c.(*limitedConn)
+	return lc
+}
+
+// setInTransaction marks the connection busy with a mail transaction, so a
+// shutdown waits for it rather than cutting it.
+func (s *session) setInTransaction(busy bool) {
+	if lc := s.limitedConn(); lc != nil {
 		lc.inTransaction.Store(busy)
 	}
 }

@@ -187,16 +187,23 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		return err
 	}
 	sub := smtpd.New(smtpd.Config{
-		Hostname:              cfg.Hostname,
-		StartTLSListen:        cfg.Submission.StartTLSListen,
-		TLSListen:             cfg.Submission.TLSListen,
-		TLS:                   cert.TLSConfig(),
-		MaxMessageBytes:       cfg.Submission.MaxMessageBytes,
-		MaxRecipients:         cfg.Submission.MaxRecipients,
-		MaxConnections:        cfg.Submission.MaxConnections,
-		MaxConnectionsPerIP:   cfg.Submission.MaxConnectionsPerIP,
-		ReadTimeout:           cfg.Submission.ReadTimeout.Duration,
-		WriteTimeout:          cfg.Submission.WriteTimeout.Duration,
+		Hostname:            cfg.Hostname,
+		StartTLSListen:      cfg.Submission.StartTLSListen,
+		TLSListen:           cfg.Submission.TLSListen,
+		TLS:                 cert.TLSConfig(),
+		MaxMessageBytes:     cfg.Submission.MaxMessageBytes,
+		MaxRecipients:       cfg.Submission.MaxRecipients,
+		MaxConnections:      cfg.Submission.MaxConnections,
+		MaxConnectionsPerIP: cfg.Submission.MaxConnectionsPerIP,
+		ReadTimeout:         cfg.Submission.ReadTimeout.Duration,
+		WriteTimeout:        cfg.Submission.WriteTimeout.Duration,
+		AuthLimits: smtpd.AuthLimits{
+			PerConnection: cfg.Submission.AuthFailuresPerConnection,
+			PerNetwork:    cfg.Submission.AuthFailuresPerNetwork,
+			PerUsername:   cfg.Submission.AuthFailuresPerUsername,
+			Window:        cfg.Submission.AuthFailureWindow.Duration,
+			BlockFor:      cfg.Submission.AuthBlockTime.Duration,
+		},
 		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
 		Logger:                log.With("part", "smtpd"),
 	}, smtpd.Deps{
