@@ -284,7 +284,7 @@ func (c *Config) parse(data []byte) error {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return &Error{Path: c.Path, Problems: []string{strings.TrimSpace(perr.ErrorWithPosition())}}
+			return &Error{Path: c.Path, Problems: []string{parseErrorText(perr)}}
 		}
 		return &Error{Path: c.Path, Problems: []string{err.Error()}}
 	}
@@ -299,6 +299,18 @@ func (c *Config) parse(data []byte) error {
 		return &Error{Path: c.Path, Problems: problems}
 	}
 	return nil
+}
+
+// parseErrorText shows a TOML syntax error with the lines around it. The
+// library's formatter panics on some inputs (a file ending inside a quoted
+// string, found by FuzzParse); the plain message is used then.
+func parseErrorText(perr toml.ParseError) (text string) {
+	defer func() {
+		if recover() != nil {
+			text = perr.Error()
+		}
+	}()
+	return strings.TrimSpace(perr.ErrorWithPosition())
 }
 
 // Validate checks every value and reports all problems at once.

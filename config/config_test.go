@@ -203,3 +203,19 @@ func TestWebhooks(t *testing.T) {
 		}
 	}
 }
+
+// Any input gives a configuration or an error, never a panic; an accepted
+// configuration validates.
+func FuzzParse(f *testing.F) {
+	f.Add("hostname = \"relay.example.com\"\n[submission]\nmax_recipients = 10\n")
+	f.Add("[relay]\nsmarthost = \"h:25\"\nretry_first = \"1s\"\n[[webhook]]\nurl = \"https://x\"\nsecret = \"0123456789abcdef\"\n")
+	f.Add("log_level = 3\n[policy]\ndaily_quota = -1\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		cfg, err := Parse(text)
+		if err == nil {
+			if verr := cfg.Validate(); verr != nil {
+				t.Fatalf("Parse accepted what Validate refuses: %v", verr)
+			}
+		}
+	})
+}

@@ -14,6 +14,15 @@ echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test -race"
 SESAME_E2E=1 go test -race -count=1 -timeout 15m ./...
+echo "== fuzzing (a few seconds per target; found inputs go to testdata/fuzz)"
+for target in config:FuzzParse smtpd:FuzzParseHeader smtpd:FuzzNormalizeAddress dkim:FuzzHeaderKeys \
+	identity:FuzzSPF identity:FuzzTXT identity:FuzzAddress; do
+	if ! out=$(go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 4s "./${target%%:*}" 2>&1); then
+		echo "$out"
+		echo "fuzzing $target found a failure; its input is saved under ${target%%:*}/testdata/fuzz" >&2
+		exit 1
+	fi
+done
 echo "== benchmarks (one short run each, to prove they work)"
 go test -run '^$' -bench . -benchtime 3x ./... >/dev/null
 echo "all tests passed"
