@@ -11,7 +11,8 @@ import (
 
 // IdentityStore is what the Authorizer reads.
 type IdentityStore interface {
-	Domain(ctx context.Context, name string) (store.Domain, error)
+	// DomainStatusOf returns the domain without its keys.
+	DomainStatusOf(ctx context.Context, name string) (store.Domain, error)
 	Address(ctx context.Context, address string) (store.Address, error)
 }
 
@@ -54,7 +55,7 @@ func (a *Authorizer) VerifiedRecipient(ctx context.Context, address string) (boo
 
 // verified looks at the domain first: most identities are domains.
 func (a *Authorizer) verified(ctx context.Context, addr, domain string) (bool, error) {
-	d, err := a.ids.Domain(ctx, domain)
+	d, err := a.ids.DomainStatusOf(ctx, domain)
 	switch {
 	case err == nil && d.Status == store.IdentityVerified:
 		return true, nil

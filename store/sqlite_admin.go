@@ -255,14 +255,24 @@ func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 	return nil
 }
 
-// Domain returns the domain named name with its keys (RSA first).
-func (s *SQLite) Domain(ctx context.Context, name string) (Domain, error) {
+// DomainStatusOf returns the domain named name without its keys: what an
+// authorization check needs, one indexed read with no key material.
+func (s *SQLite) DomainStatusOf(ctx context.Context, name string) (Domain, error) {
 	d, err := scanDomain(s.db.QueryRowContext(ctx, `SELECT `+domainColumns+` FROM domains WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Domain{}, fmt.Errorf("store: domain %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return Domain{}, fmt.Errorf("store: read domain %s: %w", name, err)
+	}
+	return d, nil
+}
+
+// Domain returns the domain named name with its keys (RSA first).
+func (s *SQLite) Domain(ctx context.Context, name string) (Domain, error) {
+	d, err := s.DomainStatusOf(ctx, name)
+	if err != nil {
+		return Domain{}, err
 	}
 	d.Keys, err = s.domainKeys(ctx, name)
 	if err != nil {

@@ -127,6 +127,8 @@ type DomainStatus struct {
 type Domains interface {
 	CreateDomain(ctx context.Context, d Domain) error // ErrExists if present
 	Domain(ctx context.Context, name string) (Domain, error)
+	// DomainStatusOf is Domain without the keys.
+	DomainStatusOf(ctx context.Context, name string) (Domain, error)
 	ListDomains(ctx context.Context) ([]Domain, error)
 	DeleteDomain(ctx context.Context, name string) error
 	SetDomainStatus(ctx context.Context, name string, st DomainStatus) error
