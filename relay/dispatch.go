@@ -102,6 +102,9 @@ func (d *dispatcher) admit(del store.Delivery) {
 	for _, rc := range del.Recipients {
 		switch d.held[holdKey(del.QueueID, rc.Address)] {
 		case waiting:
+			if del.Parked != "" {
+				d.r.lines.finished(del.Parked, 1) // never reaches a worker
+			}
 		case flying:
 			later = append(later, rc)
 		default:
@@ -183,6 +186,9 @@ func (d *dispatcher) finish(del store.Delivery) {
 		delete(d.held, holdKey(del.QueueID, rc.Address))
 	}
 	d.busy--
+	if del.Parked != "" {
+		d.r.lines.finished(del.Parked, len(del.Recipients))
+	}
 	if again, ok := d.again[del.QueueID]; ok {
 		delete(d.again, del.QueueID)
 		for _, a := range again {
@@ -200,7 +206,14 @@ func (d *dispatcher) run(ctx context.Context) {
 	r := d.r
 	timer := time.NewTimer(pollInterval)
 	defer timer.Stop()
+	var refreshed time.Time // when the IPs' state was last reread
+	stale := false          // the store changed since
 	for ctx.Err() == nil {
+		if stale && r.shaper != nil && time.Since(refreshed) >= refreshInterval {
+			r.refreshShaping(ctx)
+			refreshed, stale = time.Now(), false
+		}
+		opens := d.releaseParked(ctx)
 		blocked := d.startReady()
 		free := d.busy < r.cfg.Workers
 		wait := pollInterval
@@ -225,12 +238,19 @@ func (d *dispatcher) run(ctx context.Context) {
 				wait = d.untilNextDue(ctx)
 			}
 		}
+		if !opens.IsZero() {
+			wait = min(wait, max(opens.Sub(r.now()), minWait))
+		}
+		if stale {
+			wait = min(wait, max(refreshInterval-time.Since(refreshed), minWait))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case del := <-d.done:
 			d.finish(del)
 		case <-r.q.Ready():
+			stale = true
 		case <-d.reset(timer, wait):
 		}
 	}

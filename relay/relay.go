@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/warmup"
 )
 
 // Queue is what the relay needs from the store (store.SQLite satisfies it).
@@ -63,6 +64,16 @@ type Queue interface {
 	Complete(ctx context.Context, r store.Report) error
 	NextDue(ctx context.Context) (time.Time, bool, error)
 	Ready() <-chan struct{}
+
+	// The state of outbound IPs and the mail parked for their capacity
+	// (see shaping.go).
+	ClaimParked(ctx context.Context, line string, now time.Time, max int, lease time.Duration) ([]store.Delivery, error)
+	ParkedCounts(ctx context.Context) (map[string]int, error)
+	IPSends(ctx context.Context, since time.Time) ([]store.IPSend, error)
+	PruneIPSends(ctx context.Context, before time.Time) error
+	IPSuspensions(ctx context.Context) ([]store.IPSuspension, error)
+	SetIPSuspension(ctx context.Context, s store.IPSuspension) error
+	IPPauses(ctx context.Context) ([]store.IPPause, error)
 }
 
 var _ Queue = (*store.SQLite)(nil)
@@ -72,7 +83,12 @@ type Config struct {
 	Hostname          string        // EHLO name, DSN Reporting-MTA (default: the OS host name)
 	Smarthost         string        // "host:port" to send everything to; "" delivers to each domain's MX
 	MXPort            int           // port of mail exchangers (default 25)
-	SourceIPs         []string      // local addresses to dial from (round-robin); empty: OS chooses
+	SourceIPs         []string      // smarthost only: local addresses to dial from (round-robin); empty: OS chooses
+	// Shaper applies the outbound IPs' warm-up and provider limits to MX
+	// delivery and chooses the source address of each; nil sends without
+	// limits from SourceIPs. Not used with a smarthost, whose own addresses
+	// are the ones mailbox providers see.
+	Shaper *warmup.Limiter
 	DNSServers        []string      // "ip:port" servers; empty: those of /etc/resolv.conf
 	Workers           int           // deliveries in flight in total (default 32)
 	DomainConcurrency int           // deliveries in flight per destination domain (default 20)
@@ -147,6 +163,8 @@ type Relay struct {
 	dns       *resolver
 	own       map[netip.Addr]bool // this host's addresses, never a destination
 	conns     *pool
+	shaper    *warmup.Limiter // nil: no shaping
+	lines     *lines
 
 	nextSource atomic.Uint64 // round-robin over sources
 }
@@ -219,6 +237,10 @@ func (r *Relay) prepare() error {
 	}
 	r.own = ownAddrs()
 	r.conns = newPool(r.cfg.Workers) // as many idle per server as can be busy at once, so none is churned
+	r.lines = newLines()
+	if r.smarthost == nil && r.cfg.Shaper != nil {
+		r.shaper = r.cfg.Shaper
+	}
 	return nil
 }
 
@@ -244,6 +266,22 @@ func ownAddrs() map[netip.Addr]bool {
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.prepare(); err != nil {
 		return err
+	}
+	if r.shaper != nil {
+		// Without the counters the caps could be exceeded: wait for the
+		// store rather than guess.
+		for {
+			err := r.loadShaping(ctx)
+			if err == nil {
+				break
+			}
+			r.log.Error("relay: reading the outbound IPs' counters failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(storeRetry):
+			}
+		}
 	}
 	if r.smarthost != nil {
 		r.log.Info("relay: started", "smarthost", r.cfg.Smarthost, "workers", r.cfg.Workers)

@@ -46,15 +46,21 @@ func classifyBounce(status, reply string) string {
 // schedules retries, expires recipients past their lifetime, and writes the
 // DSN the sender is owed (a bounce, or the one-time delay warning). Then it
 // writes the mail log: one line per recipient.
-func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) {
+//
+// Waiting for capacity (a parked recipient that was not attempted) is not
+// failing: it never makes a recipient expire.
+func (r *Relay) record(ctx context.Context, d store.Delivery, results []result, sends []store.IPSend) {
 	now := r.now()
 	expiry := d.ReceivedAt.Add(r.cfg.MaxLifetime)
-	rep := store.Report{QueueID: d.QueueID, Outcomes: make([]store.Outcome, len(results))}
+	rep := store.Report{QueueID: d.QueueID, Outcomes: make([]store.Outcome, len(results)), Sends: sends}
 	var failed, delayed []int
 	for i := range results {
 		res := &results[i]
 		o := store.Outcome{Recipient: res.rcpt.Address, State: res.state, Reply: res.reply, RemoteMTA: res.remote}
-		if res.state == store.StateDeferred {
+		switch {
+		case res.state == store.StateDeferred && res.notAttempted:
+			o.Park, o.NotAttempted = res.park, true
+		case res.state == store.StateDeferred:
 			next := now.Add(backoff(res.rcpt.Attempts, r.cfg.RetryFirst, r.cfg.RetryMax))
 			switch {
 			case !now.Before(expiry):
@@ -65,6 +71,9 @@ func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) 
 				o.NextAttempt = expiry // one last try when the lifetime ends
 			default:
 				o.NextAttempt = next
+			}
+			if o.State == store.StateDeferred {
+				o.Park = res.park
 			}
 		}
 		switch o.State {
@@ -97,6 +106,12 @@ func (r *Relay) record(ctx context.Context, d store.Delivery, results []result) 
 	if err := r.q.Complete(cctx, rep); err != nil {
 		// The leases run out and the recipients are claimed again.
 		r.log.Error("relay: recording outcomes failed", "queue_id", d.QueueID, "err", err)
+	} else {
+		for i, o := range rep.Outcomes {
+			if o.Park != "" && r.lines.parkedIn(o.Park, 1, results[i].parkUntil) {
+				r.log.Info("relay: mail is waiting for capacity", "line", o.Park, "reason", o.Reply)
+			}
+		}
 	}
 	r.logResults(ctx, d, results, rep, now)
 }
@@ -143,6 +158,13 @@ func (r *Relay) logResults(ctx context.Context, d store.Delivery, results []resu
 		from = "<>"
 	}
 	for i, res := range results {
+		if res.notAttempted {
+			// Waiting for capacity: one line per recipient would flood the
+			// log when a large queue waits; the dispatcher logs lines.
+			r.log.Debug("relay: waiting for capacity", "queue_id", d.QueueID, "rcpt", res.rcpt.Address, "line", res.park,
+				"reason", res.reply)
+			continue
+		}
 		r.cfg.Metrics.Delivery(rep.Outcomes[i].State, res.remote, res.source, now.Sub(d.ReceivedAt))
 		level := slog.LevelInfo
 		attrs := []slog.Attr{

@@ -33,12 +33,15 @@ type session struct {
 	tls       string   // negotiated TLS version, "" when the connection is not encrypted
 	opened    time.Time
 	idleSince time.Time
+	messages  int // transactions completed, for providers' per-connection caps
 }
 
 // sessionKey identifies a server in the pool: the same address under
-// another name is another TLS server name.
-func sessionKey(name string, addr netip.AddrPort) string {
-	return name + " " + addr.String()
+// another name is another TLS server name, and a connection from another
+// source address is another IP's reputation. src is invalid when the
+// source is not chosen by the shaper.
+func sessionKey(src netip.Addr, name string, addr netip.AddrPort) string {
+	return src.String() + " " + name + " " + addr.String()
 }
 
 // relayName is the server for logs, as Postfix writes it: name[ip]:port.
@@ -73,10 +76,11 @@ func (s *session) quit() {
 	}
 }
 
-// connect returns a session to name at addr ready for a transaction: an
-// idle one from the pool after a successful RSET, else a new one.
-func (r *Relay) connect(ctx context.Context, name string, addr netip.AddrPort) (*session, error) {
-	key := sessionKey(name, addr)
+// connect returns a session from src (when valid) to name at addr ready
+// for a transaction: an idle one from the pool after a successful RSET,
+// else a new one.
+func (r *Relay) connect(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
+	key := sessionKey(src, name, addr)
 	for {
 		s := r.conns.get(key, r.now())
 		if s == nil {
@@ -92,7 +96,7 @@ func (r *Relay) connect(ctx context.Context, name string, addr netip.AddrPort) (
 		r.log.Debug("relay: open connection failed RSET, trying another", "relay", s.relayName(), "err", err)
 		s.client.Close()
 	}
-	return r.dialAddr(ctx, name, addr)
+	return r.dialAddr(ctx, src, name, addr)
 }
 
 // sourceFor picks the next configured source address of ip's family; nil
@@ -119,12 +123,12 @@ func (r *Relay) sourceFor(ip netip.Addr) (*net.TCPAddr, error) {
 // dialAddr connects to addr and opens a session on the connection. When the
 // TLS handshake fails it connects once more and goes on without STARTTLS:
 // opportunistic TLS (RFC 7435) must not make mail undeliverable.
-func (r *Relay) dialAddr(ctx context.Context, name string, addr netip.AddrPort) (*session, error) {
-	s, err := r.dialOnce(ctx, name, addr, true)
+func (r *Relay) dialAddr(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
+	s, err := r.dialOnce(ctx, src, name, addr, true)
 	var tlsErr *tlsFailure
 	if errors.As(err, &tlsErr) {
 		r.log.Warn("relay: STARTTLS failed; retrying without TLS", "relay", name, "addr", addr.String(), "err", err)
-		s, err = r.dialOnce(ctx, name, addr, false)
+		s, err = r.dialOnce(ctx, src, name, addr, false)
 	}
 	return s, err
 }
@@ -135,10 +139,12 @@ type tlsFailure struct{ err error }
 func (e *tlsFailure) Error() string { return e.err.Error() }
 func (e *tlsFailure) Unwrap() error { return e.err }
 
-func (r *Relay) dialOnce(ctx context.Context, name string, addr netip.AddrPort, tryTLS bool) (s *session, err error) {
-	local, err := r.sourceFor(addr.Addr())
-	if err != nil {
-		return nil, err
+func (r *Relay) dialOnce(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort, tryTLS bool) (s *session, err error) {
+	local := net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	if !src.IsValid() {
+		if local, err = r.sourceFor(addr.Addr()); err != nil {
+			return nil, err
+		}
 	}
 	d := net.Dialer{Timeout: r.cfg.ConnectTimeout, LocalAddr: local}
 	conn, err := d.DialContext(ctx, "tcp", addr.String())
@@ -152,7 +158,7 @@ func (r *Relay) dialOnce(ctx context.Context, name string, addr netip.AddrPort, 
 	}()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	s, err = r.open(ctx, conn, name, addr, tryTLS)
+	s, err = r.open(ctx, conn, src, name, addr, tryTLS)
 	if err != nil {
 		return nil, fmt.Errorf("%s[%s]: %w", name, addr, err)
 	}
@@ -161,8 +167,8 @@ func (r *Relay) dialOnce(ctx context.Context, name string, addr netip.AddrPort, 
 
 // open greets the server on conn and upgrades to TLS when it offers
 // STARTTLS and tryTLS is set.
-func (r *Relay) open(ctx context.Context, conn net.Conn, name string, addr netip.AddrPort, tryTLS bool) (*session, error) {
-	s := &session{name: name, addr: addr, key: sessionKey(name, addr), raw: conn, client: r.newClient(conn), opened: r.now()}
+func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name string, addr netip.AddrPort, tryTLS bool) (*session, error) {
+	s := &session{name: name, addr: addr, key: sessionKey(src, name, addr), raw: conn, client: r.newClient(conn), opened: r.now()}
 	if err := s.client.Hello(r.cfg.Hostname); err != nil {
 		return nil, fmt.Errorf("greeting or EHLO: %w", err)
 	}

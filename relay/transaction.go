@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -19,6 +21,23 @@ type result struct {
 	relay  string // name[ip]:port, for the mail log
 	source string // local IP address of the connection, "" if there was none
 	tls    string // TLS version of the connection, "none", or "" if there was no connection
+	code   int    // the server's reply code, 0 if none
+
+	// park, with state deferred, puts the recipient in that waiting line
+	// (see shaping.go) until parkUntil or later; notAttempted says no
+	// server was tried.
+	park         string
+	parkUntil    time.Time
+	notAttempted bool
+}
+
+// replyCode is the reply code of a server's reply in err, or 0.
+func replyCode(err error) int {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
 }
 
 // send runs one mail transaction on s for rcpts and returns one result per
@@ -35,6 +54,7 @@ func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, 
 	settle := func(which []int, err error) {
 		for _, i := range which {
 			res[i].state, res[i].reply, res[i].status, res[i].own = verdict(err), describe(err), statusOf(err), !isReply(err)
+			res[i].code = replyCode(err)
 		}
 	}
 

@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/warmup"
 )
 
 // maxAddrsPerLeg bounds the addresses tried for one destination in one
@@ -18,7 +20,8 @@ const maxAddrsPerLeg = 5
 
 // worker delivers one message at a time.
 type worker struct {
-	r *Relay
+	r     *Relay
+	sends []store.IPSend // counted against IP caps by the current delivery
 }
 
 // run delivers what arrives on work, handing each delivery back on done,
@@ -34,11 +37,12 @@ func (w *worker) run(ctx context.Context, work <-chan store.Delivery, done chan<
 // outcomes.
 func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	recorded := false
+	w.sends = nil
 	defer func() {
 		if p := recover(); p != nil {
 			w.recovered(p, d.QueueID)
 			if !recorded {
-				w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, replyInternal, "4.3.0"))
+				w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, replyInternal, "4.3.0"), w.sends)
 			}
 		}
 	}()
@@ -54,7 +58,7 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	if err != nil {
 		w.r.log.Error("relay: reading the message failed", "queue_id", d.QueueID, "err", err)
 		recorded = true
-		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the queued message failed: "+err.Error(), "4.3.0"))
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the queued message failed: "+err.Error(), "4.3.0"), nil)
 		return
 	}
 	d.Data = data
@@ -62,7 +66,7 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	if err != nil {
 		w.r.log.Error("relay: reading the suppression list failed", "queue_id", d.QueueID, "err", err)
 		recorded = true
-		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the suppression list failed: "+err.Error(), "4.3.0"))
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the suppression list failed: "+err.Error(), "4.3.0"), nil)
 		return
 	}
 	d.Recipients = rest
@@ -70,7 +74,7 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 		results = append(results, w.deliverLeg(actx, d, l)...)
 	}
 	recorded = true
-	w.r.record(ctx, d, results)
+	w.r.record(ctx, d, results, w.sends)
 }
 
 // suppressed settles the recipients on the suppression list (accepted, as
@@ -109,8 +113,10 @@ func (w *worker) recovered(p any, queueID string) {
 // deliverLeg runs one transaction for the recipients of l with the first
 // server that takes it: servers are tried in preference order, and the next
 // one when a server cannot be reached or will not start a session (RFC 5321
-// §5.1). Once MAIL is answered, the answers stand for this attempt. A panic
-// defers l's recipients, and only them: other legs' results stand.
+// §5.1). Once MAIL is answered, the answers stand for this attempt. With
+// shaping, only the recipients the Limiter grants are sent, from the IP it
+// chooses; the others wait in their line. A panic defers l's recipients,
+// and only them: other legs' results stand.
 func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res []result) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -122,19 +128,36 @@ func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res [
 	if err != nil {
 		return settleAll(l.rcpts, verdict(err), describe(err), statusOf(err))
 	}
+	if w.r.shaper == nil {
+		return w.send(ctx, d, l.rcpts, targets, warmup.Grant{})
+	}
+	g, line, waiting := w.acquire(d, l.rcpts, targets)
+	if g.Count == 0 {
+		return waiting
+	}
+	sent := w.send(ctx, d, l.rcpts[:g.Count], targets, g)
+	return append(w.shaped(g, line, sent), waiting...)
+}
+
+// send runs the transaction for rcpts, from g's IP when there is a grant.
+func (w *worker) send(ctx context.Context, d store.Delivery, rcpts []store.DueRecipient, targets []target, g warmup.Grant) []result {
+	src := g.IP.Addr
 	var lastErr error
 	tried := 0
 	for _, t := range targets {
 		port, err := strconv.ParseUint(t.port, 10, 16)
 		if err != nil {
-			return settleAll(l.rcpts, store.StateDeferred, fmt.Sprintf("port of %s: %v", t.name, err), "4.4.0")
+			return settleAll(rcpts, store.StateDeferred, fmt.Sprintf("port of %s: %v", t.name, err), "4.4.0")
 		}
 		for _, a := range t.addrs {
+			if src.IsValid() && src.Is4() != a.Is4() {
+				continue // the granted IP cannot reach this address
+			}
 			if tried == maxAddrsPerLeg || ctx.Err() != nil {
 				break
 			}
 			tried++
-			s, err := w.r.connect(ctx, t.name, netip.AddrPortFrom(a, uint16(port)))
+			s, err := w.r.connect(ctx, src, t.name, netip.AddrPortFrom(a, uint16(port)))
 			if err != nil {
 				w.r.log.Info("relay: server unavailable, trying the next", "queue_id", d.QueueID,
 					"server", t.name, "addr", a.String(), "err", err)
@@ -142,22 +165,103 @@ func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res [
 				continue
 			}
 			stop := context.AfterFunc(ctx, s.abort)
-			res, ok := s.send(d, l.rcpts)
+			res, ok := s.send(d, rcpts)
 			stop()
-			if ok {
-				w.r.conns.put(s, w.r.now())
-			} else {
+			s.messages++
+			switch {
+			case !ok:
 				s.client.Close()
+			case g.PerConnection > 0 && s.messages >= g.PerConnection:
+				s.quit() // the provider's cap on messages per connection
+			default:
+				w.r.conns.put(s, w.r.now())
+			}
+			if g.Count > 0 {
+				w.sends = append(w.sends, store.IPSend{IP: g.IP.Name(), Provider: g.Provider, Hour: g.At, Count: g.Count})
 			}
 			return res
 		}
+	}
+	if g.Count > 0 {
+		w.r.shaper.Refund(g, g.Count) // nothing reached a server
 	}
 	if lastErr == nil {
 		lastErr = temporaryFailure(smtpCode(4, 4, 1), "no address to connect to")
 	}
 	// Nothing was said about these recipients: whatever went wrong on the
 	// way (even a 5xx greeting) is the servers' trouble, not theirs.
-	return settleAll(l.rcpts, store.StateDeferred, describe(lastErr), "4.4.1")
+	res := settleAll(rcpts, store.StateDeferred, describe(lastErr), "4.4.1")
+	for i := range res {
+		res[i].code = replyCode(lastErr) // a 421 greeting is a throttle too
+	}
+	return res
+}
+
+// acquire asks the Limiter for rcpts' line. It returns the grant (Count 0
+// when nothing may go), the line, and the results of the recipients that
+// wait: parked, or deferred as usual when no IP of the pool can ever serve
+// the destination (a configuration error the operator must see).
+func (w *worker) acquire(d store.Delivery, rcpts []store.DueRecipient, targets []target) (warmup.Grant, string, []result) {
+	r := w.r
+	pool := poolOf(d)
+	provider := r.shaper.Classify(hostsOf(targets))
+	line := lineName(pool, provider)
+	if d.Parked == "" && r.lines.busy(line) {
+		return warmup.Grant{}, line, parkAll(rcpts, line,
+			fmt.Sprintf("waiting for warm-up capacity behind earlier mail: pool %s, provider %s", pool, provider), time.Time{})
+	}
+	g, wait := r.shaper.Acquire(pool, provider, len(rcpts), usableFrom(targets), r.now())
+	switch {
+	case g.Count == 0 && wait.NoIP:
+		return g, line, settleAll(rcpts, store.StateDeferred, wait.Reason, "4.4.5")
+	case g.Count == 0:
+		return g, line, parkAll(rcpts, line, wait.Reason, wait.Until)
+	}
+	return g, line, parkAll(rcpts[g.Count:], line,
+		fmt.Sprintf("waiting for warm-up capacity: pool %s, provider %s", pool, provider), time.Time{})
+}
+
+// shaped applies a transaction's results to the Limiter: a throttling
+// reply from a provider suspends the IP × provider and parks the deferred
+// recipients until the suspension ends; a delivery ends the throttling
+// streak.
+func (w *worker) shaped(g warmup.Grant, line string, res []result) []result {
+	r := w.r
+	now := r.now()
+	var throttle *result
+	delivered := false
+	for i := range res {
+		switch x := &res[i]; {
+		case x.state == store.StateDelivered:
+			delivered = true
+		case x.state == store.StateDeferred && x.code != 0 && warmup.IsThrottle(x.code, x.status, x.reply):
+			throttle = x
+		}
+	}
+	if delivered && r.shaper.Delivered(g.IP, g.Provider, now) {
+		w.saveSuspension(store.IPSuspension{IP: g.IP.Name(), Provider: g.Provider})
+	}
+	if throttle == nil || g.Provider == warmup.OtherProvider {
+		return res
+	}
+	x := r.shaper.Throttled(g.IP, g.Provider, throttle.reply, now)
+	r.log.Warn("relay: provider throttled an outbound IP; suspending it there", "ip", x.IP, "provider", x.Provider,
+		"until", x.Until, "suspensions_in_a_row", x.Level, "reply", x.Reply)
+	w.saveSuspension(x)
+	for i := range res {
+		if res[i].state == store.StateDeferred {
+			res[i].park, res[i].parkUntil = line, x.Until
+		}
+	}
+	return res
+}
+
+func (w *worker) saveSuspension(x store.IPSuspension) {
+	ctx, cancel := context.WithTimeout(context.Background(), completeTimeout)
+	defer cancel()
+	if err := w.r.q.SetIPSuspension(ctx, x); err != nil {
+		w.r.log.Error("relay: saving an IP suspension failed", "ip", x.IP, "provider", x.Provider, "err", err)
+	}
 }
 
 // settleAll gives every recipient of rcpts the same result: one of our own,

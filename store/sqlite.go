@@ -197,6 +197,29 @@ var migrations = []string{
 		last_error   TEXT NOT NULL DEFAULT ''
 	 );`,
 	`ALTER TABLE events ADD COLUMN bounce_type TEXT NOT NULL DEFAULT '';`,
+	`ALTER TABLE credentials ADD COLUMN pool TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE recipients ADD COLUMN parked TEXT NOT NULL DEFAULT '';
+	 CREATE INDEX recipients_parked ON recipients(parked) WHERE parked != '';
+	 CREATE TABLE ip_sends (
+		ip       TEXT NOT NULL,
+		provider TEXT NOT NULL,
+		hour     INTEGER NOT NULL,
+		count    INTEGER NOT NULL,
+		PRIMARY KEY (ip, provider, hour)
+	 );
+	 CREATE TABLE ip_suspensions (
+		ip       TEXT NOT NULL,
+		provider TEXT NOT NULL,
+		until    INTEGER NOT NULL,
+		level    INTEGER NOT NULL,
+		reply    TEXT NOT NULL,
+		PRIMARY KEY (ip, provider)
+	 );
+	 CREATE TABLE ip_pauses (
+		ip     TEXT PRIMARY KEY,
+		reason TEXT NOT NULL,
+		at     INTEGER NOT NULL
+	 );`,
 }
 
 func migrate(db *sql.DB) error {
@@ -532,13 +555,9 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		until := now.Add(lease).UnixNano()
 		for i := range out {
 			d := &out[i]
-			var received int64
-			err := tx.QueryRow(`SELECT sender, received_at, delay_warned FROM messages WHERE id = ?`, d.QueueID).
-				Scan(&d.Sender, &received, &d.DelayWarned)
-			if err != nil {
-				return fmt.Errorf("load message %s: %w", d.QueueID, err)
+			if err := loadDelivery(tx, d); err != nil {
+				return err
 			}
-			d.ReceivedAt = time.Unix(0, received)
 			for _, r := range d.Recipients {
 				if _, err := tx.Exec(`UPDATE recipients SET lease_until = ?, next_attempt_at = ?
 					WHERE message_id = ? AND address = ?`, until, until, d.QueueID, r.Address); err != nil {
@@ -552,6 +571,19 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		return nil, fmt.Errorf("store: claim: %w", err)
 	}
 	return out, nil
+}
+
+// loadDelivery fills in what d needs of its message besides recipients.
+func loadDelivery(tx *sql.Tx, d *Delivery) error {
+	var received int64
+	err := tx.QueryRow(`SELECT m.sender, m.received_at, m.delay_warned, coalesce(c.pool, '')
+		FROM messages m LEFT JOIN credentials c ON c.name = m.credential WHERE m.id = ?`, d.QueueID).
+		Scan(&d.Sender, &received, &d.DelayWarned, &d.Pool)
+	if err != nil {
+		return fmt.Errorf("load message %s: %w", d.QueueID, err)
+	}
+	d.ReceivedAt = time.Unix(0, received)
+	return nil
 }
 
 // Complete records r in one transaction: outcomes, the notice to the sender,
@@ -580,11 +612,21 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 			if o.State != StateDeferred {
 				next, final = now, true
 			}
-			_, err := tx.Exec(`UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + 1,
-				next_attempt_at = ?, lease_until = 0, updated_at = ? WHERE message_id = ? AND address = ?`,
-				o.State, o.Reply, next, now, r.QueueID, o.Recipient)
+			attempts := 1
+			if o.Park != "" {
+				next = parkedDue
+				if o.NotAttempted {
+					attempts = 0
+				}
+			}
+			_, err := tx.Exec(`UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + ?,
+				next_attempt_at = ?, lease_until = 0, parked = ?, updated_at = ? WHERE message_id = ? AND address = ?`,
+				o.State, o.Reply, attempts, next, o.Park, now, r.QueueID, o.Recipient)
 			if err != nil {
 				return err
+			}
+			if o.NotAttempted {
+				continue // nothing happened to the recipient: no event
 			}
 			if err := insertEvent(tx, Event{At: time.Unix(0, now), Type: outcomeEvent[o.State], Credential: credential,
 				QueueID: r.QueueID, MessageID: messageID, Recipient: o.Recipient, RemoteMTA: o.RemoteMTA, Reply: o.Reply,
@@ -596,6 +638,13 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 					Detail: o.Reply, CreatedAt: time.Unix(0, now)}); err != nil {
 					return err
 				}
+			}
+		}
+		for _, c := range r.Sends {
+			if _, err := tx.Exec(`INSERT INTO ip_sends (ip, provider, hour, count) VALUES (?, ?, ?, ?)
+				ON CONFLICT (ip, provider, hour) DO UPDATE SET count = count + excluded.count`,
+				c.IP, c.Provider, c.Hour.Truncate(time.Hour).Unix(), c.Count); err != nil {
+				return err
 			}
 		}
 		if r.DelayWarned {
@@ -658,8 +707,8 @@ func (s *SQLite) NextDue(ctx context.Context) (time.Time, bool, error) {
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("store: next due: %w", err)
 	}
-	if !next.Valid {
-		return time.Time{}, false, nil
+	if !next.Valid || next.Int64 == parkedDue {
+		return time.Time{}, false, nil // nothing, or only mail waiting for capacity
 	}
 	return time.Unix(0, next.Int64), true, nil
 }

@@ -42,7 +42,7 @@ func (s *SQLite) CreateCredential(ctx context.Context, c Credential) error {
 }
 
 const credentialColumns = `name, username, password_hash, created_at, updated_at, last_used_at,
-	sandbox, daily_quota, max_send_rate, paused_reason, paused_at,
+	sandbox, daily_quota, max_send_rate, paused_reason, paused_at, pool,
 	(SELECT group_concat(identity, ' ') FROM credential_identities WHERE credential = name)`
 
 func scanCredential(row interface{ Scan(...any) error }) (Credential, error) {
@@ -50,7 +50,7 @@ func scanCredential(row interface{ Scan(...any) error }) (Credential, error) {
 	var created, updated, used, paused int64
 	var allowed sql.NullString
 	if err := row.Scan(&c.Name, &c.Username, &c.PasswordHash, &created, &updated, &used,
-		&c.Sandbox, &c.DailyQuota, &c.MaxSendRate, &c.PausedReason, &paused, &allowed); err != nil {
+		&c.Sandbox, &c.DailyQuota, &c.MaxSendRate, &c.PausedReason, &paused, &c.Pool, &allowed); err != nil {
 		return Credential{}, err
 	}
 	c.CreatedAt, c.UpdatedAt, c.LastUsedAt, c.PausedAt = fromNano(created), fromNano(updated), fromNano(used), fromNano(paused)
@@ -189,6 +189,11 @@ func (s *SQLite) PausedReason(ctx context.Context, name string) (string, error) 
 func (s *SQLite) SetPaused(ctx context.Context, name, reason string, at time.Time) error {
 	return s.execOne(ctx, fmt.Sprintf("pause %q", name),
 		`UPDATE credentials SET paused_reason = ?, paused_at = ? WHERE name = ?`, reason, unixNano(at), name)
+}
+
+// SetPool assigns the credential's mail to an IP pool; "" is the default.
+func (s *SQLite) SetPool(ctx context.Context, name, pool string) error {
+	return s.execOne(ctx, fmt.Sprintf("set pool of %q", name), `UPDATE credentials SET pool = ? WHERE name = ?`, pool, name)
 }
 
 // Sent counts the recipients the credential submitted since since, rounded

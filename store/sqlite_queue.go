@@ -97,7 +97,9 @@ func (s *SQLite) MessageData(ctx context.Context, id string) ([]byte, error) {
 // when id is "") due at now and returns how many there are. A running server
 // notices within a second (see watchOtherWriters).
 func (s *SQLite) RetryNow(ctx context.Context, id string, now time.Time) (int, error) {
-	query := `UPDATE recipients SET next_attempt_at = ? WHERE state IN ('queued', 'deferred')`
+	// Mail waiting for warm-up capacity stays parked: a retry cannot make
+	// capacity.
+	query := `UPDATE recipients SET next_attempt_at = ? WHERE state IN ('queued', 'deferred') AND parked = ''`
 	args := []any{now.UnixNano()}
 	if id != "" {
 		query += ` AND message_id = ?`

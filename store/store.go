@@ -36,6 +36,7 @@ type Store interface {
 	Queue
 	Events
 	Suppressions
+	IPs
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -59,6 +60,9 @@ type Credential struct {
 	// reputation guard); PausedAt is when it was paused, or resumed.
 	PausedReason string
 	PausedAt     time.Time
+	// Pool is the IP pool the credential's mail leaves from; "" is the
+	// default pool.
+	Pool string
 }
 
 // Credentials stores SMTP credentials.
@@ -75,6 +79,7 @@ type Credentials interface {
 	SetQuota(ctx context.Context, name string, daily int, rate float64) error
 	SetAllowed(ctx context.Context, name string, identities []string) error
 	SetPaused(ctx context.Context, name, reason string, at time.Time) error
+	SetPool(ctx context.Context, name, pool string) error
 	// Sent counts the recipients the credential submitted since since
 	// (hour buckets: since is rounded down to the hour).
 	Sent(ctx context.Context, name string, since time.Time) (int, error)
@@ -194,6 +199,10 @@ type Delivery struct {
 	Recipients  []DueRecipient
 	Data        []byte // empty from Claim; see Queue.MessageData
 	DelayWarned bool   // the sender has had the delay warning for this message
+	Pool        string // the IP pool of the message's credential; "" for the default
+	// Parked names the waiting line the recipients were released from
+	// (ClaimParked); "" when they were due by time (Claim).
+	Parked string
 }
 
 // DueRecipient is a recipient handed out by Claim.
@@ -212,6 +221,12 @@ type Outcome struct {
 	// BounceType classifies a bounce: BounceHard, BounceSoft, BouncePolicy
 	// or BounceUndetermined. A hard bounce also suppresses the address.
 	BounceType string
+	// Park, with StateDeferred, puts the recipient in a waiting line (an IP
+	// pool × provider with no capacity left) instead of scheduling it by
+	// time: it waits until ClaimParked releases it. NotAttempted says no
+	// server was tried, so the attempt is not counted and no event written.
+	Park         string
+	NotAttempted bool
 }
 
 // Bounce types (on bounce events): is the address bad, or the moment?
@@ -234,6 +249,9 @@ type Report struct {
 	// DelayWarned records that Notice is the message's delay warning, which
 	// is sent once.
 	DelayWarned bool
+	// Sends are the messages this attempt counted against outbound IPs'
+	// warm-up and provider caps.
+	Sends []IPSend
 }
 
 // Queue is the durable mail queue.
