@@ -80,15 +80,15 @@ var _ Queue = (*store.SQLite)(nil)
 
 // Config configures a Relay. Zero values take the defaults noted.
 type Config struct {
-	Hostname          string        // EHLO name, DSN Reporting-MTA (default: the OS host name)
-	Smarthost         string        // "host:port" to send everything to; "" delivers to each domain's MX
-	MXPort            int           // port of mail exchangers (default 25)
-	SourceIPs         []string      // smarthost only: local addresses to dial from (round-robin); empty: OS chooses
+	Hostname  string   // EHLO name, DSN Reporting-MTA (default: the OS host name)
+	Smarthost string   // "host:port" to send everything to; "" delivers to each domain's MX
+	MXPort    int      // port of mail exchangers (default 25)
+	SourceIPs []string // smarthost only: local addresses to dial from (round-robin); empty: OS chooses
 	// Shaper applies the outbound IPs' warm-up and provider limits to MX
 	// delivery and chooses the source address of each; nil sends without
 	// limits from SourceIPs. Not used with a smarthost, whose own addresses
 	// are the ones mailbox providers see.
-	Shaper *warmup.Limiter
+	Shaper            *warmup.Limiter
 	DNSServers        []string      // "ip:port" servers; empty: those of /etc/resolv.conf
 	Workers           int           // deliveries in flight in total (default 32)
 	DomainConcurrency int           // deliveries in flight per destination domain (default 20)
