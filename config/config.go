@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ type Config struct {
 	Events     Events     `toml:"events"`
 	Reputation Reputation `toml:"reputation"`
 	Webhooks   []Webhook  `toml:"webhook"`
+	IPs        []IP       `toml:"ip"`
+	Warmup     Warmup     `toml:"warmup"`
+	Providers  []Provider `toml:"provider"`
 
 	// Path is the file the configuration was read from; "" for built-in defaults.
 	Path string `toml:"-"`
@@ -123,6 +127,54 @@ type Webhook struct {
 	Secret     string   `toml:"secret"`
 	Events     []string `toml:"events"`
 	Credential string   `toml:"credential"`
+}
+
+// IP is one outbound address ([[ip]] tables).
+type IP struct {
+	Address     string `toml:"address"`
+	Pool        string `toml:"pool"`
+	WarmupStart string `toml:"warmup_start"`
+}
+
+// Warmup configures the warm-up schedule of new IPs and the suspensions
+// after a provider's throttling.
+type Warmup struct {
+	Schedule           []int    `toml:"schedule"`
+	SpreadHours        int      `toml:"spread_hours"`
+	ThrottleBackoff    Duration `toml:"throttle_backoff"`
+	ThrottleBackoffMax Duration `toml:"throttle_backoff_max"`
+	DefaultProviders   bool     `toml:"default_providers"`
+}
+
+// Provider is a group of destinations known by their MX host names, with
+// per-IP limits ([[provider]] tables).
+type Provider struct {
+	Name          string   `toml:"name"`
+	MX            []string `toml:"mx"`
+	WarmupHourly  int      `toml:"warmup_hourly"`
+	Hourly        int      `toml:"hourly"`
+	PerConnection int      `toml:"per_connection"`
+}
+
+// DefaultPool is the IP pool of credentials that were given none.
+const DefaultPool = "default"
+
+// Pools lists the IP pools the configuration defines, "default" first.
+func (c *Config) Pools() []string {
+	out := []string{DefaultPool}
+	for _, ip := range c.IPs {
+		if p := ip.poolName(); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (ip IP) poolName() string {
+	if ip.Pool == "" {
+		return DefaultPool
+	}
+	return ip.Pool
 }
 
 // Events configures the event log.
@@ -231,6 +283,12 @@ func Default() *Config {
 			MailFromSubdomain:     "bounce",
 		},
 		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
+		Warmup: Warmup{
+			SpreadHours:        12,
+			ThrottleBackoff:    Duration{15 * time.Minute},
+			ThrottleBackoffMax: Duration{4 * time.Hour},
+			DefaultProviders:   true,
+		},
 		// SES's thresholds: warning at 5% bounces or 0.1% complaints,
 		// sending paused at 10% or 0.5%.
 		Reputation: Reputation{
@@ -422,6 +480,8 @@ func (c *Config) Validate() error {
 	positive("relay.connect_timeout", r.ConnectTimeout)
 	positive("relay.command_timeout", r.CommandTimeout)
 
+	c.validateIPs(bad, positive)
+
 	if c.HTTP.Listen != "" {
 		if err := checkListen(c.HTTP.Listen); err != nil {
 			bad("http.listen", "%v (or \"\" to turn the HTTP listener off)", err)
@@ -577,6 +637,83 @@ func diffStruct(a, b reflect.Value, prefix string, out *[]string) {
 		}
 		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
 			*out = append(*out, prefix+tag)
+		}
+	}
+}
+
+var poolOrProviderName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// validateIPs checks [[ip]], [warmup] and [[provider]].
+func (c *Config) validateIPs(bad func(key, format string, args ...any), positive func(string, Duration)) {
+	seen := map[netip.Addr]string{}
+	for i, a := range c.Relay.SourceIPs {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			seen[ip.Unmap()] = fmt.Sprintf("relay.source_ips[%d]", i)
+		}
+	}
+	inDefault := len(c.Relay.SourceIPs) > 0
+	for i, ip := range c.IPs {
+		key := fmt.Sprintf("ip[%d]", i)
+		a, err := netip.ParseAddr(ip.Address)
+		switch {
+		case err != nil:
+			bad(key+".address", "%q is not an IP address", ip.Address)
+		case seen[a.Unmap()] != "":
+			bad(key+".address", "%s is listed twice (also as %s)", ip.Address, seen[a.Unmap()])
+		default:
+			seen[a.Unmap()] = key
+		}
+		if ip.Pool != "" && !poolOrProviderName.MatchString(ip.Pool) {
+			bad(key+".pool", "%q: expected lower-case letters, digits, - and _ (at most 32)", ip.Pool)
+		}
+		inDefault = inDefault || ip.poolName() == DefaultPool
+		if ip.WarmupStart != "" {
+			if _, err := time.Parse(time.DateOnly, ip.WarmupStart); err != nil {
+				bad(key+".warmup_start", "%q: expected a date as YYYY-MM-DD (or no key for an IP that is already warm)", ip.WarmupStart)
+			}
+		}
+	}
+	if len(c.IPs) > 0 && !inDefault {
+		bad("ip", "no IP is in pool %q, which sends the mail of every credential without a pool and Sesame's own notices; put one there", DefaultPool)
+	}
+	w := c.Warmup
+	for i, n := range w.Schedule {
+		if n < 1 {
+			bad(fmt.Sprintf("warmup.schedule[%d]", i), "%d: expected a daily cap of at least 1", n)
+		}
+	}
+	if w.SpreadHours < 1 || w.SpreadHours > 24 {
+		bad("warmup.spread_hours", "%d: expected 1 to 24", w.SpreadHours)
+	}
+	positive("warmup.throttle_backoff", w.ThrottleBackoff)
+	if w.ThrottleBackoffMax.Duration < w.ThrottleBackoff.Duration {
+		bad("warmup.throttle_backoff_max", "%s is shorter than throttle_backoff (%s)", w.ThrottleBackoffMax, w.ThrottleBackoff)
+	}
+	names := map[string]bool{}
+	for i, p := range c.Providers {
+		key := fmt.Sprintf("provider[%d]", i)
+		switch {
+		case !poolOrProviderName.MatchString(p.Name) || p.Name == "other":
+			bad(key+".name", "%q: expected lower-case letters, digits, - and _ (at most 32), not \"other\"", p.Name)
+		case names[p.Name]:
+			bad(key+".name", "%q is defined twice", p.Name)
+		}
+		names[p.Name] = true
+		if len(p.MX) == 0 {
+			bad(key+".mx", "expected at least one MX host name suffix, such as \"google.com\"")
+		}
+		for j, h := range p.MX {
+			if !validHostname(strings.TrimSuffix(h, ".")) {
+				bad(fmt.Sprintf("%s.mx[%d]", key, j), "%q is not a host name", h)
+			}
+		}
+		for _, f := range []struct {
+			key string
+			v   int
+		}{{"warmup_hourly", p.WarmupHourly}, {"hourly", p.Hourly}, {"per_connection", p.PerConnection}} {
+			if f.v < 0 {
+				bad(key+"."+f.key, "%d: expected 0 (no cap) or more", f.v)
+			}
 		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sesame-mail/sesame/warmup"
 )
 
 // Metrics holds every metric Sesame exports.
@@ -159,32 +161,89 @@ func tlsLabel(v string) string {
 	return strings.TrimPrefix(v, "TLS ")
 }
 
-// providers maps mail exchanger host name suffixes to provider groups, so
-// every Google Workspace domain counts as google, not as its own label.
-var providers = []struct{ suffix, group string }{
-	{".google.com", "google"},
-	{".googlemail.com", "google"},
-	{".outlook.com", "microsoft"},
-	{".hotmail.com", "microsoft"},
-	{".yahoodns.net", "yahoo"},
-	{".aol.com", "yahoo"},
-	{".icloud.com", "apple"},
-	{".me.com", "apple"},
-}
-
-// ProviderGroup is the provider group of a mail exchanger host name:
-// google, microsoft, yahoo, apple, other, or none when no server answered.
+// ProviderGroup is the provider group of a mail exchanger host name, as
+// package warmup's built-in groups know it: google, microsoft, yahoo,
+// apple, other, or none when no server answered.
 func ProviderGroup(mxHost string) string {
 	if mxHost == "" {
 		return "none"
 	}
-	h := "." + strings.ToLower(strings.TrimSuffix(mxHost, "."))
-	for _, p := range providers {
-		if strings.HasSuffix(h, p.suffix) {
-			return p.group
+	return warmup.Classify(builtinProviders, []string{mxHost})
+}
+
+var builtinProviders = warmup.DefaultProviders()
+
+// OutboundIPs exports, at each scrape, every outbound IP's warm-up day,
+// caps and use, pauses and suspensions, and the recipients waiting for
+// capacity per pool and provider.
+func (m *Metrics) OutboundIPs(status func() []warmup.IPStatus, parked func(context.Context) (map[string]int, error)) {
+	m.reg.MustRegister(&ipCollector{status: status, parked: parked})
+}
+
+var (
+	ipWarmupDayDesc = prometheus.NewDesc("sesame_ip_warmup_day",
+		"The outbound IP's warm-up day (1 on its start date); 0 when it is warm.", []string{"ip", "pool"}, nil)
+	ipCapDesc = prometheus.NewDesc("sesame_ip_cap_messages",
+		"The outbound IP's cap for the current window (day or hour); absent when unlimited.", []string{"ip", "pool", "window"}, nil)
+	ipSentDesc = prometheus.NewDesc("sesame_ip_sent_messages",
+		"Messages the outbound IP sent in the current window (day or hour, UTC).", []string{"ip", "pool", "window"}, nil)
+	ipPausedDesc = prometheus.NewDesc("sesame_ip_paused",
+		"1 when the operator paused the outbound IP.", []string{"ip", "pool"}, nil)
+	ipSuspendedDesc = prometheus.NewDesc("sesame_ip_suspended_until_seconds",
+		"Unix time until which the IP sends nothing to the provider, after its throttling; absent when not suspended.",
+		[]string{"ip", "provider"}, nil)
+	ipProviderSentDesc = prometheus.NewDesc("sesame_ip_provider_sent_messages",
+		"Messages the outbound IP sent to the provider group this hour.", []string{"ip", "provider"}, nil)
+	waitingDesc = prometheus.NewDesc("sesame_waiting_for_capacity_recipients",
+		"Recipients waiting for warm-up or provider capacity, per pool and provider group.", []string{"pool", "provider"}, nil)
+)
+
+type ipCollector struct {
+	status func() []warmup.IPStatus
+	parked func(context.Context) (map[string]int, error)
+}
+
+func (c *ipCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{ipWarmupDayDesc, ipCapDesc, ipSentDesc, ipPausedDesc, ipSuspendedDesc, ipProviderSentDesc, waitingDesc} {
+		ch <- d
+	}
+}
+
+func (c *ipCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, s := range c.status() {
+		gauge(ipWarmupDayDesc, float64(s.Day), s.IP, s.Pool)
+		gauge(ipSentDesc, float64(s.SentToday), s.IP, s.Pool, "day")
+		gauge(ipSentDesc, float64(s.SentHour), s.IP, s.Pool, "hour")
+		if s.DailyCap >= 0 {
+			gauge(ipCapDesc, float64(s.DailyCap), s.IP, s.Pool, "day")
+			gauge(ipCapDesc, float64(s.HourlyCap), s.IP, s.Pool, "hour")
+		}
+		paused := 0.0
+		if s.Paused {
+			paused = 1
+		}
+		gauge(ipPausedDesc, paused, s.IP, s.Pool)
+		for _, p := range s.Providers {
+			gauge(ipProviderSentDesc, float64(p.SentHour), s.IP, p.Provider)
+			if p.SuspendedUntil != nil {
+				gauge(ipSuspendedDesc, float64(p.SuspendedUntil.Unix()), s.IP, p.Provider)
+			}
 		}
 	}
-	return "other"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	parked, err := c.parked(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(waitingDesc, err)
+		return
+	}
+	for line, n := range parked {
+		pool, provider, _ := strings.Cut(line, "/")
+		gauge(waitingDesc, float64(n), pool, provider)
+	}
 }
 
 // queueCollector reads the queue's depth at each scrape.

@@ -26,7 +26,7 @@ func (e *env) identityConfig() identity.Config {
 	}
 	return identity.Config{
 		Hostname:              c.Hostname,
-		SourceIPs:             c.Relay.SourceIPs,
+		SourceIPs:             sourceAddrs(c),
 		DNSServers:            dns,
 		PublicURL:             c.PublicURL(),
 		MailFromSubdomain:     c.Identity.MailFromSubdomain,

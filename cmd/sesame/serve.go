@@ -23,6 +23,7 @@ import (
 	"github.com/sesame-mail/sesame/metrics"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/smtpd"
+	"github.com/sesame-mail/sesame/warmup"
 	"github.com/sesame-mail/sesame/web"
 )
 
@@ -225,6 +226,8 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		a, _ := config.DNSServerAddr(s) // validated by config
 		dnsServers = append(dnsServers, a)
 	}
+	shaper := warmup.NewLimiter(shaperConfig(cfg))
+	m.OutboundIPs(func() []warmup.IPStatus { return shaper.Status(time.Now()) }, st.ParkedCounts)
 	rel := relay.New(relay.Config{
 		Hostname:                 cfg.Hostname,
 		Smarthost:                cfg.Relay.Smarthost,
@@ -240,6 +243,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		ConnectTimeout:           cfg.Relay.ConnectTimeout.Duration,
 		CommandTimeout:           cfg.Relay.CommandTimeout.Duration,
 		AllowPrivateDestinations: cfg.Relay.AllowPrivateDestinations,
+		Shaper:                   shaper,
 		Metrics:                  m,
 		Logger:                   log.With("part", "relay"),
 	}, st)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/account"
+	"github.com/sesame-mail/sesame/config"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -225,6 +226,7 @@ type userShowOutput struct {
 	ComplaintRate float64 `json:"complaint_rate"`
 	Reputation    string  `json:"reputation"` // ok, warning or pause
 	Paused        string  `json:"paused"`     // why sending is paused; "" when it is not
+	Pool          string  `json:"pool"`       // the IP pool its mail leaves from
 }
 
 func userShow(e *env, args []string) error {
@@ -246,7 +248,10 @@ func userShow(e *env, args []string) error {
 		}
 		out = userShowOutput{Name: c.Name, Username: c.Username, Sandbox: c.Sandbox, DailyQuota: lim.Daily,
 			MaxSendRate: lim.Rate, Sent24h: sent, Allowed: c.Allowed, CreatedAt: c.CreatedAt.UTC(),
-			BounceRate: rep.BounceRate, ComplaintRate: rep.ComplaintRate, Reputation: rep.Verdict, Paused: c.PausedReason}
+			BounceRate: rep.BounceRate, ComplaintRate: rep.ComplaintRate, Reputation: rep.Verdict, Paused: c.PausedReason, Pool: c.Pool}
+		if out.Pool == "" {
+			out.Pool = config.DefaultPool
+		}
 		if rep.Reason != "" {
 			out.Reputation += ": " + rep.Reason
 		}
@@ -288,10 +293,11 @@ func userShow(e *env, args []string) error {
   may send as:    %s
   reputation:     %.2f%% bounces, %.3f%% complaints over %s: %s
   paused:         %s
+  IP pool:        %s
   created:        %s
   last used:      %s
 `, out.Name, out.Username, access, out.Sent24h, out.DailyQuota, out.MaxSendRate, allowed,
-		100*out.BounceRate, 100*out.ComplaintRate, e.cfg.Reputation.Window, out.Reputation, paused,
+		100*out.BounceRate, 100*out.ComplaintRate, e.cfg.Reputation.Window, out.Reputation, paused, out.Pool,
 		out.CreatedAt.Format(time.DateTime), used)
 	return nil
 }
