@@ -167,18 +167,15 @@ func (r *Relay) loadShaping(ctx context.Context) error {
 	return nil
 }
 
-// refreshShaping rereads the IPs' pauses and suspensions.
+// refreshShaping rereads the IPs' pauses.
 func (r *Relay) refreshShaping(ctx context.Context) {
-	susp, err := r.q.IPSuspensions(ctx)
-	if err == nil {
-		var pauses []store.IPPause
-		if pauses, err = r.q.IPPauses(ctx); err == nil {
-			r.shaper.SetStates(susp, pauses)
-			r.lines.reset()
-			return
-		}
+	pauses, err := r.q.IPPauses(ctx)
+	if err != nil {
+		r.log.Error("relay: reading the outbound IPs' pauses failed", "err", err)
+		return
 	}
-	r.log.Error("relay: reading the outbound IPs' state failed", "err", err)
+	r.shaper.SetPauses(pauses)
+	r.lines.reset()
 }
 
 // usableFrom reports which source addresses can reach one of targets: an

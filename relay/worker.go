@@ -248,9 +248,10 @@ func (w *worker) shaped(g warmup.Grant, line string, res []result) []result {
 	r.log.Warn("relay: provider throttled an outbound IP; suspending it there", "ip", x.IP, "provider", x.Provider,
 		"until", x.Until, "suspensions_in_a_row", x.Level, "reply", x.Reply)
 	w.saveSuspension(x)
+	// Parked without a time: the pool's other IPs may take them at once.
 	for i := range res {
 		if res[i].state == store.StateDeferred {
-			res[i].park, res[i].parkUntil = line, x.Until
+			res[i].park = line
 		}
 	}
 	return res

@@ -110,25 +110,33 @@ func (l *Limiter) Load(now time.Time, sends []store.IPSend, susp []store.IPSuspe
 			s.hourBy[row.Provider] += row.Count
 		}
 	}
-	l.setStates(susp, pauses)
+	l.setPauses(pauses)
+	l.setSuspensions(susp)
 }
 
-// SetStates replaces the pauses and suspensions (an operator's `sesame ip
-// pause` reaches a running server this way).
-func (l *Limiter) SetStates(susp []store.IPSuspension, pauses []store.IPPause) {
+// SetPauses replaces the pauses (an operator's `sesame ip pause` reaches a
+// running server this way). Suspensions are the relay's own: loaded once,
+// then kept in memory and written through.
+func (l *Limiter) SetPauses(pauses []store.IPPause) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.setStates(susp, pauses)
+	l.setPauses(pauses)
 }
 
-func (l *Limiter) setStates(susp []store.IPSuspension, pauses []store.IPPause) {
+func (l *Limiter) setPauses(pauses []store.IPPause) {
 	for _, s := range l.ips {
-		s.paused, s.susp = nil, map[string]store.IPSuspension{}
+		s.paused = nil
 	}
 	for _, p := range pauses {
 		if s := l.find(p.IP); s != nil {
 			s.paused = &p
 		}
+	}
+}
+
+func (l *Limiter) setSuspensions(susp []store.IPSuspension) {
+	for _, s := range l.ips {
+		s.susp = map[string]store.IPSuspension{}
 	}
 	for _, x := range susp {
 		if s := l.find(x.IP); s != nil {
