@@ -228,6 +228,7 @@ type instance struct {
 
 	mu       sync.Mutex
 	settings map[string]any // config overrides by "section.key"; nil removes a key
+	tables   string         // TOML appended after the settings ([[ip]] tables and such)
 	records  []dnsRecord    // records of every added domain, for DKIM checks
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the current serve process has exited
@@ -274,6 +275,15 @@ func (i *instance) configure(settings map[string]any) {
 	for k, v := range settings {
 		i.settings[k] = v
 	}
+	i.mu.Unlock()
+	i.writeConfig()
+}
+
+// appendTables adds TOML text (tables the settings cannot express, such
+// as [[ip]]) at the end of the config and rewrites the file.
+func (i *instance) appendTables(text string) {
+	i.mu.Lock()
+	i.tables += "\n" + text + "\n"
 	i.mu.Unlock()
 	i.writeConfig()
 }
@@ -365,6 +375,9 @@ func (i *instance) writeConfig() {
 			b.WriteString(line + "\n")
 		}
 	}
+	i.mu.Lock()
+	b.WriteString(i.tables)
+	i.mu.Unlock()
 	if err := os.WriteFile(i.cfgPath, []byte(b.String()), 0o600); err != nil {
 		i.t.Fatal(err)
 	}
