@@ -523,8 +523,9 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 	var out []Delivery
 	op := &writeOp{run: func(tx *sql.Tx) error {
 		out = nil
+		// Parked recipients are ClaimParked's, even while leased.
 		rows, err := tx.Query(`SELECT message_id, address, attempts FROM recipients
-			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?
+			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND parked = ''
 			ORDER BY next_attempt_at LIMIT ?`, now.UnixNano(), max*16)
 		if err != nil {
 			return err
@@ -688,7 +689,10 @@ func deleteIfFinal(tx *sql.Tx, id string) error {
 // left by a process that died would otherwise delay its mail until they expire.
 func (s *SQLite) ReleaseLeases(ctx context.Context) error {
 	op := &writeOp{run: func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE recipients SET lease_until = 0, next_attempt_at = ? WHERE lease_until != 0`, time.Now().UnixNano())
+		// A parked recipient goes back to its place in its line.
+		_, err := tx.Exec(`UPDATE recipients SET lease_until = 0,
+			next_attempt_at = CASE WHEN parked = '' THEN ? ELSE ? END WHERE lease_until != 0`,
+			time.Now().UnixNano(), int64(parkedDue))
 		return err
 	}}
 	if err := s.write(ctx, op); err != nil {
@@ -703,7 +707,7 @@ func (s *SQLite) ReleaseLeases(ctx context.Context) error {
 func (s *SQLite) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var next sql.NullInt64
 	err := s.db.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM recipients
-		WHERE state IN ('queued', 'deferred')`).Scan(&next)
+		WHERE state IN ('queued', 'deferred') AND parked = ''`).Scan(&next)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("store: next due: %w", err)
 	}

@@ -176,7 +176,9 @@ func (s *SQLite) ResumeIP(ctx context.Context, ip string) error {
 
 // ClaimParked leases up to max recipients parked under line, in the order
 // they were queued (rowid order: recipients are inserted as messages
-// arrive), and takes them out of the line.
+// arrive). They stay in the line while leased, so that if the process stops
+// before their outcome is recorded (ReleaseLeases), they keep their place;
+// Claim never hands them out.
 func (s *SQLite) ClaimParked(ctx context.Context, line string, now time.Time, max int, lease time.Duration) ([]Delivery, error) {
 	if max <= 0 {
 		return nil, nil
@@ -185,7 +187,7 @@ func (s *SQLite) ClaimParked(ctx context.Context, line string, now time.Time, ma
 	op := &writeOp{run: func(tx *sql.Tx) error {
 		out = nil
 		rows, err := tx.Query(`SELECT rowid, message_id, address, attempts FROM recipients
-			WHERE parked = ? ORDER BY rowid LIMIT ?`, line, max)
+			WHERE parked = ? AND lease_until = 0 ORDER BY rowid LIMIT ?`, line, max)
 		if err != nil {
 			return err
 		}
@@ -214,7 +216,7 @@ func (s *SQLite) ClaimParked(ctx context.Context, line string, now time.Time, ma
 		}
 		until := now.Add(lease).UnixNano()
 		for _, id := range rowids {
-			if _, err := tx.Exec(`UPDATE recipients SET parked = '', lease_until = ?, next_attempt_at = ? WHERE rowid = ?`,
+			if _, err := tx.Exec(`UPDATE recipients SET lease_until = ?, next_attempt_at = ? WHERE rowid = ?`,
 				until, until, id); err != nil {
 				return err
 			}
