@@ -490,3 +490,23 @@ func TestWarmupCountersSurviveRestart(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// A provider's per-connection cap closes the connection after that many
+// messages; the next ones go over a new one.
+func TestWarmupPerConnectionCap(t *testing.T) {
+	s := newShaped(t, warmup.Config{
+		IPs:       []warmup.IP{oneIP("127.0.0.4", time.Time{})},
+		Schedule:  warmup.Schedule{Daily: warmup.DefaultDaily, SpreadHours: 12},
+		Providers: []warmup.Provider{{Name: "microsoft", MX: []string{"outlook.com"}, PerConnection: 2}},
+	}, nil, "corp.test. 300 IN MX 10 corp-test.mail.protection.outlook.com.",
+		"corp-test.mail.protection.outlook.com. 300 IN A 127.0.0.2")
+	s.enqueueFrom("test", numbered("m", "corp.test", 5)...)
+	s.enqueueFrom("test", numbered("o", "dest.test", 4)...)
+	start(t, s.cfg, s.q)
+	s.receive(9)
+	// corp.test: 2 + 2 + 1 over three connections; dest.test (other, no
+	// cap) over one, reused.
+	if n := s.sink.accepted.Load(); n != 4 {
+		t.Errorf("the sink accepted %d connections, want 4: three for 5 messages at 2 a connection, one for the rest", n)
+	}
+}
