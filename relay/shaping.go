@@ -174,8 +174,9 @@ func (r *Relay) refreshShaping(ctx context.Context) {
 		r.log.Error("relay: reading the outbound IPs' pauses failed", "err", err)
 		return
 	}
-	r.shaper.SetPauses(pauses)
-	r.lines.reset()
+	if r.shaper.SetPauses(pauses) {
+		r.lines.reset() // what the Limiter said about when lines open may no longer hold
+	}
 }
 
 // usableFrom reports which source addresses can reach one of targets: an

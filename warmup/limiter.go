@@ -115,12 +115,21 @@ func (l *Limiter) Load(now time.Time, sends []store.IPSend, susp []store.IPSuspe
 }
 
 // SetPauses replaces the pauses (an operator's `sesame ip pause` reaches a
-// running server this way). Suspensions are the relay's own: loaded once,
-// then kept in memory and written through.
-func (l *Limiter) SetPauses(pauses []store.IPPause) {
+// running server this way) and reports whether any IP's changed.
+// Suspensions are the relay's own: loaded once, then kept in memory and
+// written through.
+func (l *Limiter) SetPauses(pauses []store.IPPause) (changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	before := make([]bool, len(l.ips))
+	for i, s := range l.ips {
+		before[i] = s.paused != nil
+	}
 	l.setPauses(pauses)
+	for i, s := range l.ips {
+		changed = changed || before[i] != (s.paused != nil)
+	}
+	return changed
 }
 
 func (l *Limiter) setPauses(pauses []store.IPPause) {
