@@ -98,6 +98,11 @@ type Config struct {
 	DelayWarning      time.Duration // warn the sender once after this long (default 0: never)
 	ConnectTimeout    time.Duration // DNS lookups, and each TCP connect (default 30s)
 	CommandTimeout    time.Duration // per SMTP command, and for the reply to the data (default 5m)
+	// ReturnPath, when set, gives the MAIL FROM for one recipient of a
+	// message (a VERP address, see package verp), or "" to keep the
+	// sender; each recipient then goes in a transaction of its own. Never
+	// called for the null sender.
+	ReturnPath func(sender, queueID, rcpt string) string
 	// AllowPrivateDestinations lets MX delivery connect to loopback, private,
 	// link-local and this host's own addresses; off, such destinations fail.
 	AllowPrivateDestinations bool

@@ -31,14 +31,31 @@ type target struct {
 // transaction: the recipients of one domain, or all of them for the
 // smarthost.
 type leg struct {
-	domain string // "" for the smarthost
-	rcpts  []store.DueRecipient
+	domain     string // "" for the smarthost
+	rcpts      []store.DueRecipient
+	returnPath string // MAIL FROM
 }
 
 // route splits d's recipients by destination domain, in the order they come.
+// With per-recipient return paths (Config.ReturnPath), each recipient is a
+// leg of its own: the return path names it.
 func (r *Relay) route(d store.Delivery) []leg {
+	if r.cfg.ReturnPath != nil && d.Sender != "" {
+		var legs []leg
+		for _, rc := range d.Recipients {
+			l := leg{rcpts: []store.DueRecipient{rc}, returnPath: d.Sender}
+			if rp := r.cfg.ReturnPath(d.Sender, d.QueueID, rc.Address); rp != "" {
+				l.returnPath = rp
+			}
+			if r.smarthost == nil {
+				l.domain = store.AddressDomain(rc.Address)
+			}
+			legs = append(legs, l)
+		}
+		return legs
+	}
 	if r.smarthost != nil {
-		return []leg{{rcpts: d.Recipients}}
+		return []leg{{rcpts: d.Recipients, returnPath: d.Sender}}
 	}
 	var legs []leg
 	index := map[string]int{}
@@ -48,7 +65,7 @@ func (r *Relay) route(d store.Delivery) []leg {
 		if !ok {
 			i = len(legs)
 			index[dom] = i
-			legs = append(legs, leg{domain: dom})
+			legs = append(legs, leg{domain: dom, returnPath: d.Sender})
 		}
 		legs[i].rcpts = append(legs[i].rcpts, rc)
 	}

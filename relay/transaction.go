@@ -40,10 +40,10 @@ func replyCode(err error) int {
 	return 0
 }
 
-// send runs one mail transaction on s for rcpts and returns one result per
-// recipient, in order, and whether the connection can carry the next
-// transaction.
-func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, bool) {
+// send runs one mail transaction on s from the return path from for rcpts
+// and returns one result per recipient, in order, and whether the
+// connection can carry the next transaction.
+func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient) ([]result, bool) {
 	c := s.client
 	res := make([]result, len(rcpts))
 	all := make([]int, len(rcpts))
@@ -61,7 +61,7 @@ func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, 
 	// The signed bytes cannot be converted (to quoted-printable, or to
 	// ASCII addresses) without breaking the DKIM signature or the
 	// addresses, so a server lacking what the message needs gets nothing.
-	if needsSMTPUTF8(d.Sender, rcpts) {
+	if needsSMTPUTF8(from, rcpts) {
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
 			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 7},
 				"%s does not support SMTPUTF8, which the message's non-ASCII addresses need", s.name))
@@ -77,9 +77,9 @@ func (s *session) send(d store.Delivery, rcpts []store.DueRecipient) ([]result, 
 	}
 	// go-smtp adds BODY=8BITMIME whenever the server offers it, and SMTPUTF8
 	// when asked.
-	opts := &smtp.MailOptions{Size: int64(len(d.Data)), UTF8: needsSMTPUTF8(d.Sender, rcpts)}
+	opts := &smtp.MailOptions{Size: int64(len(d.Data)), UTF8: needsSMTPUTF8(from, rcpts)}
 
-	if err := c.Mail(d.Sender, opts); err != nil {
+	if err := c.Mail(from, opts); err != nil {
 		settle(all, fmt.Errorf("MAIL FROM: %w", err))
 		return res, !connectionLost(err)
 	}

@@ -129,18 +129,19 @@ func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res [
 		return settleAll(l.rcpts, verdict(err), describe(err), statusOf(err))
 	}
 	if w.r.shaper == nil {
-		return w.send(ctx, d, l.rcpts, targets, warmup.Grant{})
+		return w.send(ctx, d, l.returnPath, l.rcpts, targets, warmup.Grant{})
 	}
 	g, line, waiting := w.acquire(d, l.rcpts, targets)
 	if g.Count == 0 {
 		return waiting
 	}
-	sent := w.send(ctx, d, l.rcpts[:g.Count], targets, g)
+	sent := w.send(ctx, d, l.returnPath, l.rcpts[:g.Count], targets, g)
 	return append(w.shaped(g, line, sent), waiting...)
 }
 
-// send runs the transaction for rcpts, from g's IP when there is a grant.
-func (w *worker) send(ctx context.Context, d store.Delivery, rcpts []store.DueRecipient, targets []target, g warmup.Grant) []result {
+// send runs the transaction from the return path from for rcpts, from g's
+// IP when there is a grant.
+func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts []store.DueRecipient, targets []target, g warmup.Grant) []result {
 	src := g.IP.Addr
 	var lastErr error
 	tried := 0
@@ -165,7 +166,7 @@ func (w *worker) send(ctx context.Context, d store.Delivery, rcpts []store.DueRe
 				continue
 			}
 			stop := context.AfterFunc(ctx, s.abort)
-			res, ok := s.send(d, rcpts)
+			res, ok := s.send(d, from, rcpts)
 			stop()
 			s.messages++
 			switch {
