@@ -36,8 +36,10 @@ have_pkg ca-certificates || missing+=(ca-certificates)
 # systemd-nspawn boots it under a real systemd (util-linux's setpriv is always present).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+# test/fsync_test.go traces the fsync before the 250 with strace.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 
-packages=(swaks libnet-ssleay-perl msmtp curl ca-certificates python3 python3-dkim php-cli libphp-phpmailer systemd systemd-container)
+packages=(swaks libnet-ssleay-perl msmtp curl ca-certificates python3 python3-dkim php-cli libphp-phpmailer systemd systemd-container strace)
 # Some machines carry Node.js from elsewhere (its own npm included); Debian's
 # npm package would conflict with that, so install Node only when absent.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -65,7 +67,7 @@ fail() {
 	echo "install-test-deps: $*" >&2
 	exit 1
 }
-for cmd in swaks msmtp curl php node systemd-analyze systemd-sysusers systemd-nspawn; do
+for cmd in swaks msmtp curl php node systemd-analyze systemd-sysusers systemd-nspawn strace; do
 	command -v "$cmd" >/dev/null || fail "$cmd is still missing"
 done
 /usr/bin/python3 -c 'import dkim' || fail "/usr/bin/python3 cannot import dkim"
