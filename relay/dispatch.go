@@ -250,7 +250,7 @@ func (d *dispatcher) run(ctx context.Context) {
 		case del := <-d.done:
 			d.finish(del)
 		case <-r.q.Ready():
-			stale = true
+			stale = r.shaper != nil // the IPs' pauses may have changed
 		case <-d.reset(timer, wait):
 		}
 	}
