@@ -15,7 +15,9 @@
 // (Quotas) are checked, per recipient, before the message is queued.
 //
 // The package declares what it needs from the rest of Sesame as small
-// interfaces: Authenticator, Signer, Queue, Policy and Quotas.
+// interfaces: Authenticator, Signer, Queue, Policy and Quotas; a Queue that
+// is also a StorageChecker has mail refused with 452 4.3.1 at MAIL FROM
+// while its disk is full (storage.go).
 package smtpd
 
 import (

@@ -41,6 +41,13 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, tweak func(*Config)) *testEnv {
 	t.Helper()
+	return newTestEnvDeps(t, tweak, nil)
+}
+
+// newTestEnvDeps is newTestEnv with the dependencies changed by tweakDeps
+// (fakes standing in for parts of the store).
+func newTestEnvDeps(t *testing.T, tweak func(*Config), tweakDeps func(*Deps)) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(filepath.Join(dir, "sesame.db"))
 	if err != nil {
@@ -97,14 +104,18 @@ func newTestEnv(t *testing.T, tweak func(*Config)) *testEnv {
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	te.srv = New(cfg, Deps{
+	deps := Deps{
 		Auth:     account.NewAuthenticator(st, time.Now, time.Minute),
 		Signer:   sesamedkim.NewDomainSigner(st),
 		Queue:    st,
 		Policy:   identity.NewAuthorizer(st),
 		Quotas:   account.NewQuotas(st, account.QuotaDefaults{Daily: 1000, Rate: 1000, SandboxDaily: 200, SandboxRate: 1}, time.Now),
 		Standing: st,
-	})
+	}
+	if tweakDeps != nil {
+		tweakDeps(&deps)
+	}
+	te.srv = New(cfg, deps)
 	if err := te.srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -142,6 +142,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		return s.refuse(reasonBadAddress, err)
 	}
+	if err := s.checkStorage(); err != nil {
+		return err
+	}
 	if err := s.checkStanding(); err != nil {
 		return err
 	}
@@ -392,6 +395,12 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 		Data:       data,
 	}
 	if err := s.srv.deps.Queue.Enqueue(ctx, m); err != nil {
+		if store.IsStorageFull(err) {
+			// The disk is full (storage.go): 452 4.3.1, and MAIL FROM
+			// refuses the next transactions until there is room again.
+			s.log.Error("queueing failed: the disk is full; free space in the data directory (mail is refused with 452 4.3.1 until then)", "err", err)
+			return "", "", s.refuseNoStorage()
+		}
 		s.log.Error("queueing failed", "err", err)
 		return "", reasonTemporary, errStoreFailed
 	}

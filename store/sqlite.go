@@ -37,7 +37,8 @@ type SQLite struct {
 	watchOnce sync.Once
 	watching  sync.WaitGroup
 
-	commits atomic.Int64 // transactions committed by the committer, for tests and metrics
+	commits atomic.Int64  // transactions committed by the committer, for tests and metrics
+	health  storageHealth // whether writes fail for lack of space (sqlite_health.go)
 }
 
 var _ Store = (*SQLite)(nil)
@@ -394,6 +395,7 @@ func (s *SQLite) commitLoop() {
 func (s *SQLite) commit(batch []*writeOp) {
 	errs := make([]error, len(batch))
 	fail := func(err error) {
+		err = s.health.noteFailure(err, errs)
 		for _, op := range batch {
 			op.errc <- err
 		}
@@ -433,6 +435,7 @@ func (s *SQLite) commit(batch []*writeOp) {
 		return
 	}
 	s.commits.Add(1)
+	s.health.noteCommitted(errs)
 	// Signal before answering, so a caller that sees its write done also
 	// finds Ready signalled.
 	for i, op := range batch {

@@ -117,6 +117,13 @@ func (s *sink) copies(token string) int {
 	return len(s.byToken[token])
 }
 
+// all returns every message carrying token that has arrived so far.
+func (s *sink) all(token string) []*sinkMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*sinkMessage(nil), s.byToken[token]...)
+}
+
 func (s *sink) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -15,6 +15,13 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// StorageChecker is an ability Deps.Store may have. CheckStorage returns nil
+// while the store can write, and an error after a write failed for lack of
+// space and until there is room again (store.SQLite.CheckStorage).
+type StorageChecker interface {
+	CheckStorage(ctx context.Context) error
+}
+
 // Deps are what the HTTP side serves from.
 type Deps struct {
 	Store Pinger
@@ -29,8 +36,12 @@ type Deps struct {
 // Handler returns the HTTP routes:
 //   - /metrics: Prometheus metrics.
 //   - /healthz: 200 while the process and its store answer (liveness).
-//   - /readyz: 200 while it takes mail: listeners up, store answering, not
-//     stopping (readiness, for load balancers and orchestrators).
+//   - /readyz: 200 while it takes mail: listeners up, store answering and
+//     able to write (not on a full disk), not stopping (readiness, for load
+//     balancers and orchestrators).
+//
+// A full disk fails /readyz but not /healthz: a restart frees no space, and
+// the process recovers by itself once space is freed.
 func Handler(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/verify/", VerifyHandler(d.Addresses, d.Log))
@@ -50,6 +61,16 @@ func Handler(d Deps) http.Handler {
 			plain(w, http.StatusServiceUnavailable, "store unavailable\n")
 			return
 		}
+		if sc, ok := d.Store.(StorageChecker); ok {
+			if err := checkStorage(r.Context(), sc); err != nil {
+				// The details (paths, SQLite's words) go to the log only:
+				// this listener also serves the public verification pages.
+				d.Log.Warn("not ready: the store cannot write", "err", err)
+				plain(w, http.StatusServiceUnavailable,
+					"disk full: the queue cannot be written, so mail is refused with 452 4.3.1; free space in the data directory (details in the log)\n")
+				return
+			}
+		}
 		if d.Ready != nil {
 			if err := d.Ready(); err != nil {
 				plain(w, http.StatusServiceUnavailable, err.Error()+"\n")
@@ -65,6 +86,12 @@ func ping(ctx context.Context, store Pinger) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return store.Ping(ctx)
+}
+
+func checkStorage(ctx context.Context, sc StorageChecker) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return sc.CheckStorage(ctx)
 }
 
 func plain(w http.ResponseWriter, code int, body string) {
