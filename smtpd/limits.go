@@ -129,6 +129,11 @@ type limitedConn struct {
 	// the next read end it (after the refusal has been written).
 	authFailures atomic.Int32
 	hangUp       atomic.Bool
+	// ended is set once a read failed (the client closed, or timed out):
+	// whatever was being received is incomplete. go-smtp takes a BDAT
+	// chunk cut short by the end of the connection for a whole one, so
+	// Data checks this before queueing.
+	ended atomic.Bool
 }
 
 func (c *limitedConn) Read(p []byte) (int, error) {
@@ -138,7 +143,11 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 	if c.timeout > 0 {
 		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.ended.Store(true)
+	}
+	return n, err
 }
 
 func (c *limitedConn) Close() error {

@@ -44,13 +44,17 @@ func readMessage(r io.Reader, buf *bytes.Buffer, maxLine int) error {
 				return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 					Message: fmt.Sprintf("Message refused: a line is longer than %d octets; wrap lines or use quoted-printable", maxLine)}
 			default:
-				return fmt.Errorf("read message: %w", err)
+				// The client stopped sending (closed, or idle past the
+				// timeout): temporary, and without the network details.
+				return errIncomplete
 			}
 		}
 	}
 }
 
 var (
+	errIncomplete = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
+		Message: "Message incomplete: the connection ended or timed out before its end; nothing was queued"}
 	errBareLF = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 		Message: "Message refused: it contains a bare LF; every line must end with CRLF"}
 	errBareCR = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},

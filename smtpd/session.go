@@ -293,7 +293,11 @@ func (s *session) Data(r io.Reader) error {
 			buffers.Put(buf)
 		}
 	}()
-	if err := readMessage(r, buf, s.srv.maxLineLength()); err != nil {
+	err := readMessage(r, buf, s.srv.maxLineLength())
+	if lc := s.limitedConn(); err == nil && lc != nil && lc.ended.Load() {
+		err = errIncomplete // a BDAT chunk cut short: go-smtp ends it as if whole
+	}
+	if err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
 		reason := reasonBadMessage
 		if errors.Is(err, smtp.ErrDataTooLarge) {
