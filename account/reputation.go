@@ -19,6 +19,8 @@ type ReputationPolicy struct {
 	BouncePause      float64
 	ComplaintWarning float64 // complaints / deliveries
 	ComplaintPause   float64
+	// SimulatorDomain's recipients (the mailbox simulator) are left out.
+	SimulatorDomain string
 }
 
 // Reputation is a credential's standing over the policy's window.
@@ -47,7 +49,7 @@ func (p ReputationPolicy) Standing(ctx context.Context, events EventCounter, c s
 	if c.PausedReason == "" && c.PausedAt.After(since) {
 		since = c.PausedAt
 	}
-	n, err := events.CountEvents(ctx, store.EventQuery{Since: since, Credential: cred})
+	n, err := events.CountEvents(ctx, store.EventQuery{Since: since, Credential: cred, ExcludeDomain: p.SimulatorDomain})
 	if err != nil {
 		return Reputation{}, fmt.Errorf("account: reputation of %q: %w", cred, err)
 	}

@@ -43,6 +43,7 @@ type Config struct {
 	Events     Events     `toml:"events"`
 	Reputation Reputation `toml:"reputation"`
 	Webhooks   []Webhook  `toml:"webhook"`
+	Inbound    Inbound    `toml:"inbound"`
 	IPs        []IP       `toml:"ip"`
 	Warmup     Warmup     `toml:"warmup"`
 	Providers  []Provider `toml:"provider"`
@@ -108,6 +109,7 @@ type Policy struct {
 	MaxSendRate        float64 `toml:"max_send_rate"`
 	SandboxDailyQuota  int     `toml:"sandbox_daily_quota"`
 	SandboxMaxSendRate float64 `toml:"sandbox_max_send_rate"`
+	SimulatorDomain    string  `toml:"simulator_domain"`
 }
 
 // Reputation configures the guard that pauses credentials whose bounce or
@@ -127,6 +129,13 @@ type Webhook struct {
 	Secret     string   `toml:"secret"`
 	Events     []string `toml:"events"`
 	Credential string   `toml:"credential"`
+}
+
+// Inbound configures the listener for bounces and feedback reports.
+type Inbound struct {
+	Listen            []string `toml:"listen"`
+	FeedbackAddresses []string `toml:"feedback_addresses"`
+	MaxMessageBytes   int64    `toml:"max_message_bytes"`
 }
 
 // IP is one outbound address ([[ip]] tables).
@@ -211,7 +220,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // eventTypes are the event types a webhook may ask for (store.EventTypes;
 // repeated here so that config does not depend on the store).
-var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed"}
+var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed", "complaint"}
 
 // PublicURL is the base of links Sesame puts in mail: http.public_url, or
 // https://HOSTNAME.
@@ -273,6 +282,7 @@ func Default() *Config {
 			MaxSendRate:        14,
 			SandboxDailyQuota:  200,
 			SandboxMaxSendRate: 1,
+			SimulatorDomain:    "simulator.sesame.test",
 		},
 		Identity: Identity{
 			PendingCheckInterval:  Duration{5 * time.Minute},
@@ -282,7 +292,8 @@ func Default() *Config {
 			AddressLinkTTL:        Duration{24 * time.Hour},
 			MailFromSubdomain:     "bounce",
 		},
-		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
+		Events:  Events{Retention: Duration{30 * 24 * time.Hour}},
+		Inbound: Inbound{MaxMessageBytes: 10 << 20},
 		Warmup: Warmup{
 			SpreadHours:        12,
 			ThrottleBackoff:    Duration{15 * time.Minute},
@@ -481,6 +492,22 @@ func (c *Config) Validate() error {
 	positive("relay.command_timeout", r.CommandTimeout)
 
 	c.validateIPs(bad, positive)
+	if d := c.Policy.SimulatorDomain; d != "" && (!validHostname(d) || !strings.Contains(d, ".")) {
+		bad("policy.simulator_domain", "%q: expected a domain name such as \"simulator.sesame.test\", or \"\" to turn the simulator off", d)
+	}
+	for i, a := range c.Inbound.Listen {
+		if err := checkListen(a); err != nil {
+			bad(fmt.Sprintf("inbound.listen[%d]", i), "%v", err)
+		}
+	}
+	for i, a := range c.Inbound.FeedbackAddresses {
+		if local, domain, ok := strings.Cut(a, "@"); !ok || local == "" || !validHostname(domain) {
+			bad(fmt.Sprintf("inbound.feedback_addresses[%d]", i), "%q is not an email address", a)
+		}
+	}
+	if c.Inbound.MaxMessageBytes < 64<<10 {
+		bad("inbound.max_message_bytes", "%d: expected at least 65536 (a report carries the original message)", c.Inbound.MaxMessageBytes)
+	}
 
 	if c.HTTP.Listen != "" {
 		if err := checkListen(c.HTTP.Listen); err != nil {

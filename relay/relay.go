@@ -103,6 +103,9 @@ type Config struct {
 	// sender; each recipient then goes in a transaction of its own. Never
 	// called for the null sender.
 	ReturnPath func(sender, queueID, rcpt string) string
+	// SimulatorDomain is the mailbox simulator's domain (simulator.go);
+	// "" turns it off.
+	SimulatorDomain string
 	// AllowPrivateDestinations lets MX delivery connect to loopback, private,
 	// link-local and this host's own addresses; off, such destinations fail.
 	AllowPrivateDestinations bool

@@ -14,14 +14,14 @@ import (
 
 func smtpCode(a, b, c int) smtp.EnhancedCode { return smtp.EnhancedCode{a, b, c} }
 
-// classifyBounce says what a permanent failure means for the address
+// ClassifyBounce says what a permanent failure means for the address
 // (RFC 3463): hard when the address itself is bad (X.1.x bad mailbox, domain
 // or syntax; X.2.1 disabled mailbox; or, from a server that gives no
 // enhanced code, a reply that says the user is unknown), so mail to it
 // should stop (the suppression list); soft for a full mailbox (X.2.2) or
 // message too large for it (X.2.3); policy for a refusal by the receiver's
 // rules (X.7.x); undetermined otherwise.
-func classifyBounce(status, reply string) string {
+func ClassifyBounce(status, reply string) string {
 	switch {
 	case strings.HasPrefix(status, "5.1."), status == "5.2.1":
 		return store.BounceHard
@@ -49,14 +49,16 @@ func classifyBounce(status, reply string) string {
 //
 // Waiting for capacity (a parked recipient that was not attempted) is not
 // failing: it never makes a recipient expire.
-func (r *Relay) record(ctx context.Context, d store.Delivery, results []result, sends []store.IPSend) {
+func (r *Relay) record(ctx context.Context, d store.Delivery, results []result, x extras) {
 	now := r.now()
 	expiry := d.ReceivedAt.Add(r.cfg.MaxLifetime)
-	rep := store.Report{QueueID: d.QueueID, Outcomes: make([]store.Outcome, len(results)), Sends: sends}
+	rep := store.Report{QueueID: d.QueueID, Outcomes: make([]store.Outcome, len(results)), Sends: x.sends,
+		Replies: x.replies, Events: x.events}
 	var failed, delayed []int
 	for i := range results {
 		res := &results[i]
-		o := store.Outcome{Recipient: res.rcpt.Address, State: res.state, Reply: res.reply, RemoteMTA: res.remote}
+		o := store.Outcome{Recipient: res.rcpt.Address, State: res.state, Reply: res.reply, RemoteMTA: res.remote,
+			Simulated: res.simulated}
 		switch {
 		case res.state == store.StateDeferred && res.notAttempted:
 			o.Park, o.NotAttempted = res.park, true
@@ -80,7 +82,7 @@ func (r *Relay) record(ctx context.Context, d store.Delivery, results []result, 
 		case store.StateBounced, store.StateExpired:
 			o.BounceType = store.BounceSoft // expired: the address may be fine
 			if o.State == store.StateBounced {
-				o.BounceType = classifyBounce(res.status, res.reply)
+				o.BounceType = ClassifyBounce(res.status, res.reply)
 			}
 			failed = append(failed, i)
 		case store.StateDeferred:

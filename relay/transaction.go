@@ -29,6 +29,7 @@ type result struct {
 	park         string
 	parkUntil    time.Time
 	notAttempted bool
+	simulated    bool // an outcome of the mailbox simulator
 }
 
 // replyCode is the reply code of a server's reply in err, or 0.

@@ -20,8 +20,15 @@ const maxAddrsPerLeg = 5
 
 // worker delivers one message at a time.
 type worker struct {
-	r     *Relay
-	sends []store.IPSend // counted against IP caps by the current delivery
+	r      *Relay
+	extras extras // what the current delivery adds to its report
+}
+
+// extras is what a delivery adds to its outcomes in the store.
+type extras struct {
+	sends   []store.IPSend   // counted against IP caps
+	replies []*store.Message // the simulator's auto-replies
+	events  []store.Event    // the simulator's complaints
 }
 
 // run delivers what arrives on work, handing each delivery back on done,
@@ -37,12 +44,12 @@ func (w *worker) run(ctx context.Context, work <-chan store.Delivery, done chan<
 // outcomes.
 func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	recorded := false
-	w.sends = nil
+	w.extras = extras{}
 	defer func() {
 		if p := recover(); p != nil {
 			w.recovered(p, d.QueueID)
 			if !recorded {
-				w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, replyInternal, "4.3.0"), w.sends)
+				w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, replyInternal, "4.3.0"), w.extras)
 			}
 		}
 	}()
@@ -58,7 +65,7 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	if err != nil {
 		w.r.log.Error("relay: reading the message failed", "queue_id", d.QueueID, "err", err)
 		recorded = true
-		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the queued message failed: "+err.Error(), "4.3.0"), nil)
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the queued message failed: "+err.Error(), "4.3.0"), extras{})
 		return
 	}
 	d.Data = data
@@ -66,15 +73,25 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	if err != nil {
 		w.r.log.Error("relay: reading the suppression list failed", "queue_id", d.QueueID, "err", err)
 		recorded = true
-		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the suppression list failed: "+err.Error(), "4.3.0"), nil)
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateDeferred, "reading the suppression list failed: "+err.Error(), "4.3.0"), extras{})
 		return
 	}
-	d.Recipients = rest
+	var real []store.DueRecipient
+	var simulated []store.DueRecipient
+	for _, rc := range rest {
+		if w.r.isSimulated(rc.Address) {
+			simulated = append(simulated, rc)
+		} else {
+			real = append(real, rc)
+		}
+	}
+	results = append(results, w.simulate(d, simulated)...)
+	d.Recipients = real
 	for _, l := range w.r.route(d) {
 		results = append(results, w.deliverLeg(actx, d, l)...)
 	}
 	recorded = true
-	w.r.record(ctx, d, results, w.sends)
+	w.r.record(ctx, d, results, w.extras)
 }
 
 // suppressed settles the recipients on the suppression list (accepted, as
@@ -178,7 +195,7 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 				w.r.conns.put(s, w.r.now())
 			}
 			if g.Count > 0 {
-				w.sends = append(w.sends, store.IPSend{IP: g.IP.Name(), Provider: g.Provider, Hour: g.At, Count: g.Count})
+				w.extras.sends = append(w.extras.sends, store.IPSend{IP: g.IP.Name(), Provider: g.Provider, Hour: g.At, Count: g.Count})
 			}
 			return res
 		}

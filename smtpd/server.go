@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,8 +147,11 @@ type Config struct {
 	// FallbackSigningDomain signs mail whose From domain has no keys (a
 	// verified address in someone else's domain); "" refuses such mail.
 	FallbackSigningDomain string
-	Logger                *slog.Logger
-	Now                   func() time.Time // default time.Now
+	// SimulatorDomain is the mailbox simulator's domain: its recipients
+	// are allowed in the sandbox and not counted in quotas. "" for none.
+	SimulatorDomain string
+	Logger          *slog.Logger
+	Now             func() time.Time // default time.Now
 }
 
 // maxLineLength bounds a line of a command or of a message. RFC 5321 allows
@@ -353,3 +357,8 @@ func (a slogAdapter) Printf(format string, v ...any) {
 	a.log.Debug("smtp: " + fmt.Sprintf(format, v...))
 }
 func (a slogAdapter) Println(v ...any) { a.log.Debug("smtp: " + fmt.Sprint(v...)) }
+
+// simulated reports whether addr is a mailbox simulator address.
+func (s *Server) simulated(addr string) bool {
+	return s.cfg.SimulatorDomain != "" && strings.EqualFold(store.AddressDomain(addr), s.cfg.SimulatorDomain)
+}

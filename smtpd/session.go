@@ -245,7 +245,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err != nil {
 		return err
 	}
-	if s.cred.Sandbox {
+	if s.cred.Sandbox && !s.srv.simulated(addr) { // the mailbox simulator is open to the sandbox, as on SES
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		ok, err := s.srv.deps.Policy.VerifiedRecipient(ctx, addr)
 		cancel()
@@ -357,7 +357,14 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	done, err := s.srv.deps.Quotas.Reserve(ctx, s.cred, len(s.recipients))
+	// The mailbox simulator's recipients do not count against the quota.
+	uncounted := 0
+	for _, r := range s.recipients {
+		if s.srv.simulated(r) {
+			uncounted++
+		}
+	}
+	done, err := s.srv.deps.Quotas.Reserve(ctx, s.cred, len(s.recipients)-uncounted)
 	switch {
 	case errors.Is(err, account.ErrDailyQuota):
 		return "", reasonQuotaDaily, errDailyQuota
@@ -397,6 +404,7 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 		MessageID:  messageID,
 		ReceivedAt: now,
 		Data:       data,
+		Uncounted:  uncounted,
 	}
 	if err := s.srv.deps.Queue.Enqueue(ctx, m); err != nil {
 		if store.IsStorageFull(err) {

@@ -221,6 +221,19 @@ var migrations = []string{
 		reason TEXT NOT NULL,
 		at     INTEGER NOT NULL
 	 );`,
+	`CREATE TABLE inbound (
+		id          INTEGER PRIMARY KEY AUTOINCREMENT,
+		received_at INTEGER NOT NULL,
+		mail_from   TEXT NOT NULL,
+		rcpt_to     TEXT NOT NULL,
+		kind        TEXT NOT NULL,
+		status      TEXT NOT NULL,
+		detail      TEXT NOT NULL,
+		raw         BLOB NOT NULL
+	 );
+	 CREATE INDEX inbound_at ON inbound(received_at);
+	 CREATE INDEX events_queue_id ON events(queue_id) WHERE queue_id != '';
+	 CREATE INDEX events_message_id ON events(message_id) WHERE message_id != '';`,
 }
 
 func migrate(db *sql.DB) error {
@@ -506,7 +519,7 @@ func insertMessage(tx *sql.Tx, m *Message) error {
 		// Sending quotas count recipients, in hour buckets (see Sent).
 		_, err := tx.Exec(`INSERT INTO sends (credential, hour, count) VALUES (?, ?, ?)
 			ON CONFLICT (credential, hour) DO UPDATE SET count = count + excluded.count`,
-			m.Credential, m.ReceivedAt.Truncate(time.Hour).Unix(), len(m.Recipients))
+			m.Credential, m.ReceivedAt.Truncate(time.Hour).Unix(), len(m.Recipients)-m.Uncounted)
 		if err != nil {
 			return err
 		}
@@ -600,7 +613,7 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 	if r.Notice != nil && r.Notice.ID == "" {
 		r.Notice.ID = NewQueueID()
 	}
-	op := &writeOp{enqueues: r.Notice != nil, run: func(tx *sql.Tx) error {
+	op := &writeOp{enqueues: r.Notice != nil || len(r.Replies) > 0, run: func(tx *sql.Tx) error {
 		now := time.Now().UnixNano()
 		final := false
 		var credential, messageID string
@@ -637,7 +650,7 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 				BounceType: o.BounceType}); err != nil {
 				return err
 			}
-			if o.BounceType == BounceHard {
+			if o.BounceType == BounceHard && !o.Simulated {
 				if err := upsertSuppression(tx, Suppression{Address: o.Recipient, Reason: SuppressBounce,
 					Detail: o.Reply, CreatedAt: time.Unix(0, now)}); err != nil {
 					return err
@@ -649,6 +662,20 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 				ON CONFLICT (ip, provider, hour) DO UPDATE SET count = count + excluded.count`,
 				c.IP, c.Provider, c.Hour.Truncate(time.Hour).Unix(), c.Count); err != nil {
 				return err
+			}
+		}
+		for _, e := range r.Events {
+			e.At, e.Credential, e.QueueID, e.MessageID = time.Unix(0, now), credential, r.QueueID, messageID
+			if err := insertEvent(tx, e); err != nil {
+				return err
+			}
+		}
+		for _, m := range r.Replies {
+			if m.ID == "" {
+				m.ID = NewQueueID()
+			}
+			if err := insertMessage(tx, m); err != nil {
+				return fmt.Errorf("queue reply: %w", err)
 			}
 		}
 		if r.DelayWarned {

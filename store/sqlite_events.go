@@ -39,6 +39,9 @@ func eventWhere(q EventQuery, withType bool) (string, []any) {
 	if q.Recipient != "" {
 		conds, args = append(conds, "recipient = ? COLLATE NOCASE"), append(args, q.Recipient)
 	}
+	if q.ExcludeDomain != "" {
+		conds, args = append(conds, "recipient NOT LIKE ?"), append(args, "%@"+q.ExcludeDomain)
+	}
 	if len(conds) == 0 {
 		return "", nil
 	}
@@ -112,7 +115,10 @@ func (s *SQLite) PruneEvents(ctx context.Context, before time.Time) (int, error)
 		if before.Before(sendsBefore) {
 			sendsBefore = before
 		}
-		_, err = tx.Exec(`DELETE FROM sends WHERE hour < ?`, sendsBefore.Unix())
+		if _, err = tx.Exec(`DELETE FROM sends WHERE hour < ?`, sendsBefore.Unix()); err != nil {
+			return err
+		}
+		_, err = tx.Exec(`DELETE FROM inbound WHERE received_at < ?`, before.UnixNano())
 		return err
 	}}
 	if err := s.write(ctx, op); err != nil {

@@ -37,6 +37,7 @@ type Store interface {
 	Events
 	Suppressions
 	IPs
+	Inbound
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -189,6 +190,9 @@ type Message struct {
 	MessageID  string // the Message-ID header, for operators
 	ReceivedAt time.Time
 	Data       []byte // signed bytes, exactly as they will leave
+	// Uncounted recipients (the mailbox simulator's) do not count against
+	// the credential's sending quota.
+	Uncounted int
 }
 
 // Delivery is a claimed message with those of its recipients that are due.
@@ -227,6 +231,9 @@ type Outcome struct {
 	// server was tried, so the attempt is not counted and no event written.
 	Park         string
 	NotAttempted bool
+	// Simulated marks an outcome of the mailbox simulator: a hard bounce
+	// does not suppress the address.
+	Simulated bool
 }
 
 // Bounce types (on bounce events): is the address bad, or the moment?
@@ -252,6 +259,12 @@ type Report struct {
 	// Sends are the messages this attempt counted against outbound IPs'
 	// warm-up and provider caps.
 	Sends []IPSend
+	// Replies are further messages to queue with the outcomes (the
+	// mailbox simulator's out-of-office reply).
+	Replies []*Message
+	// Events are further events (the simulator's complaints); the store
+	// fills in the time, credential, queue id and Message-ID.
+	Events []Event
 }
 
 // Queue is the durable mail queue.
@@ -288,10 +301,12 @@ const (
 	EventExpired    = "expired"    // still failing at the end of its lifetime
 	EventReject     = "reject"     // refused at submission
 	EventSuppressed = "suppressed" // not attempted: on the suppression list
+	EventComplaint  = "complaint"  // the recipient reported the message as spam (a feedback loop's ARF report)
 )
 
 // EventTypes lists every event type, for validating queries.
-var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject, EventSuppressed}
+var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject, EventSuppressed,
+	EventComplaint}
 
 // Event is one thing that happened, for operators, statistics and (later)
 // webhooks.
@@ -315,6 +330,9 @@ type EventQuery struct {
 	Type       string
 	Recipient  string
 	Limit      int // 0: no limit
+	// ExcludeDomain leaves out the events of recipients in this domain
+	// (the mailbox simulator's, from the reputation rates).
+	ExcludeDomain string
 }
 
 // Events stores events.
@@ -332,14 +350,15 @@ type Events interface {
 
 // Suppression reasons.
 const (
-	SuppressBounce = "bounce" // a hard bounce
-	SuppressManual = "manual" // added by the operator
+	SuppressBounce    = "bounce"    // a hard bounce
+	SuppressComplaint = "complaint" // the recipient complained
+	SuppressManual    = "manual"    // added by the operator
 )
 
 // Suppression is an address Sesame no longer sends to.
 type Suppression struct {
 	Address   string
-	Reason    string // SuppressBounce or SuppressManual
+	Reason    string // SuppressBounce, SuppressComplaint or SuppressManual
 	Detail    string // the bounce's reply, or the operator's note
 	CreatedAt time.Time
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -20,9 +21,11 @@ import (
 	"github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/events"
 	"github.com/sesame-mail/sesame/identity"
+	"github.com/sesame-mail/sesame/inbound"
 	"github.com/sesame-mail/sesame/metrics"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/smtpd"
+	"github.com/sesame-mail/sesame/verp"
 	"github.com/sesame-mail/sesame/warmup"
 	"github.com/sesame-mail/sesame/web"
 )
@@ -206,6 +209,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			BlockFor:      cfg.Submission.AuthBlockTime.Duration,
 		},
 		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
+		SimulatorDomain:       cfg.Policy.SimulatorDomain,
 		Logger:                log.With("part", "smtpd"),
 	}, smtpd.Deps{
 		Auth:     account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
@@ -226,6 +230,29 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		a, _ := config.DNSServerAddr(s) // validated by config
 		dnsServers = append(dnsServers, a)
 	}
+	// With an inbound listener, outbound mail from verified domains gets a
+	// return path per recipient that the listener recognises.
+	var returnPath func(sender, queueID, rcpt string) string
+	var in *inbound.Server
+	if len(cfg.Inbound.Listen) > 0 {
+		key, err := verp.LoadKey(filepath.Join(cfg.DataDir, "verp.key"))
+		if err != nil {
+			return err
+		}
+		signer := verp.New(key, cfg.Identity.MailFromSubdomain)
+		returnPath = verifiedReturnPath(st, signer)
+		in = inbound.New(inbound.Config{
+			Listen:            cfg.Inbound.Listen,
+			Hostname:          cfg.Hostname,
+			TLSConfig:         cert.TLSConfig(),
+			FeedbackAddresses: cfg.Inbound.FeedbackAddresses,
+			MaxMessageBytes:   cfg.Inbound.MaxMessageBytes,
+			Logger:            log.With("part", "inbound"),
+		}, st, signer)
+		if err := in.Listen(); err != nil {
+			return err
+		}
+	}
 	shaper := warmup.NewLimiter(shaperConfig(cfg))
 	m.OutboundIPs(func() []warmup.IPStatus { return shaper.Status(time.Now()) }, st.ParkedCounts)
 	rel := relay.New(relay.Config{
@@ -244,6 +271,8 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		CommandTimeout:           cfg.Relay.CommandTimeout.Duration,
 		AllowPrivateDestinations: cfg.Relay.AllowPrivateDestinations,
 		Shaper:                   shaper,
+		ReturnPath:               returnPath,
+		SimulatorDomain:          cfg.Policy.SimulatorDomain,
 		Metrics:                  m,
 		Logger:                   log.With("part", "relay"),
 	}, st)
@@ -292,6 +321,13 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	go account.NewGuard(e.reputationPolicy(), st, log.With("part", "reputation"), time.Now).Run(ctx, time.Minute)
 	subDone := make(chan error, 1)
 	go func() { subDone <- sub.Serve() }()
+	inboundDone := make(chan struct{})
+	go func() {
+		defer close(inboundDone)
+		if in != nil {
+			in.Serve()
+		}
+	}()
 	log.Info("sesame started", "version", version, "hostname", cfg.Hostname)
 	ready.set(nil)
 	if err := sdNotify("READY=1\nSTATUS=accepting mail"); err != nil {
@@ -333,6 +369,12 @@ wait:
 	if err := sub.Shutdown(graceCtx); err != nil {
 		log.Warn("sessions still open at the end of the grace period were cut", "err", err)
 	}
+	if in != nil {
+		if err := in.Shutdown(graceCtx); err != nil {
+			log.Warn("inbound sessions still open at the end of the grace period were cut", "err", err)
+		}
+	}
+	<-inboundDone
 	if relayRunning {
 		select {
 		case err := <-relayDone:

@@ -200,7 +200,7 @@ func (e *env) reputationPolicy() account.ReputationPolicy {
 	r := e.cfg.Reputation
 	return account.ReputationPolicy{Window: r.Window.Duration, MinVolume: r.MinVolume,
 		BounceWarning: r.BounceWarning, BouncePause: r.BouncePause,
-		ComplaintWarning: r.ComplaintWarning, ComplaintPause: r.ComplaintPause}
+		ComplaintWarning: r.ComplaintWarning, ComplaintPause: r.ComplaintPause, SimulatorDomain: e.cfg.Policy.SimulatorDomain}
 }
 
 // notFoundUser turns a missing credential into an error that says what to do.

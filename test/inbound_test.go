@@ -1,0 +1,373 @@
+package test
+
+// The feedback loop from the built binary, over real SMTP both ways: mail
+// leaves with a per-recipient return path (VERP) to the MX sinks, and a
+// test "mailbox provider" sends asynchronous DSNs and ARF complaint reports
+// back to Sesame's inbound listener. The reports are written here in the
+// shape Postfix and the providers' feedback loops send.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+type inboundEnv struct {
+	*mxEnv
+	inboundAddr string
+}
+
+func newInboundEnv(t *testing.T) *inboundEnv {
+	t.Helper()
+	e := newMXEnv(t, mxOptions{})
+	e.inst.unthrottled()
+	addr := freeAddr(t, "127.0.0.1")
+	e.inst.configure(map[string]any{
+		"inbound.listen":             []string{addr},
+		"inbound.feedback_addresses": []string{"fbl@example.com"},
+	})
+	e.start(t)
+	return &inboundEnv{mxEnv: e, inboundAddr: addr}
+}
+
+// deliver sends one message to rcpt and returns its queue id and the
+// return path it left with.
+func (e *inboundEnv) deliver(t *testing.T, rcpt string) (id, returnPath string) {
+	t.Helper()
+	token := "fb-" + newToken()
+	id = e.send(t, token, rcpt)
+	m := mustWait(t, e.mx1, "the message at the MX", carrying(token))
+	return id, m.From
+}
+
+// report sends raw to the inbound listener as a provider would: from the
+// null sender to rcpt. It returns the reply to RCPT (nil when accepted)
+// and to the end of DATA.
+func (e *inboundEnv) report(t *testing.T, rcpt string, raw string) (rcptErr, dataErr error) {
+	t.Helper()
+	c, err := smtp.Dial(e.inboundAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("mx.provider.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(rcpt, nil); err != nil {
+		return err, nil
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(strings.ReplaceAll(raw, "\n", "\r\n")))
+	return nil, w.Close()
+}
+
+type eventJSON struct {
+	Type       string `json:"type"`
+	Recipient  string `json:"recipient"`
+	QueueID    string `json:"queue_id"`
+	BounceType string `json:"bounce_type"`
+	Credential string `json:"credential"`
+	Reply      string `json:"reply"`
+}
+
+func (e *inboundEnv) events(t *testing.T, typ string) []eventJSON {
+	t.Helper()
+	var out []eventJSON
+	raw := e.inst.mustAdmin(t, "events", "--type", typ, "--json")
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("events --json: %v\n%s", err, raw)
+	}
+	return out
+}
+
+func (e *inboundEnv) inboundList(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	e.inst.adminJSON(t, &out, "inbound", "list")
+	return out
+}
+
+// postfixDSN is an asynchronous bounce as Postfix writes one.
+func postfixDSN(rcpt, status, diag, queueID string) string {
+	return fmt.Sprintf(`From: MAILER-DAEMON@mx1.example.net (Mail Delivery System)
+Subject: Undelivered Mail Returned to Sender
+To: bounce-address@bounce.example.com
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+	boundary="B1.1700000000/mx1.example.net"
+Message-Id: <20261127101500.AB12C@mx1.example.net>
+
+--B1.1700000000/mx1.example.net
+Content-Description: Notification
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx1.example.net.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<%[1]s>: host store.example.net[10.0.0.5] said: %[3]s
+
+--B1.1700000000/mx1.example.net
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx1.example.net
+X-Postfix-Queue-ID: AB12C
+Arrival-Date: Fri, 27 Nov 2026 10:14:58 +0000 (UTC)
+
+Final-Recipient: rfc822; %[1]s
+Original-Recipient: rfc822;%[1]s
+Action: failed
+Status: %[2]s
+Remote-MTA: dns; store.example.net
+Diagnostic-Code: smtp; %[3]s
+
+--B1.1700000000/mx1.example.net
+Content-Description: Undelivered Message Headers
+Content-Type: text/rfc822-headers
+
+Received: from sesame.test (sesame.test [127.0.0.9])
+	by mx1.example.net (Postfix) with ESMTPS id AB12C
+	for <%[1]s>; Fri, 27 Nov 2026 10:14:58 +0000 (UTC)
+Received: from swaks.client.test ([127.0.0.1])
+	by sesame.test with ESMTPSA id %[4]s
+	for <%[1]s>; Fri, 27 Nov 2026 10:14:57 +0000
+From: app@example.com
+To: %[1]s
+Subject: a message
+
+--B1.1700000000/mx1.example.net--
+`, rcpt, status, diag, queueID)
+}
+
+// arfReport is a feedback-loop complaint as the providers' programs send
+// them: the original message's header attached, its recipient in
+// Original-Rcpt-To.
+func arfReport(rcpt, queueID string) string {
+	return fmt.Sprintf(`From: <feedback@fbl.provider.test>
+To: <fbl@example.com>
+Subject: FW: a message
+Date: Fri, 27 Nov 2026 11:02:11 +0000
+Message-ID: <fbl-8841@fbl.provider.test>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="fbl_boundary_77"
+
+--fbl_boundary_77
+Content-Type: text/plain; charset="US-ASCII"
+
+This is an email abuse report for an email message received from IP 127.0.0.9 on Fri, 27 Nov 2026 10:15:00 +0000.
+
+--fbl_boundary_77
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: ProviderFBL/1.0
+Version: 1
+Original-Mail-From: <app@example.com>
+Original-Rcpt-To: <%[1]s>
+Arrival-Date: Fri, 27 Nov 2026 10:15:00 +0000
+Source-IP: 127.0.0.9
+Reported-Domain: example.com
+
+--fbl_boundary_77
+Content-Type: text/rfc822-headers
+
+Received: from swaks.client.test ([127.0.0.1])
+	by sesame.test with ESMTPSA id %[2]s
+	for <%[1]s>; Fri, 27 Nov 2026 10:14:57 +0000
+From: app@example.com
+To: <%[1]s>
+Subject: a message
+
+--fbl_boundary_77--
+`, rcpt, queueID)
+}
+
+var verpRE = regexp.MustCompile(`^b\+[a-z2-7]{16}\.[a-z2-7]{8}\.[a-z2-7]{16}@bounce\.example\.com$`)
+
+func TestFeedbackLoopEndToEnd(t *testing.T) {
+	e := newInboundEnv(t)
+
+	// Each recipient leaves with a return path of its own.
+	id1, rp1 := e.deliver(t, "gone@example.net")
+	_, rp2 := e.deliver(t, "other@example.net")
+	if !verpRE.MatchString(rp1) || rp1 == rp2 {
+		t.Fatalf("return paths %q and %q: want distinct b+TOKEN@bounce.example.com", rp1, rp2)
+	}
+
+	// Forged, altered, and foreign recipients are refused: not a relay.
+	altered := []byte(rp1)
+	altered[5] ^= 1
+	for _, rcpt := range []string{string(altered), strings.Replace(rp1, "example.com", "example.org", 1),
+		"someone@example.org", "postmaster@bounce.example.com"} {
+		err, _ := e.report(t, rcpt, postfixDSN("gone@example.net", "5.1.1", "550 5.1.1 no such user", id1))
+		if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 1}) {
+			t.Errorf("RCPT TO:<%s>: %v, want 550 5.1.1", rcpt, err)
+		}
+	}
+
+	// An asynchronous hard bounce: one bounce event, the address suppressed.
+	if rcptErr, dataErr := e.report(t, rp1, postfixDSN("gone@example.net", "5.1.1",
+		"550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown in local recipient table", id1)); rcptErr != nil || dataErr != nil {
+		t.Fatalf("DSN refused: %v %v", rcptErr, dataErr)
+	}
+	// The same DSN again (providers retry): no second event.
+	e.report(t, rp1, postfixDSN("gone@example.net", "5.1.1", "550 5.1.1 User unknown", id1))
+	bounces := e.events(t, "bounce")
+	if len(bounces) != 1 || bounces[0].Recipient != "gone@example.net" || bounces[0].BounceType != "hard" ||
+		bounces[0].QueueID != id1 || bounces[0].Credential != "mx" {
+		t.Fatalf("bounce events %+v, want one hard bounce of gone@example.net in %s by mx", bounces, id1)
+	}
+	if out := string(e.inst.mustAdmin(t, "suppression", "show", "gone@example.net")); !strings.Contains(out, "bounce") {
+		t.Errorf("suppression show: %s", out)
+	}
+
+	// A soft bounce (mailbox full) is recorded but not suppressed.
+	id3, rp3 := e.deliver(t, "full@example.net")
+	e.report(t, rp3, postfixDSN("full@example.net", "5.2.2", "552 5.2.2 Mailbox full", id3))
+	soft := false
+	for _, b := range e.events(t, "bounce") {
+		soft = soft || b.Recipient == "full@example.net" && b.BounceType == "soft"
+	}
+	if !soft {
+		t.Error("no soft bounce event for full@example.net")
+	}
+	if status, _, _ := e.inst.adminStatus(t, "suppression", "show", "full@example.net"); status == 0 {
+		t.Error("a soft bounce suppressed the address")
+	}
+
+	// A complaint through the feedback address: a complaint event, the
+	// address suppressed.
+	id4, _ := e.deliver(t, "angry@example.net")
+	if rcptErr, dataErr := e.report(t, "fbl@example.com", arfReport("angry@example.net", id4)); rcptErr != nil || dataErr != nil {
+		t.Fatalf("ARF refused: %v %v", rcptErr, dataErr)
+	}
+	complaints := e.events(t, "complaint")
+	if len(complaints) != 1 || complaints[0].Recipient != "angry@example.net" || complaints[0].QueueID != id4 {
+		t.Fatalf("complaint events %+v, want one for angry@example.net in %s", complaints, id4)
+	}
+	if out := string(e.inst.mustAdmin(t, "suppression", "show", "angry@example.net")); !strings.Contains(out, "complaint") {
+		t.Errorf("suppression show: %s", out)
+	}
+
+	// Something that is no report is kept for the operator.
+	if _, dataErr := e.report(t, rp2, "From: someone@example.net\nSubject: thanks!\n\nGreat newsletter.\n"); dataErr != nil {
+		t.Fatalf("a plain message to a return path was refused: %v", dataErr)
+	}
+	statuses := map[string]int{}
+	for _, m := range e.inboundList(t) {
+		statuses[m["status"].(string)]++
+	}
+	if statuses["processed"] < 3 || statuses["unparsed"] != 1 {
+		t.Errorf("inbound list statuses %v, want 3+ processed and 1 unparsed", statuses)
+	}
+	var unparsed []map[string]any
+	e.inst.adminJSON(t, &unparsed, "inbound", "list", "--status", "unparsed")
+	raw := e.inst.mustAdmin(t, "inbound", "show", fmt.Sprint(unparsed[0]["id"]))
+	if !bytes.Contains(raw, []byte("Great newsletter.")) {
+		t.Errorf("inbound show does not print the kept message:\n%s", raw)
+	}
+
+	// Mail to a suppressed address is accepted but not attempted.
+	token := "again-" + newToken()
+	e.send(t, token, "gone@example.net")
+	deadline := time.Now().Add(mxWait)
+	for {
+		if sup := e.events(t, "suppressed"); len(sup) == 1 && sup[0].Recipient == "gone@example.net" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no suppressed event for mail to a suppressed address")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if e.mx1.count(carrying(token)) != 0 {
+		t.Error("mail to a suppressed address was delivered")
+	}
+
+	// Events and the suppression list survive a restart.
+	e.stopGracefully(t)
+	e.start(t)
+	if len(e.events(t, "bounce")) < 2 || len(e.events(t, "complaint")) != 1 {
+		t.Error("events lost across a restart")
+	}
+	if status, _, _ := e.inst.adminStatus(t, "suppression", "show", "angry@example.net"); status != 0 {
+		t.Error("suppression lost across a restart")
+	}
+}
+
+// The mailbox simulator: each name's outcome arrives through the same
+// events and DSNs as real mail, from a sandboxed credential, without
+// touching the quota, the suppression list or any server.
+func TestMailboxSimulatorEndToEnd(t *testing.T) {
+	e := newMXEnv(t, mxOptions{})
+	e.inst.mustAdmin(t, "user", "sandbox", "mx")
+	e.start(t)
+	const dom = "simulator.sesame.test"
+	token := "sim-" + newToken()
+	e.send(t, token, "success@"+dom, "bounce@"+dom, "ooto@"+dom, "complaint@"+dom, "suppressionlist@"+dom)
+
+	// One DSN for the two bounces, and the out-of-office reply, both to the
+	// sender's MX.
+	dsn := mustWait(t, e.senderMX, "the DSN for the simulated bounces", func(m *sinkMessage) bool {
+		return dsnFor(token)(m) && bytes.Contains(m.Data, []byte("report-type=delivery-status"))
+	})
+	d := parseDSN(t, dsn)
+	for _, r := range []string{"bounce@" + dom, "suppressionlist@" + dom} {
+		if h := d.recipient(t, r); h.Get("Action") != "failed" || h.Get("Status") != "5.1.1" {
+			t.Errorf("DSN for %s: %v", r, h)
+		}
+	}
+	ooto := mustWait(t, e.senderMX, "the out-of-office reply", func(m *sinkMessage) bool {
+		return bytes.Contains(m.Data, []byte("Subject: Out of office: "+token))
+	})
+	if ooto.From != "" || !bytes.Contains(ooto.Data, []byte("Auto-Submitted: auto-replied")) {
+		t.Errorf("out-of-office reply from <%s>, want the null sender and Auto-Submitted", ooto.From)
+	}
+	ie := &inboundEnv{mxEnv: e}
+	deadline := time.Now().Add(mxWait)
+	for len(ie.events(t, "complaint")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if c := ie.events(t, "complaint"); len(c) != 1 || c[0].Recipient != "complaint@"+dom {
+		t.Errorf("complaint events %+v, want one for complaint@%s", c, dom)
+	}
+	delivered := map[string]bool{}
+	for _, ev := range ie.events(t, "delivery") {
+		delivered[ev.Recipient] = true
+	}
+	for _, r := range []string{"success@", "ooto@", "complaint@"} {
+		if !delivered[r+dom] {
+			t.Errorf("no delivery event for %s%s", r, dom)
+		}
+	}
+	if n := len(e.mx1.messages()) + len(e.mx2.messages()); n != 0 {
+		t.Errorf("%d messages reached a real server", n)
+	}
+	var sups []map[string]any
+	e.inst.adminJSON(t, &sups, "suppression", "list")
+	if len(sups) != 0 {
+		t.Errorf("the simulator suppressed %v", sups)
+	}
+	var show struct {
+		Sent int `json:"sent_last_24h"`
+	}
+	e.inst.adminJSON(t, &show, "user", "show", "mx")
+	if show.Sent != 0 {
+		t.Errorf("the simulator's recipients counted %d against the quota", show.Sent)
+	}
+}
