@@ -16,7 +16,7 @@ echo "== go test -race"
 SESAME_E2E=1 go test -race -count=1 -timeout 15m ./...
 echo "== fuzzing (a few seconds per target; found inputs go to testdata/fuzz)"
 for target in config:FuzzParse smtpd:FuzzParseHeader smtpd:FuzzNormalizeAddress dkim:FuzzHeaderKeys \
-	identity:FuzzSPF identity:FuzzTXT identity:FuzzAddress smtpd:FuzzSession verp:FuzzParse; do
+	identity:FuzzSPF identity:FuzzTXT identity:FuzzAddress smtpd:FuzzSession verp:FuzzParse report:FuzzParse; do
 	# -fuzzminimizetime bounds the shrinking of each new input, which
 	# otherwise eats most of the 4 s of a slow target (a whole SMTP session).
 	if ! out=$(go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 4s -fuzzminimizetime 100x "./${target%%:*}" 2>&1); then
