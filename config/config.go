@@ -110,6 +110,7 @@ type Policy struct {
 	SandboxDailyQuota  int     `toml:"sandbox_daily_quota"`
 	SandboxMaxSendRate float64 `toml:"sandbox_max_send_rate"`
 	SimulatorDomain    string  `toml:"simulator_domain"`
+	SuppressionScope   string  `toml:"suppression_scope"`
 }
 
 // Reputation configures the guard that pauses credentials whose bounce or
@@ -283,6 +284,7 @@ func Default() *Config {
 			SandboxDailyQuota:  200,
 			SandboxMaxSendRate: 1,
 			SimulatorDomain:    "simulator.sesame.test",
+			SuppressionScope:   "shared",
 		},
 		Identity: Identity{
 			PendingCheckInterval:  Duration{5 * time.Minute},
@@ -492,6 +494,9 @@ func (c *Config) Validate() error {
 	positive("relay.command_timeout", r.CommandTimeout)
 
 	c.validateIPs(bad, positive)
+	if sc := c.Policy.SuppressionScope; sc != "shared" && sc != "credential" {
+		bad("policy.suppression_scope", "%q: expected \"shared\" (hard bounces and complaints stop everyone's mail to the address) or \"credential\" (only the mail of the credential that caused them)", sc)
+	}
 	if d := c.Policy.SimulatorDomain; d != "" && (!validHostname(d) || !strings.Contains(d, ".")) {
 		bad("policy.simulator_domain", "%q: expected a domain name such as \"simulator.sesame.test\", or \"\" to turn the simulator off", d)
 	}

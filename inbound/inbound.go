@@ -263,8 +263,8 @@ func (s *Server) process(ctx context.Context, raw []byte, tokens []verp.Token) (
 			events = append(events, store.Event{At: now, Type: store.EventBounce, BounceType: bt, Credential: send.Credential,
 				QueueID: send.QueueID, MessageID: send.MessageID, Recipient: send.Recipient, RemoteMTA: r.RemoteMTA, Reply: reply})
 			if bt == store.BounceHard {
-				sups = append(sups, store.Suppression{Address: send.Recipient, Reason: store.SuppressBounce,
-					Detail: reply, CreatedAt: now})
+				sups = append(sups, store.Suppression{Address: send.Recipient, Credential: send.Credential,
+					Reason: store.SuppressBounce, Detail: reply, CreatedAt: now})
 			}
 			notes = append(notes, fmt.Sprintf("%s: %s bounce of %s", send.Recipient, bt, send.QueueID))
 		}
@@ -298,7 +298,8 @@ func (s *Server) process(ctx context.Context, raw []byte, tokens []verp.Token) (
 		}
 		events = append(events, store.Event{At: now, Type: store.EventComplaint, Credential: send.Credential,
 			QueueID: send.QueueID, MessageID: send.MessageID, Recipient: send.Recipient, RemoteMTA: fb.ReportingMTA, Reply: reply})
-		sups = append(sups, store.Suppression{Address: send.Recipient, Reason: store.SuppressComplaint, Detail: reply, CreatedAt: now})
+		sups = append(sups, store.Suppression{Address: send.Recipient, Credential: send.Credential,
+			Reason: store.SuppressComplaint, Detail: reply, CreatedAt: now})
 		notes = append(notes, fmt.Sprintf("%s: complaint about %s", send.Recipient, send.QueueID))
 	}
 	m.Detail = strings.Join(notes, "; ")

@@ -60,7 +60,7 @@ import (
 type Queue interface {
 	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]store.Delivery, error)
 	MessageData(ctx context.Context, id string) ([]byte, error)
-	Suppressed(ctx context.Context, addresses []string) (map[string]bool, error)
+	Suppressed(ctx context.Context, credential string, addresses []string) (map[string]bool, error)
 	Complete(ctx context.Context, r store.Report) error
 	NextDue(ctx context.Context) (time.Time, bool, error)
 	Ready() <-chan struct{}

@@ -586,7 +586,7 @@ func TestSuppression(t *testing.T) {
 	if m := s.next(t); strings.Contains(strings.Join(m.rcpts, ","), "listed") {
 		t.Errorf("suppressed recipient attempted: %v", m.rcpts)
 	}
-	on, err := q.Suppressed(ctx, []string{"gone@example.test", "full@example.test", "words@example.test", "listed@example.test"})
+	on, err := q.Suppressed(ctx, "test", []string{"gone@example.test", "full@example.test", "words@example.test", "listed@example.test"})
 	if err != nil || !on["gone@example.test"] || on["full@example.test"] || !on["words@example.test"] || !on["listed@example.test"] {
 		t.Fatalf("suppressed = %v, %v", on, err)
 	}

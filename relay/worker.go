@@ -101,7 +101,7 @@ func (w *worker) suppressed(ctx context.Context, d store.Delivery) ([]result, []
 	for i, rc := range d.Recipients {
 		addrs[i] = rc.Address
 	}
-	on, err := w.r.q.Suppressed(ctx, addrs)
+	on, err := w.r.q.Suppressed(ctx, d.Credential, addrs)
 	if err != nil || len(on) == 0 {
 		return nil, d.Recipients, err
 	}

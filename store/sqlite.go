@@ -37,6 +37,9 @@ type SQLite struct {
 	watchOnce sync.Once
 	watching  sync.WaitGroup
 
+	// suppressPerCredential: see SetSuppressionPerCredential.
+	suppressPerCredential atomic.Bool
+
 	commits atomic.Int64  // transactions committed by the committer, for tests and metrics
 	health  storageHealth // whether writes fail for lack of space (sqlite_health.go)
 }
@@ -234,6 +237,18 @@ var migrations = []string{
 	 CREATE INDEX inbound_at ON inbound(received_at);
 	 CREATE INDEX events_queue_id ON events(queue_id) WHERE queue_id != '';
 	 CREATE INDEX events_message_id ON events(message_id) WHERE message_id != '';`,
+	`CREATE TABLE suppressions_scoped (
+		address    TEXT NOT NULL COLLATE NOCASE,
+		credential TEXT NOT NULL DEFAULT '',
+		reason     TEXT NOT NULL,
+		detail     TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (address, credential)
+	 );
+	 INSERT INTO suppressions_scoped (address, credential, reason, detail, created_at)
+		SELECT address, '', reason, detail, created_at FROM suppressions;
+	 DROP TABLE suppressions;
+	 ALTER TABLE suppressions_scoped RENAME TO suppressions;`,
 }
 
 func migrate(db *sql.DB) error {
@@ -593,9 +608,9 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 // loadDelivery fills in what d needs of its message besides recipients.
 func loadDelivery(tx *sql.Tx, d *Delivery) error {
 	var received int64
-	err := tx.QueryRow(`SELECT m.sender, m.received_at, m.delay_warned, coalesce(c.pool, '')
+	err := tx.QueryRow(`SELECT m.sender, m.received_at, m.delay_warned, m.credential, coalesce(c.pool, '')
 		FROM messages m LEFT JOIN credentials c ON c.name = m.credential WHERE m.id = ?`, d.QueueID).
-		Scan(&d.Sender, &received, &d.DelayWarned, &d.Pool)
+		Scan(&d.Sender, &received, &d.DelayWarned, &d.Credential, &d.Pool)
 	if err != nil {
 		return fmt.Errorf("load message %s: %w", d.QueueID, err)
 	}
@@ -651,8 +666,8 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 				return err
 			}
 			if o.BounceType == BounceHard && !o.Simulated {
-				if err := upsertSuppression(tx, Suppression{Address: o.Recipient, Reason: SuppressBounce,
-					Detail: o.Reply, CreatedAt: time.Unix(0, now)}); err != nil {
+				if err := s.upsertSuppression(tx, Suppression{Address: o.Recipient, Credential: credential,
+					Reason: SuppressBounce, Detail: o.Reply, CreatedAt: time.Unix(0, now)}); err != nil {
 					return err
 				}
 			}

@@ -76,7 +76,7 @@ func (s *SQLite) RecordInbound(ctx context.Context, m InboundMessage, events []E
 			}
 		}
 		for _, sup := range sups {
-			if err := upsertSuppression(tx, sup); err != nil {
+			if err := s.upsertSuppression(tx, sup); err != nil {
 				return err
 			}
 		}

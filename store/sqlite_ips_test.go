@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -114,5 +115,52 @@ func TestIPStates(t *testing.T) {
 	}
 	if err := s.ResumeIP(ctx, "192.0.2.1"); err == nil {
 		t.Error("resuming an IP that is not paused succeeded")
+	}
+}
+
+// Suppression per credential: an automatic entry names the credential only
+// when the store is told so; a shared entry stops everyone.
+func TestSuppressionScope(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	suppress := func(addr, cred, reason string) {
+		t.Helper()
+		if err := s.Suppress(ctx, Suppression{Address: addr, Credential: cred, Reason: reason, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	suppress("shared@example.net", "shop", SuppressBounce) // shared: the store is not per credential
+	s.SetSuppressionPerCredential(true)
+	suppress("mine@example.net", "shop", SuppressComplaint)
+	suppress("manual@example.net", "news", SuppressManual)
+	addrs := []string{"shared@example.net", "mine@example.net", "manual@example.net"}
+	for cred, want := range map[string]string{
+		"shop": "shared@example.net mine@example.net",
+		"news": "shared@example.net manual@example.net",
+		"app":  "shared@example.net",
+	} {
+		on, err := s.Suppressed(ctx, cred, addrs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range addrs {
+			if on[a] {
+				got = append(got, a)
+			}
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("suppressed for %s: %v, want %s", cred, got, want)
+		}
+	}
+	if list, _ := s.Suppression(ctx, "shared@example.net"); len(list) != 1 || list[0].Credential != "" {
+		t.Errorf("the bounce before SetSuppressionPerCredential: %+v, want a shared entry", list)
+	}
+	if err := s.Unsuppress(ctx, "mine@example.net", ""); err == nil {
+		t.Error("removed a shared entry that does not exist")
+	}
+	if err := s.Unsuppress(ctx, "mine@example.net", "shop"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -203,6 +203,7 @@ type Delivery struct {
 	Recipients  []DueRecipient
 	Data        []byte // empty from Claim; see Queue.MessageData
 	DelayWarned bool   // the sender has had the delay warning for this message
+	Credential  string // the credential that submitted the message; "" for Sesame's own
 	Pool        string // the IP pool of the message's credential; "" for the default
 	// Parked names the waiting line the recipients were released from
 	// (ClaimParked); "" when they were due by time (Claim).
@@ -357,20 +358,29 @@ const (
 
 // Suppression is an address Sesame no longer sends to.
 type Suppression struct {
-	Address   string
-	Reason    string // SuppressBounce, SuppressComplaint or SuppressManual
-	Detail    string // the bounce's reply, or the operator's note
-	CreatedAt time.Time
+	Address string
+	// Credential is the credential whose mail it stops; "" stops
+	// everyone's (the shared list). Automatic suppressions name the
+	// message's credential only with SetSuppressionPerCredential.
+	Credential string
+	Reason     string // SuppressBounce, SuppressComplaint or SuppressManual
+	Detail     string // the bounce's reply, or the operator's note
+	CreatedAt  time.Time
 }
 
-// Suppressions stores the suppression list, shared by every credential.
+// Suppressions stores the suppression list: shared by every credential, or
+// per credential (SetSuppressionPerCredential).
 type Suppressions interface {
 	// Suppress adds (or replaces) an entry.
 	Suppress(ctx context.Context, s Suppression) error
-	// Unsuppress removes one; ErrNotFound if absent.
-	Unsuppress(ctx context.Context, address string) error
-	Suppression(ctx context.Context, address string) (Suppression, error)
+	// Unsuppress removes the entry of address for credential ("" the
+	// shared one); ErrNotFound if absent.
+	Unsuppress(ctx context.Context, address, credential string) error
+	// Suppression returns every entry of address (shared and per
+	// credential); ErrNotFound if there is none.
+	Suppression(ctx context.Context, address string) ([]Suppression, error)
 	ListSuppressions(ctx context.Context) ([]Suppression, error)
-	// Suppressed returns which of addresses are on the list.
-	Suppressed(ctx context.Context, addresses []string) (map[string]bool, error)
+	// Suppressed returns which of addresses mail of credential may not go
+	// to: on the shared list, or on credential's own.
+	Suppressed(ctx context.Context, credential string, addresses []string) (map[string]bool, error)
 }

@@ -24,7 +24,12 @@ func (e *env) openStore() (*store.SQLite, error) {
 	if err := os.MkdirAll(e.cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	return store.OpenSQLite(filepath.Join(e.cfg.DataDir, "sesame.db"))
+	st, err := store.OpenSQLite(filepath.Join(e.cfg.DataDir, "sesame.db"))
+	if err != nil {
+		return nil, err
+	}
+	st.SetSuppressionPerCredential(e.cfg.Policy.SuppressionScope == "credential")
+	return st, nil
 }
 
 // withStore runs f with the store open.
