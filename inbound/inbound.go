@@ -21,6 +21,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/mail"
 	"regexp"
 	"strings"
 	"sync"
@@ -278,7 +279,13 @@ func (s *Server) process(ctx context.Context, raw []byte, tokens []verp.Token) (
 		}
 		addrs := fb.OriginalRcptTo
 		if len(addrs) == 0 && rep.Original.To != "" {
-			addrs = []string{rep.Original.To}
+			if list, err := mail.ParseAddressList(rep.Original.To); err == nil {
+				for _, a := range list {
+					addrs = append(addrs, a.Address)
+				}
+			} else {
+				addrs = []string{rep.Original.To}
+			}
 		}
 		if t, err := s.signer.Parse(fb.OriginalMailFrom); err == nil {
 			tokens = append(tokens, t)

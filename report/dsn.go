@@ -23,19 +23,21 @@ type DSN struct {
 // Recipient is what a DSN says about one recipient.
 type Recipient struct {
 	// FinalRecipient is the address the reporting server tried, without
-	// its type or angle brackets, e.g. "user@example.com". Never empty.
+	// its type or angle brackets, e.g. "user@example.com"; a "utf-8"
+	// address is decoded from its \x{HEX} form (RFC 6533 §3). Never empty.
 	FinalRecipient string
 	// OriginalRecipient is the address as the sender gave it (the ORCPT
 	// parameter, RFC 3461 §4.2), without type or brackets; "" if absent.
 	OriginalRecipient string
 	// Action is failed, delayed, delivered, relayed or expanded (RFC 3464
-	// §2.3.3), lower case.
+	// §2.3.3), lower case; "" if the report leaves it out, as a few
+	// servers do (then Status's class tells a failure from a delay).
 	Action string
 	// Status is the class.subject.detail status code (RFC 3463) without
 	// its comment, e.g. "5.1.1".
 	Status string
 	// RemoteMTA is the server that gave the Diagnostic, without its type,
-	// e.g. "mx.example.com"; "" if none was reached.
+	// e.g. "mx.example.com"; "" if the report names none.
 	RemoteMTA string
 	// Diagnostic is Diagnostic-Code without its type: for "smtp", the
 	// server's reply, e.g. "550 5.1.1 <x@example.com>: Recipient address
@@ -101,11 +103,15 @@ func parseDSN(mt string, data []byte) (*DSN, error) {
 // §2.3). The error it returns follows "recipient N: ".
 func parseRecipient(g []field) (Recipient, error) {
 	var r Recipient
-	var statusField, actionField string
+	var finalField, statusField, actionField string
+	finalSeen := false
 	for _, f := range g {
 		switch f.name {
 		case "final-recipient": // §2.3.2
-			r.FinalRecipient = first(r.FinalRecipient, typedAddress(f.value))
+			if !finalSeen {
+				finalSeen, finalField = true, f.value
+				r.FinalRecipient = typedAddress(f.value)
+			}
 		case "original-recipient": // §2.3.1
 			r.OriginalRecipient = first(r.OriginalRecipient, typedAddress(f.value))
 		case "action": // §2.3.3
@@ -123,14 +129,16 @@ func parseRecipient(g []field) (Recipient, error) {
 		}
 	}
 	if r.FinalRecipient == "" {
+		if finalSeen {
+			return r, fmt.Errorf("Final-Recipient %s has no address", excerpt(finalField))
+		}
 		return r, fmt.Errorf("no Final-Recipient field among %s", fieldNames(g))
 	}
 	who := excerpt(r.FinalRecipient)
+	// RFC 3464 requires Action, but a few servers leave it out; the
+	// Status still tells a failure from a delay.
 	r.Action = strings.ToLower(stripComments(actionField))
-	switch {
-	case actionField == "":
-		return r, fmt.Errorf("%s has no Action field", who)
-	case !actions[r.Action]:
+	if r.Action != "" && !actions[r.Action] {
 		return r, fmt.Errorf("%s: Action %s is not failed, delayed, delivered, relayed or expanded", who, excerpt(r.Action))
 	}
 	code, ok := status(statusField)

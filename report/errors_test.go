@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 const (
@@ -159,9 +161,9 @@ func TestParseErrors(t *testing.T) {
 		raw:  build(dsnType, textPart, statusPart(perMessage+"Original-Recipient: rfc822; a@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n")),
 		want: "report: message/delivery-status, recipient 1: no Final-Recipient field among original-recipient, action, status",
 	}, {
-		name: "no Action",
-		raw:  build(dsnType, textPart, statusPart(perMessage+recipients(1)+"Final-Recipient: rfc822; b@example.com\r\nStatus: 5.1.1\r\n")),
-		want: `report: message/delivery-status, recipient 2: "b@example.com" has no Action field`,
+		name: "Final-Recipient without an address",
+		raw:  build(dsnType, textPart, statusPart(perMessage+"Final-Recipient: rfc822; <>\r\nAction: failed\r\nStatus: 5.1.1\r\n")),
+		want: `report: message/delivery-status, recipient 1: Final-Recipient "rfc822; <>" has no address`,
 	}, {
 		name: "bad Action",
 		raw:  build(dsnType, textPart, statusPart(perMessage+"Final-Recipient: rfc822; a@example.com\r\nAction: bounced\r\nStatus: 5.1.1\r\n")),
@@ -243,7 +245,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 // checkErrorText checks what the package doc promises of every error: one
-// line, printable, short, starting with "report: ".
+// line of printable UTF-8, short, starting with "report: ".
 func checkErrorText(t testing.TB, err error) {
 	t.Helper()
 	s := err.Error()
@@ -253,8 +255,11 @@ func checkErrorText(t testing.TB, err error) {
 	if len(s) > 600 {
 		t.Errorf("error is %d bytes long: %.100q...", len(s), s)
 	}
+	if !utf8.ValidString(s) {
+		t.Errorf("error is not UTF-8: %q", s)
+	}
 	for _, r := range s {
-		if r < ' ' || r == 0x7f || r == '\uFFFD' {
+		if !unicode.IsPrint(r) {
 			t.Errorf("error has the character %U: %q", r, s)
 			break
 		}

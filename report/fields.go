@@ -297,30 +297,37 @@ func diagnostic(v string) string {
 }
 
 // status reads a Status field ("5.1.1 (bad destination mailbox)"): the
-// code without comments. ok reports whether it is a code of the form
-// class.subject.detail (RFC 3463 §2).
+// code without comments or anything after it. ok reports whether it is a
+// code of the form class.subject.detail (RFC 3463 §2); if not, code is the
+// first word of the field.
 func status(v string) (code string, ok bool) {
-	if f := strings.Fields(stripComments(v)); len(f) > 0 {
-		code = f[0]
-	}
-	class, rest, ok1 := strings.Cut(code, ".")
-	subject, detail, ok2 := strings.Cut(rest, ".")
-	ok = ok1 && ok2 && (class == "2" || class == "4" || class == "5") &&
-		isNumber(subject) && isNumber(detail)
-	return code, ok
-}
-
-// isNumber reports whether s is 1 to 3 digits.
-func isNumber(s string) bool {
-	if s == "" || len(s) > 3 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isDigit(s[i]) {
-			return false
+	v = stripComments(v)
+	// class "." subject "." detail, then the end or a character that
+	// cannot continue a code, such as a space or a comma.
+	i := 0
+	digits := func() bool { // 1 to 3 digits at i
+		n := 0
+		for i < len(v) && isDigit(v[i]) {
+			i, n = i+1, n+1
 		}
+		return n >= 1 && n <= 3
 	}
-	return true
+	ok = len(v) > 1 && (v[0] == '2' || v[0] == '4' || v[0] == '5') && v[1] == '.'
+	if ok {
+		i = 2
+		ok = digits() && i < len(v) && v[i] == '.'
+	}
+	if ok {
+		i++
+		ok = digits() && (i == len(v) || v[i] != '.')
+	}
+	if ok {
+		return v[:i], true
+	}
+	if f := strings.Fields(v); len(f) > 0 {
+		return f[0], false
+	}
+	return "", false
 }
 
 // parseDate reads a date field (RFC 5322 §3.3), comments removed; it

@@ -50,6 +50,10 @@ func TestParseLenient(t *testing.T) {
 		raw:   []byte(strings.ReplaceAll(string(build(`multipart/report; report-type=delivery-status; boundary=----=_Part_1`, textPart, statusPart(oneRcpt))), "--b", "------=_Part_1")),
 		rcpts: wantOne,
 	}, {
+		name:  "a preamble line longer than multipart.Reader's buffer",
+		raw:   []byte(strings.Replace(string(build(dsnType, textPart, statusPart(oneRcpt))), "\r\n\r\n--b", "\r\n\r\n"+strings.Repeat("preamble ", 1000)+"\r\n--b", 1)),
+		rcpts: wantOne,
+	}, {
 		name:  "repeated parameter: the first counts",
 		raw:   build(`multipart/report; report-type=delivery-status; boundary="b"; boundary="c"`, textPart, statusPart(oneRcpt)),
 		rcpts: wantOne,
@@ -106,6 +110,10 @@ func TestParseLenient(t *testing.T) {
 			"Final-Recipient: rfc822; a@example.com\r\nFinal-Recipient: rfc822; b@example.com\r\n"+
 				"Action: failed\r\nAction: delayed\r\nStatus: 5.1.1\r\nStatus: 4.0.0\r\n")),
 		rcpts: wantOne,
+	}, {
+		name:  "no Action",
+		raw:   build(dsnType, textPart, statusPart("Final-Recipient: rfc822; a@example.com\r\nStatus: 5.1.1\r\n")),
+		rcpts: []Recipient{{FinalRecipient: "a@example.com", Status: "5.1.1"}},
 	}, {
 		name:  "quoted local part with parentheses",
 		raw:   build(dsnType, textPart, statusPart(`Final-Recipient: rfc822; "a(b)c"@example.com (comment)`+"\r\nAction: failed\r\nStatus: 5.1.1\r\n")),

@@ -4,6 +4,7 @@ package report
 // machine-readable and original parts.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"errors"
@@ -181,7 +182,34 @@ func multipartReader(mt string, params map[string]string, body io.Reader) (*mult
 	if len(b) > maxBoundary {
 		return nil, errorf("%s boundary is %d characters, more than %d", mt, len(b), maxBoundary)
 	}
-	return multipart.NewReader(body, b), nil
+	return multipart.NewReader(skipPreamble(body, b), b), nil
+}
+
+// skipPreamble returns r from the first line that starts with the
+// delimiter "--boundary" on. multipart.Reader reads the preamble itself,
+// but fails on a line longer than its 4 KiB buffer; here such a line is
+// read in pieces, as what it is: not a delimiter. If there is no delimiter,
+// the reader returned is at the end.
+func skipPreamble(r io.Reader, boundary string) io.Reader {
+	br := bufio.NewReader(r)
+	delim := "--" + boundary
+	lineStart := true
+	for {
+		if lineStart {
+			if p, _ := br.Peek(len(delim)); string(p) == delim {
+				return br
+			}
+		}
+		_, err := br.ReadSlice('\n')
+		switch err {
+		case nil:
+			lineStart = true
+		case bufio.ErrBufferFull:
+			lineStart = false
+		default:
+			return br
+		}
+	}
 }
 
 // next returns the next part of mr (the i-th, from 0), counting it against

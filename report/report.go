@@ -19,9 +19,10 @@
 // The parser is strict where the RFCs say MUST and the meaning depends on
 // it, and lenient about the rest:
 //
-//   - every Recipient of a DSN has a FinalRecipient, an Action (failed,
-//     delayed, delivered, relayed or expanded; RFC 3464 §2.3.3) and a Status
-//     of the form class.subject.detail (RFC 3463), or Parse fails;
+//   - every Recipient of a DSN has a FinalRecipient and a Status of the
+//     form class.subject.detail (RFC 3463), and its Action, if given, is
+//     failed, delayed, delivered, relayed or expanded (RFC 3464 §2.3.3), or
+//     Parse fails;
 //   - every Feedback has a Type;
 //   - dates that do not parse are left zero, unknown fields and lines that
 //     are not fields are skipped, and the original message may be missing,
@@ -146,8 +147,8 @@ func excerpt(s string) string {
 }
 
 // errText is the text of err, from another package, made safe for an
-// error message: control characters and invalid UTF-8 replaced by "?", cut
-// after 150 bytes.
+// error message: what is not printable UTF-8 replaced by "?", cut after 150
+// bytes.
 func errText(err error) string {
 	const max = 150
 	var b strings.Builder
@@ -156,7 +157,7 @@ func errText(err error) string {
 			b.WriteString("...")
 			break
 		}
-		if r < ' ' || r == 0x7f || r == utf8.RuneError || unicode.Is(unicode.Cc, r) {
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
 			r = '?'
 		}
 		b.WriteRune(r)
