@@ -5,6 +5,7 @@
 #
 #   bench/submission.sh [CONNECTIONS] [MESSAGES_PER_CONNECTION] [SIZE]
 #   ROUTE=mx bench/submission.sh ...
+#   PROFILE=true bench/submission.sh ...   (adds the server's CPU profile)
 #
 # Defaults are the submission issue's scenario: 20 clients x 1,000 messages
 # of 10 KiB over STARTTLS + AUTH PLAIN, RSA-2048 signing, durable queue.
@@ -41,6 +42,7 @@ dns_servers = ["127.0.0.1:25353"]
 $relay
 [http]
 listen = "127.0.0.1:28025"
+pprof = ${PROFILE:-false}
 [policy]
 sandbox_new_users = false
 daily_quota = 100000000
@@ -65,6 +67,12 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 
+if [[ ${PROFILE:-false} == true ]]; then
+	# A CPU profile of the server over 15 s of the run (started after the
+	# sessions are up), printed at the end.
+	(sleep 2 && curl -fs "http://127.0.0.1:28025/debug/pprof/profile?seconds=15" >"$work/cpu.pprof") &
+	profiler=$!
+fi
 echo "== submission: $conns connections x $per messages of $size bytes"
 "$work/sesame-bench" send --addr 127.0.0.1:25587 --tls starttls --auth plain \
 	--user "$user" --password "$pass" --connections "$conns" --messages "$per" --size "$size" \
@@ -72,3 +80,9 @@ echo "== submission: $conns connections x $per messages of $size bytes"
 echo "== delivery to the sink (end to end)"
 wait "$sink" || true
 cat "$work/sink.json"
+if [[ ${PROFILE:-false} == true ]]; then
+	wait "$profiler" || true
+	echo "== CPU profile of sesame serve (15 s under load), top entries"
+	go tool pprof -top -nodecount=25 "$work/sesame" "$work/cpu.pprof" 2>/dev/null | sed -n '1,35p'
+	cp "$work/cpu.pprof" "${PROFILE_OUT:-/tmp/sesame-cpu.pprof}"
+fi

@@ -94,6 +94,7 @@ type Relay struct {
 type HTTP struct {
 	Listen    string `toml:"listen"`
 	PublicURL string `toml:"public_url"`
+	Pprof     bool   `toml:"pprof"`
 }
 
 // DKIM configures signing.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -30,7 +31,10 @@ type Deps struct {
 	Ready     func() error
 	Addresses AddressConfirmer
 	Metrics   http.Handler // serves /metrics; nil: no metrics
-	Log       *slog.Logger
+	// Pprof serves Go's profiles at /debug/pprof/ (http.pprof): for
+	// measuring, on a listener that only the operator reaches.
+	Pprof bool
+	Log   *slog.Logger
 }
 
 // Handler returns the HTTP routes:
@@ -47,6 +51,13 @@ func Handler(d Deps) http.Handler {
 	mux.Handle("/verify/", VerifyHandler(d.Addresses, d.Log))
 	if d.Metrics != nil {
 		mux.Handle("GET /metrics", d.Metrics)
+	}
+	if d.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ping(r.Context(), d.Store); err != nil {

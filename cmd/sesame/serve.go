@@ -295,7 +295,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Listen, err)
 		}
 		handler := web.Handler(web.Deps{Store: st, Ready: ready.err, Addresses: addresses, Metrics: m.Handler(),
-			Log: log.With("part", "web")})
+			Pprof: cfg.HTTP.Pprof, Log: log.With("part", "web")})
 		httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("http listening", "addr", l.Addr().String())
 		go func() {
