@@ -269,7 +269,7 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
 		return
 	}
-	for _, state := range []string{"queued", "deferred"} {
+	for _, state := range []string{"queued", "deferred", "quarantined"} {
 		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(depth[state]), state)
 	}
 	ch <- prometheus.MustNewConstMetric(queueAgeDesc, prometheus.GaugeValue, oldest.Seconds())

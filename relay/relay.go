@@ -24,6 +24,9 @@
 //     after an exponential backoff; a recipient still failing after
 //     Config.MaxLifetime expires and bounces. The sender is warned once,
 //     after Config.DelayWarning, that mail is still being retried.
+//   - Stored bytes that are unusable (store.ErrCorrupt): quarantined, neither
+//     retried nor bounced, and the message kept for the operator (`sesame
+//     queue show`, then `queue delete --bounce` or `queue retry`).
 //
 // No DSN is ever sent for a message whose sender is null: a bounce cannot
 // bounce. The outcomes and the DSN are stored in one transaction. The relay

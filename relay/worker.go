@@ -62,6 +62,18 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 		w.r.log.Info("relay: message left the queue before its delivery started", "queue_id", d.QueueID)
 		return
 	}
+	if errors.Is(err, store.ErrCorrupt) {
+		// No retry can repair the bytes and a bounce would blame the
+		// sender for our loss: set the message aside for the operator, as
+		// Postfix moves an unreadable queue file to its corrupt queue.
+		recorded = true
+		id := d.QueueID
+		w.r.log.Error("relay: queued message is unusable; quarantined, not retried", "queue_id", id, "err", err,
+			"todo", "inspect with `sesame queue show "+id+"`, then `sesame queue delete "+id+" --bounce` (or `sesame queue retry "+id+"` once repaired)")
+		w.r.record(ctx, d, settleAll(d.Recipients, store.StateQuarantined,
+			"quarantined: "+err.Error()+"; see sesame queue show "+id, "4.3.0"), extras{})
+		return
+	}
 	if err != nil {
 		w.r.log.Error("relay: reading the message failed", "queue_id", d.QueueID, "err", err)
 		recorded = true

@@ -637,7 +637,7 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 			return fmt.Errorf("message %s: %w", r.QueueID, err)
 		}
 		for _, o := range r.Outcomes {
-			if o.State != StateDeferred && !Final(o.State) {
+			if o.State != StateDeferred && o.State != StateQuarantined && !Final(o.State) {
 				return fmt.Errorf("outcome for %s in %s: invalid state %q", o.Recipient, r.QueueID, o.State)
 			}
 			next := o.NextAttempt.UnixNano()
@@ -657,8 +657,10 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 			if err != nil {
 				return err
 			}
-			if o.NotAttempted {
-				continue // nothing happened to the recipient: no event
+			if o.NotAttempted || o.State == StateQuarantined {
+				// Nothing happened to the recipient; a quarantine has no event
+				// type (no server was tried): the log and the queue show it.
+				continue
 			}
 			if err := insertEvent(tx, Event{At: time.Unix(0, now), Type: outcomeEvent[o.State], Credential: credential,
 				QueueID: r.QueueID, MessageID: messageID, Recipient: o.Recipient, RemoteMTA: o.RemoteMTA, Reply: o.Reply,
@@ -723,10 +725,11 @@ var outcomeEvent = map[string]string{
 	StateSuppressed: EventSuppressed,
 }
 
-// deleteIfFinal removes message id once no recipient of it is waiting.
+// deleteIfFinal removes message id once no recipient of it is waiting. A
+// quarantined recipient waits for the operator, who must find the message.
 func deleteIfFinal(tx *sql.Tx, id string) error {
 	_, err := tx.Exec(`DELETE FROM messages WHERE id = ? AND NOT EXISTS
-		(SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'deferred'))`, id, id)
+		(SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'deferred', 'quarantined'))`, id, id)
 	return err
 }
 

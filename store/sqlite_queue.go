@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // The operator's view of the queue: sesame queue list, show, retry, delete.
@@ -80,26 +83,50 @@ func (s *SQLite) queueEntries(ctx context.Context, where string, args []any) ([]
 	return out, nil
 }
 
-// MessageData returns the bytes of a queued message.
+// MessageData returns the bytes of a queued message. ErrCorrupt covers what
+// no retry can repair: pages SQLite finds malformed (SQLITE_CORRUPT), and
+// bytes that are not a blob or text, are empty, or differ in length from the
+// size Enqueue recorded (truncated, or edited by hand).
 func (s *SQLite) MessageData(ctx context.Context, id string) ([]byte, error) {
-	var data []byte
-	err := s.db.QueryRowContext(ctx, `SELECT body FROM messages WHERE id = ?`, id).Scan(&data)
+	var body any // not []byte: a value of another type must be ErrCorrupt, not a Scan error
+	var size int64
+	err := s.db.QueryRowContext(ctx, `SELECT body, size FROM messages WHERE id = ?`, id).Scan(&body, &size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store: message %s: %w", id, ErrNotFound)
 	}
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CORRUPT { // the primary code is the low byte
+		return nil, fmt.Errorf("store: message %s: %w: %w", id, ErrCorrupt, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: read message %s: %w", id, err)
+	}
+	var data []byte
+	switch b := body.(type) {
+	case []byte:
+		data = b
+	case string:
+		data = []byte(b)
+	default:
+		return nil, fmt.Errorf("store: message %s: %w: body is a %T", id, ErrCorrupt, body)
+	}
+	if len(data) == 0 || int64(len(data)) != size {
+		return nil, fmt.Errorf("store: message %s: %w: %d bytes stored, %d enqueued", id, ErrCorrupt, len(data), size)
 	}
 	return data, nil
 }
 
 // RetryNow makes the waiting recipients of message id (of every message
-// when id is "") due at now and returns how many there are. A running server
+// when id is "") due at now and returns how many there are. Quarantined
+// recipients count as waiting: they become deferred, for the operator who
+// repaired the message or wants to see it fail again. A running server
 // notices within a second (see watchOtherWriters).
 func (s *SQLite) RetryNow(ctx context.Context, id string, now time.Time) (int, error) {
 	// Mail waiting for warm-up capacity stays parked: a retry cannot make
 	// capacity.
-	query := `UPDATE recipients SET next_attempt_at = ? WHERE state IN ('queued', 'deferred') AND parked = ''`
+	query := `UPDATE recipients SET next_attempt_at = ?,
+		state = CASE state WHEN 'quarantined' THEN 'deferred' ELSE state END
+		WHERE state IN ('queued', 'deferred', 'quarantined') AND parked = ''`
 	args := []any{now.UnixNano()}
 	if id != "" {
 		query += ` AND message_id = ?`
@@ -150,11 +177,11 @@ func (s *SQLite) DeleteMessage(ctx context.Context, id string, notice *Message) 
 	return nil
 }
 
-// QueueDepth counts the waiting recipients per state (queued, deferred) and
-// returns the age of the oldest message still in the queue.
+// QueueDepth counts the waiting recipients per state (queued, deferred,
+// quarantined) and returns the age of the oldest message still in the queue.
 func (s *SQLite) QueueDepth(ctx context.Context) (map[string]int, time.Duration, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM recipients
-		WHERE state IN ('queued', 'deferred') GROUP BY state`)
+		WHERE state IN ('queued', 'deferred', 'quarantined') GROUP BY state`)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: queue depth: %w", err)
 	}

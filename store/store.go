@@ -28,6 +28,10 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned when creating something whose name is taken.
 var ErrExists = errors.New("already exists")
 
+// ErrCorrupt is returned (wrapped) by MessageData when a queued message's
+// stored bytes are there but unusable: reading them again cannot help.
+var ErrCorrupt = errors.New("stored message is corrupt")
+
 // Store is everything Sesame persists.
 type Store interface {
 	Credentials
@@ -163,8 +167,8 @@ type Addresses interface {
 	VerifyAddress(ctx context.Context, address string, at time.Time) error
 }
 
-// Recipient states. Queued and deferred recipients wait for an attempt; the
-// others are final.
+// Recipient states. Queued and deferred recipients wait for an attempt;
+// quarantined ones wait for the operator; the others are final.
 const (
 	StateQueued    = "queued"    // waiting for its first attempt
 	StateDeferred  = "deferred"  // failed temporarily, waiting for NextAttempt
@@ -174,6 +178,11 @@ const (
 	// StateSuppressed: the address is on the suppression list; accepted
 	// but never attempted, as SES does.
 	StateSuppressed = "suppressed"
+	// StateQuarantined: the message's stored bytes are unusable
+	// (ErrCorrupt). Neither delivered nor bounced, never retried by itself:
+	// the message stays queued for the operator to inspect, and RetryNow
+	// makes its quarantined recipients deferred and due again. Not final.
+	StateQuarantined = "quarantined"
 )
 
 // Final reports whether state is one a recipient never leaves.
@@ -219,7 +228,7 @@ type DueRecipient struct {
 // Outcome is the result of one delivery attempt to one recipient.
 type Outcome struct {
 	Recipient   string
-	State       string    // StateDelivered, StateDeferred, StateBounced or StateExpired
+	State       string    // StateDelivered, StateDeferred, StateBounced, StateExpired, StateSuppressed or StateQuarantined
 	Reply       string    // the remote's reply or our own reason, for operators
 	NextAttempt time.Time // for StateDeferred
 	RemoteMTA   string    // the server that answered, "" if none
@@ -278,7 +287,9 @@ type Queue interface {
 	// large window of claimed mail costs little memory.
 	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]Delivery, error)
 	// MessageData returns the bytes of a queued message; ErrNotFound if it
-	// left the queue (deleted by the operator).
+	// left the queue (deleted by the operator); ErrCorrupt if its stored
+	// bytes are unusable (unreadable, empty, or not the size enqueued), which
+	// no retry repairs. Any other error is the store's trouble and may pass.
 	MessageData(ctx context.Context, id string) ([]byte, error)
 	// Complete records a report: its outcomes end their recipients' leases.
 	// A message whose recipients are all final leaves the queue.

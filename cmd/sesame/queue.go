@@ -66,6 +66,9 @@ func notQueued(id string, err error) error {
 type queueShowOutput struct {
 	store.QueueEntry
 	Header string `json:"header"`
+	// Corrupt says why the stored bytes are unusable (a quarantined
+	// message); the envelope above is still there to decide on.
+	Corrupt string `json:"corrupt,omitempty"`
 }
 
 func queueShow(e *env, args []string) error {
@@ -77,6 +80,10 @@ func queueShow(e *env, args []string) error {
 			return err
 		}
 		data, err := st.MessageData(ctx, id)
+		if errors.Is(err, store.ErrCorrupt) {
+			out.Corrupt = err.Error()
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -91,6 +98,10 @@ func queueShow(e *env, args []string) error {
 	}
 	printEntry(e, out.QueueEntry, time.Now())
 	fmt.Fprintf(e.stdout, "\nMessage-ID: %s\n\n%s", out.MessageID, out.Header)
+	if out.Corrupt != "" {
+		fmt.Fprintf(e.stdout, "The message cannot be sent: %s.\n"+
+			"sesame queue delete %s --bounce tells its sender; sesame queue retry %s tries it again.\n", out.Corrupt, id, id)
+	}
 	return nil
 }
 
@@ -137,8 +148,10 @@ func queueDelete(e *env, args []string) error {
 			if err != nil {
 				return err
 			}
+			// A quarantined message's bytes are unusable: its bounce
+			// goes without the original header.
 			data, err := st.MessageData(ctx, id)
-			if err != nil {
+			if err != nil && !errors.Is(err, store.ErrCorrupt) {
 				return err
 			}
 			if notice, err = relay.OperatorBounce(e.cfg.Hostname, m, data, time.Now()); err != nil {
