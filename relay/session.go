@@ -175,6 +175,17 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 	attrs := []any{"relay", s.relayName(), "local", conn.LocalAddr().String()}
 	if ok, _ := s.client.Extension("STARTTLS"); ok && tryTLS {
 		tc, verifyErr, err := r.startTLS(ctx, conn, name)
+		var refused *smtp.SMTPError
+		if errors.As(err, &refused) && refused.Code != 421 {
+			// The server offered STARTTLS, then refused it (454, 5xx): as
+			// Postfix at security level "may", carry on in plain text on
+			// the same connection rather than defer the mail (RFC 3207 §4
+			// leaves it to local policy; opportunistic TLS, RFC 7435).
+			r.log.Warn("relay: STARTTLS refused; continuing without TLS", append(attrs, "reply", describe(refused))...)
+			r.log.Info("relay: connected", append(attrs, "tls", s.tlsName())...)
+			r.cfg.Metrics.OutboundConnection(s.tlsName())
+			return s, nil
+		}
 		if err != nil {
 			return nil, err
 		}
