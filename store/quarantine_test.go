@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -122,5 +124,40 @@ func TestQuarantine(t *testing.T) {
 	}
 	if depth, _, _ := s.QueueDepth(ctx); len(depth) != 0 {
 		t.Errorf("QueueDepth after delete = %v", depth)
+	}
+}
+
+// Recipient rows left without their message (deleted by hand with the
+// sqlite3 tool, foreign keys off) are dropped by Claim instead of failing
+// every claim.
+func TestClaimDropsOrphanRecipients(t *testing.T) {
+	s, path := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	var ids []string
+	for i := range 2 {
+		m := &Message{Credential: "app", Sender: "a@example.com", Recipients: []string{fmt.Sprintf("r%d@example.net", i)},
+			ReceivedAt: now, Data: []byte("Subject: x\r\n\r\nx\r\n")}
+		if err := s.Enqueue(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	raw, err := sql.Open("sqlite", path) // foreign keys off, as in the sqlite3 shell
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`DELETE FROM messages WHERE id = ?`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.Claim(ctx, now, 10, time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].QueueID != ids[1] {
+		t.Fatalf("Claim = %+v, %v; want only the intact message", ds, err)
+	}
+	var left int
+	raw.QueryRow(`SELECT COUNT(*) FROM recipients WHERE message_id = ?`, ids[0]).Scan(&left)
+	if left != 0 {
+		t.Errorf("%d orphan recipient rows left", left)
 	}
 }

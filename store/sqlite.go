@@ -585,11 +585,11 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 			return err
 		}
 		until := now.Add(lease).UnixNano()
+		if out, err = loadDeliveries(tx, out); err != nil {
+			return err
+		}
 		for i := range out {
 			d := &out[i]
-			if err := loadDelivery(tx, d); err != nil {
-				return err
-			}
 			for _, r := range d.Recipients {
 				if _, err := tx.Exec(`UPDATE recipients SET lease_until = ?, next_attempt_at = ?
 					WHERE message_id = ? AND address = ?`, until, until, d.QueueID, r.Address); err != nil {
@@ -601,6 +601,28 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 	}}
 	if err := s.write(ctx, op); err != nil {
 		return nil, fmt.Errorf("store: claim: %w", err)
+	}
+	return out, nil
+}
+
+// loadDeliveries fills in ds from their messages. Recipient rows whose
+// message is gone (deleted by hand with the sqlite3 tool, which does not
+// enforce foreign keys) are deleted rather than failing every claim, which
+// would stop all delivery.
+func loadDeliveries(tx *sql.Tx, ds []Delivery) ([]Delivery, error) {
+	out := ds[:0]
+	for i := range ds {
+		err := loadDelivery(tx, &ds[i])
+		if errors.Is(err, sql.ErrNoRows) {
+			if _, err := tx.Exec(`DELETE FROM recipients WHERE message_id = ?`, ds[i].QueueID); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds[i])
 	}
 	return out, nil
 }

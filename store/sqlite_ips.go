@@ -221,12 +221,8 @@ func (s *SQLite) ClaimParked(ctx context.Context, line string, now time.Time, ma
 				return err
 			}
 		}
-		for i := range out {
-			if err := loadDelivery(tx, &out[i]); err != nil {
-				return err
-			}
-		}
-		return nil
+		out, err = loadDeliveries(tx, out)
+		return err
 	}}
 	if err := s.write(ctx, op); err != nil {
 		return nil, fmt.Errorf("store: claim parked %s: %w", line, err)
