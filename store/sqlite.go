@@ -39,6 +39,7 @@ type SQLite struct {
 
 	// suppressPerCredential: see SetSuppressionPerCredential.
 	suppressPerCredential atomic.Bool
+	stmts                 stmtCache // the committer's prepared statements (txn.go)
 
 	commits atomic.Int64  // transactions committed by the committer, for tests and metrics
 	health  storageHealth // whether writes fail for lack of space (sqlite_health.go)
@@ -49,7 +50,7 @@ var _ Store = (*SQLite)(nil)
 // writeOp is one unit of work for the committer. Its error is reported on
 // errc after the transaction holding it has committed (or failed).
 type writeOp struct {
-	run      func(tx *sql.Tx) error
+	run      func(tx *txn) error
 	enqueues bool // signals Ready after commit
 	errc     chan error
 }
@@ -89,6 +90,10 @@ func OpenSQLite(path string) (*SQLite, error) {
 		ready: make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		stop:  make(chan struct{}),
+	}
+	if err := s.stmts.prepare(db, hotStatements); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: prepare statements: %w", err)
 	}
 	go s.commitLoop()
 	return s, nil
@@ -291,6 +296,7 @@ func (s *SQLite) Close() error {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
 	s.watching.Wait()
+	s.stmts.close()
 	return s.db.Close()
 }
 
@@ -433,10 +439,11 @@ func (s *SQLite) commit(batch []*writeOp) {
 		fail(fmt.Errorf("store: begin: %w", err))
 		return
 	}
+	t := &txn{tx: tx, stmts: &s.stmts}
 	enqueued := false
 	for i, op := range batch {
 		if len(batch) == 1 {
-			errs[i] = op.run(tx)
+			errs[i] = op.run(t)
 			continue
 		}
 		if _, err := tx.Exec(`SAVEPOINT op`); err != nil {
@@ -444,7 +451,7 @@ func (s *SQLite) commit(batch []*writeOp) {
 			fail(fmt.Errorf("store: savepoint: %w", err))
 			return
 		}
-		errs[i] = op.run(tx)
+		errs[i] = op.run(t)
 		if errs[i] != nil {
 			if _, err := tx.Exec(`ROLLBACK TO op`); err != nil {
 				tx.Rollback()
@@ -498,28 +505,50 @@ func (s *SQLite) Enqueue(ctx context.Context, m *Message) error {
 	if m.ID == "" {
 		m.ID = NewQueueID()
 	}
-	op := &writeOp{enqueues: true, run: func(tx *sql.Tx) error { return insertMessage(tx, m) }}
+	op := &writeOp{enqueues: true, run: func(tx *txn) error { return insertMessage(tx, m) }}
 	if err := s.write(ctx, op); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
 	return nil
 }
 
+// The statements of the hot path, prepared once (txn.go).
+const (
+	sqlInsertMessage = `INSERT INTO messages (id, credential, sender, message_id, size, received_at, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`
+	sqlInsertRecipient = `INSERT OR IGNORE INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?)`
+	sqlCountSends = `INSERT INTO sends (credential, hour, count) VALUES (?, ?, ?)
+			ON CONFLICT (credential, hour) DO UPDATE SET count = count + excluded.count`
+	sqlClaimDue = `SELECT message_id, address, attempts FROM recipients
+			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND parked = ''
+			ORDER BY next_attempt_at LIMIT ?`
+	sqlLease = `UPDATE recipients SET lease_until = ?, next_attempt_at = ?
+					WHERE message_id = ? AND address = ?`
+	sqlLoadDelivery = `SELECT m.sender, m.received_at, m.delay_warned, m.credential, coalesce(c.pool, '')
+		FROM messages m LEFT JOIN credentials c ON c.name = m.credential WHERE m.id = ?`
+	sqlMessageIdent  = `SELECT credential, message_id FROM messages WHERE id = ?`
+	sqlRecordOutcome = `UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + ?,
+				next_attempt_at = ?, lease_until = 0, parked = ?, updated_at = ? WHERE message_id = ? AND address = ?`
+	sqlCountIPSends = `INSERT INTO ip_sends (ip, provider, hour, count) VALUES (?, ?, ?, ?)
+				ON CONFLICT (ip, provider, hour) DO UPDATE SET count = count + excluded.count`
+	sqlDeleteIfFinal = `DELETE FROM messages WHERE id = ? AND NOT EXISTS
+		(SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'deferred', 'quarantined'))`
+)
+
 // insertMessage stores m with one queued row per recipient.
-func insertMessage(tx *sql.Tx, m *Message) error {
+func insertMessage(tx *txn, m *Message) error {
 	if len(m.Recipients) == 0 {
 		return errors.New("message has no recipients")
 	}
 	received := m.ReceivedAt.UnixNano()
-	_, err := tx.Exec(`INSERT INTO messages (id, credential, sender, message_id, size, received_at, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	_, err := tx.Exec(sqlInsertMessage,
 		m.ID, m.Credential, m.Sender, m.MessageID, len(m.Data), received, m.Data)
 	if err != nil {
 		return err
 	}
 	for _, rcpt := range m.Recipients {
-		_, err := tx.Exec(`INSERT OR IGNORE INTO recipients (message_id, address, domain, state, next_attempt_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?)`, m.ID, rcpt, AddressDomain(rcpt), StateQueued, received, received)
+		_, err := tx.Exec(sqlInsertRecipient, m.ID, rcpt, AddressDomain(rcpt), StateQueued, received, received)
 		if err != nil {
 			return err
 		}
@@ -532,8 +561,7 @@ func insertMessage(tx *sql.Tx, m *Message) error {
 	}
 	if m.Credential != "" {
 		// Sending quotas count recipients, in hour buckets (see Sent).
-		_, err := tx.Exec(`INSERT INTO sends (credential, hour, count) VALUES (?, ?, ?)
-			ON CONFLICT (credential, hour) DO UPDATE SET count = count + excluded.count`,
+		_, err := tx.Exec(sqlCountSends,
 			m.Credential, m.ReceivedAt.Truncate(time.Hour).Unix(), len(m.Recipients)-m.Uncounted)
 		if err != nil {
 			return err
@@ -552,12 +580,10 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		return nil, nil
 	}
 	var out []Delivery
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		out = nil
 		// Parked recipients are ClaimParked's, even while leased.
-		rows, err := tx.Query(`SELECT message_id, address, attempts FROM recipients
-			WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? AND parked = ''
-			ORDER BY next_attempt_at LIMIT ?`, now.UnixNano(), max*16)
+		rows, err := tx.Query(sqlClaimDue, now.UnixNano(), max*16)
 		if err != nil {
 			return err
 		}
@@ -591,8 +617,7 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		for i := range out {
 			d := &out[i]
 			for _, r := range d.Recipients {
-				if _, err := tx.Exec(`UPDATE recipients SET lease_until = ?, next_attempt_at = ?
-					WHERE message_id = ? AND address = ?`, until, until, d.QueueID, r.Address); err != nil {
+				if _, err := tx.Exec(sqlLease, until, until, d.QueueID, r.Address); err != nil {
 					return err
 				}
 			}
@@ -609,7 +634,7 @@ func (s *SQLite) Claim(ctx context.Context, now time.Time, max int, lease time.D
 // message is gone (deleted by hand with the sqlite3 tool, which does not
 // enforce foreign keys) are deleted rather than failing every claim, which
 // would stop all delivery.
-func loadDeliveries(tx *sql.Tx, ds []Delivery) ([]Delivery, error) {
+func loadDeliveries(tx *txn, ds []Delivery) ([]Delivery, error) {
 	out := ds[:0]
 	for i := range ds {
 		err := loadDelivery(tx, &ds[i])
@@ -628,10 +653,9 @@ func loadDeliveries(tx *sql.Tx, ds []Delivery) ([]Delivery, error) {
 }
 
 // loadDelivery fills in what d needs of its message besides recipients.
-func loadDelivery(tx *sql.Tx, d *Delivery) error {
+func loadDelivery(tx *txn, d *Delivery) error {
 	var received int64
-	err := tx.QueryRow(`SELECT m.sender, m.received_at, m.delay_warned, m.credential, coalesce(c.pool, '')
-		FROM messages m LEFT JOIN credentials c ON c.name = m.credential WHERE m.id = ?`, d.QueueID).
+	err := tx.QueryRow(sqlLoadDelivery, d.QueueID).
 		Scan(&d.Sender, &received, &d.DelayWarned, &d.Credential, &d.Pool)
 	if err != nil {
 		return fmt.Errorf("load message %s: %w", d.QueueID, err)
@@ -650,11 +674,11 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 	if r.Notice != nil && r.Notice.ID == "" {
 		r.Notice.ID = NewQueueID()
 	}
-	op := &writeOp{enqueues: r.Notice != nil || len(r.Replies) > 0, run: func(tx *sql.Tx) error {
+	op := &writeOp{enqueues: r.Notice != nil || len(r.Replies) > 0, run: func(tx *txn) error {
 		now := time.Now().UnixNano()
 		final := false
 		var credential, messageID string
-		if err := tx.QueryRow(`SELECT credential, message_id FROM messages WHERE id = ?`, r.QueueID).
+		if err := tx.QueryRow(sqlMessageIdent, r.QueueID).
 			Scan(&credential, &messageID); err != nil {
 			return fmt.Errorf("message %s: %w", r.QueueID, err)
 		}
@@ -673,8 +697,7 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 					attempts = 0
 				}
 			}
-			_, err := tx.Exec(`UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + ?,
-				next_attempt_at = ?, lease_until = 0, parked = ?, updated_at = ? WHERE message_id = ? AND address = ?`,
+			_, err := tx.Exec(sqlRecordOutcome,
 				o.State, o.Reply, attempts, next, o.Park, now, r.QueueID, o.Recipient)
 			if err != nil {
 				return err
@@ -697,8 +720,7 @@ func (s *SQLite) Complete(ctx context.Context, r Report) error {
 			}
 		}
 		for _, c := range r.Sends {
-			if _, err := tx.Exec(`INSERT INTO ip_sends (ip, provider, hour, count) VALUES (?, ?, ?, ?)
-				ON CONFLICT (ip, provider, hour) DO UPDATE SET count = count + excluded.count`,
+			if _, err := tx.Exec(sqlCountIPSends,
 				c.IP, c.Provider, c.Hour.Truncate(time.Hour).Unix(), c.Count); err != nil {
 				return err
 			}
@@ -749,16 +771,15 @@ var outcomeEvent = map[string]string{
 
 // deleteIfFinal removes message id once no recipient of it is waiting. A
 // quarantined recipient waits for the operator, who must find the message.
-func deleteIfFinal(tx *sql.Tx, id string) error {
-	_, err := tx.Exec(`DELETE FROM messages WHERE id = ? AND NOT EXISTS
-		(SELECT 1 FROM recipients WHERE message_id = ? AND state IN ('queued', 'deferred', 'quarantined'))`, id, id)
+func deleteIfFinal(tx *txn, id string) error {
+	_, err := tx.Exec(sqlDeleteIfFinal, id, id)
 	return err
 }
 
 // ReleaseLeases ends every lease. A single node calls it at start-up: leases
 // left by a process that died would otherwise delay its mail until they expire.
 func (s *SQLite) ReleaseLeases(ctx context.Context) error {
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		// A parked recipient goes back to its place in its line.
 		_, err := tx.Exec(`UPDATE recipients SET lease_until = 0,
 			next_attempt_at = CASE WHEN parked = '' THEN ? ELSE ? END WHERE lease_until != 0`,

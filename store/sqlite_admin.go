@@ -173,7 +173,7 @@ func (s *SQLite) SetAllowed(ctx context.Context, name string, identities []strin
 // (or if the credential is gone: AUTH refuses those).
 func (s *SQLite) PausedReason(ctx context.Context, name string) (string, error) {
 	var reason string
-	err := s.db.QueryRowContext(ctx, `SELECT paused_reason FROM credentials WHERE name = ?`, name).Scan(&reason)
+	err := s.readRow(ctx, sqlPausedReason, name).Scan(&reason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -263,7 +263,7 @@ func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 // DomainStatusOf returns the domain named name without its keys: what an
 // authorization check needs, one indexed read with no key material.
 func (s *SQLite) DomainStatusOf(ctx context.Context, name string) (Domain, error) {
-	d, err := scanDomain(s.db.QueryRowContext(ctx, `SELECT `+domainColumns+` FROM domains WHERE name = ?`, name))
+	d, err := scanDomain(s.readRow(ctx, sqlDomainStatus, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Domain{}, fmt.Errorf("store: domain %s: %w", name, ErrNotFound)
 	}
@@ -306,8 +306,7 @@ func (s *SQLite) SetDomainStatus(ctx context.Context, name string, st DomainStat
 }
 
 func (s *SQLite) domainKeys(ctx context.Context, name string) ([]DKIMKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT selector, algorithm, private_key, created_at FROM dkim_keys
-		WHERE domain = ? ORDER BY algorithm DESC, selector`, name)
+	rows, err := s.readRows(ctx, sqlDomainKeys, name)
 	if err != nil {
 		return nil, fmt.Errorf("store: read keys of %s: %w", name, err)
 	}

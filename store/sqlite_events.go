@@ -2,22 +2,24 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
 )
 
-func insertEvent(tx *sql.Tx, e Event) error {
-	_, err := tx.Exec(`INSERT INTO events (at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.At.UnixNano(), e.Type, e.Credential, e.QueueID, e.MessageID,
+// sqlInsertEvent is a hot statement (txn.go).
+const sqlInsertEvent = `INSERT INTO events (at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+func insertEvent(tx *txn, e Event) error {
+	_, err := tx.Exec(sqlInsertEvent, e.At.UnixNano(), e.Type, e.Credential, e.QueueID, e.MessageID,
 		e.Recipient, e.RemoteMTA, e.Reply, e.BounceType)
 	return err
 }
 
 // RecordEvent stores e through the committer, so bursts share commits.
 func (s *SQLite) RecordEvent(ctx context.Context, e Event) error {
-	if err := s.write(ctx, &writeOp{run: func(tx *sql.Tx) error { return insertEvent(tx, e) }}); err != nil {
+	if err := s.write(ctx, &writeOp{run: func(tx *txn) error { return insertEvent(tx, e) }}); err != nil {
 		return fmt.Errorf("store: record event: %w", err)
 	}
 	return nil
@@ -105,7 +107,7 @@ func (s *SQLite) CountEvents(ctx context.Context, q EventQuery) (map[string]int,
 // which only the last day's quota reads).
 func (s *SQLite) PruneEvents(ctx context.Context, before time.Time) (int, error) {
 	var n int64
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		res, err := tx.Exec(`DELETE FROM events WHERE at < ?`, before.UnixNano())
 		if err != nil {
 			return err

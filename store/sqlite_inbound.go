@@ -52,7 +52,7 @@ var _ Inbound = (*SQLite)(nil)
 // RecordInbound stores m with its events and suppressions.
 func (s *SQLite) RecordInbound(ctx context.Context, m InboundMessage, events []Event, sups []Suppression) (int64, error) {
 	var id int64
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		res, err := tx.Exec(`INSERT INTO inbound (received_at, mail_from, rcpt_to, kind, status, detail, raw)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, m.ReceivedAt.UnixNano(), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail, m.Raw)
 		if err != nil {

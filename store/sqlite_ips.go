@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"time"
@@ -87,7 +86,7 @@ func (s *SQLite) IPSends(ctx context.Context, since time.Time) ([]IPSend, error)
 
 // PruneIPSends deletes counts of hours before before.
 func (s *SQLite) PruneIPSends(ctx context.Context, before time.Time) error {
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		_, err := tx.Exec(`DELETE FROM ip_sends WHERE hour < ?`, before.Truncate(time.Hour).Unix())
 		return err
 	}}
@@ -120,7 +119,7 @@ func (s *SQLite) IPSuspensions(ctx context.Context) ([]IPSuspension, error) {
 // SetIPSuspension stores x, or deletes the IP × provider's when x.Until is
 // zero.
 func (s *SQLite) SetIPSuspension(ctx context.Context, x IPSuspension) error {
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		if x.Until.IsZero() {
 			_, err := tx.Exec(`DELETE FROM ip_suspensions WHERE ip = ? AND provider = ?`, x.IP, x.Provider)
 			return err
@@ -158,7 +157,7 @@ func (s *SQLite) IPPauses(ctx context.Context) ([]IPPause, error) {
 
 // PauseIP stores p, replacing an earlier pause of the same IP.
 func (s *SQLite) PauseIP(ctx context.Context, p IPPause) error {
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		_, err := tx.Exec(`INSERT INTO ip_pauses (ip, reason, at) VALUES (?, ?, ?)
 			ON CONFLICT (ip) DO UPDATE SET reason = excluded.reason, at = excluded.at`, p.IP, p.Reason, p.At.UnixNano())
 		return err
@@ -184,7 +183,7 @@ func (s *SQLite) ClaimParked(ctx context.Context, line string, now time.Time, ma
 		return nil, nil
 	}
 	var out []Delivery
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		out = nil
 		rows, err := tx.Query(`SELECT rowid, message_id, address, attempts FROM recipients
 			WHERE parked = ? AND lease_until = 0 ORDER BY rowid LIMIT ?`, line, max)

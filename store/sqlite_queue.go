@@ -90,7 +90,7 @@ func (s *SQLite) queueEntries(ctx context.Context, where string, args []any) ([]
 func (s *SQLite) MessageData(ctx context.Context, id string) ([]byte, error) {
 	var body any // not []byte: a value of another type must be ErrCorrupt, not a Scan error
 	var size int64
-	err := s.db.QueryRowContext(ctx, `SELECT body, size FROM messages WHERE id = ?`, id).Scan(&body, &size)
+	err := s.readRow(ctx, sqlMessageData, id).Scan(&body, &size)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store: message %s: %w", id, ErrNotFound)
 	}
@@ -133,7 +133,7 @@ func (s *SQLite) RetryNow(ctx context.Context, id string, now time.Time) (int, e
 		args = append(args, id)
 	}
 	var n int64
-	op := &writeOp{enqueues: true, run: func(tx *sql.Tx) error {
+	op := &writeOp{enqueues: true, run: func(tx *txn) error {
 		res, err := tx.Exec(query, args...)
 		if err != nil {
 			return err
@@ -158,7 +158,7 @@ func (s *SQLite) DeleteMessage(ctx context.Context, id string, notice *Message) 
 	if notice != nil && notice.ID == "" {
 		notice.ID = NewQueueID()
 	}
-	op := &writeOp{enqueues: notice != nil, run: func(tx *sql.Tx) error {
+	op := &writeOp{enqueues: notice != nil, run: func(tx *txn) error {
 		res, err := tx.Exec(`DELETE FROM messages WHERE id = ?`, id)
 		if err != nil {
 			return err

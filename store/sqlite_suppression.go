@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -14,22 +13,24 @@ import (
 // list. Set it before the first write.
 func (s *SQLite) SetSuppressionPerCredential(on bool) { s.suppressPerCredential.Store(on) }
 
+const sqlUpsertSuppression = `INSERT INTO suppressions (address, credential, reason, detail, created_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (address, credential) DO UPDATE SET reason = excluded.reason, detail = excluded.detail,
+			created_at = excluded.created_at`
+
 // upsertSuppression stores sup; an automatic one (bounce, complaint) goes on
 // the shared list unless suppression is per credential.
-func (s *SQLite) upsertSuppression(tx *sql.Tx, sup Suppression) error {
+func (s *SQLite) upsertSuppression(tx *txn, sup Suppression) error {
 	if sup.Reason != SuppressManual && !s.suppressPerCredential.Load() {
 		sup.Credential = ""
 	}
-	_, err := tx.Exec(`INSERT INTO suppressions (address, credential, reason, detail, created_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (address, credential) DO UPDATE SET reason = excluded.reason, detail = excluded.detail,
-			created_at = excluded.created_at`,
+	_, err := tx.Exec(sqlUpsertSuppression,
 		sup.Address, sup.Credential, sup.Reason, sup.Detail, sup.CreatedAt.UnixNano())
 	return err
 }
 
 // Suppress adds or replaces an entry of the suppression list.
 func (s *SQLite) Suppress(ctx context.Context, sup Suppression) error {
-	if err := s.write(ctx, &writeOp{run: func(tx *sql.Tx) error { return s.upsertSuppression(tx, sup) }}); err != nil {
+	if err := s.write(ctx, &writeOp{run: func(tx *txn) error { return s.upsertSuppression(tx, sup) }}); err != nil {
 		return fmt.Errorf("store: suppress %s: %w", sup.Address, err)
 	}
 	return nil

@@ -132,7 +132,7 @@ func (s *SQLite) WebhookCursor(ctx context.Context, endpoint string) (WebhookCur
 // goes through the committer, so it shares commits with the mail flow rather
 // than competing with it for the write lock.
 func (s *SQLite) SaveWebhookCursor(ctx context.Context, c WebhookCursor) error {
-	op := &writeOp{run: func(tx *sql.Tx) error {
+	op := &writeOp{run: func(tx *txn) error {
 		_, err := tx.Exec(`INSERT INTO webhook_cursors (endpoint, last_event, attempts, next_attempt, last_error)
 			VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (endpoint) DO UPDATE SET last_event = excluded.last_event, attempts = excluded.attempts,
