@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/net/netutil"
 
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/report"
@@ -58,6 +59,10 @@ type Config struct {
 
 // maxRecipients bounds RCPT per transaction; a report has one.
 const maxRecipients = 10
+
+// maxConnections bounds the listener's open connections; more wait in the
+// kernel's accept queue.
+const maxConnections = 200
 
 // Server is the inbound listener.
 type Server struct {
@@ -101,7 +106,9 @@ func (s *Server) Listen() error {
 			}
 			return fmt.Errorf("inbound: listen on %s: %w", addr, err)
 		}
-		s.lns = append(s.lns, ln)
+		// Port 25 is open to anyone: bound the connections at once, so a
+		// flood cannot use up the process's file descriptors.
+		s.lns = append(s.lns, netutil.LimitListener(ln, maxConnections))
 	}
 	return nil
 }

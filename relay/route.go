@@ -40,13 +40,13 @@ type leg struct {
 // With per-recipient return paths (Config.ReturnPath), each recipient is a
 // leg of its own: the return path names it.
 func (r *Relay) route(d store.Delivery) []leg {
-	if r.cfg.ReturnPath != nil && d.Sender != "" {
+	// Whether the sender gets return paths depends on its domain only, so
+	// the first recipient's answer holds for all.
+	if r.cfg.ReturnPath != nil && d.Sender != "" && len(d.Recipients) > 0 &&
+		r.cfg.ReturnPath(d.Sender, d.QueueID, d.Recipients[0].Address) != "" {
 		var legs []leg
 		for _, rc := range d.Recipients {
-			l := leg{rcpts: []store.DueRecipient{rc}, returnPath: d.Sender}
-			if rp := r.cfg.ReturnPath(d.Sender, d.QueueID, rc.Address); rp != "" {
-				l.returnPath = rp
-			}
+			l := leg{rcpts: []store.DueRecipient{rc}, returnPath: r.cfg.ReturnPath(d.Sender, d.QueueID, rc.Address)}
 			if r.smarthost == nil {
 				l.domain = store.AddressDomain(rc.Address)
 			}
