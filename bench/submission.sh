@@ -6,6 +6,7 @@
 #   bench/submission.sh [CONNECTIONS] [MESSAGES_PER_CONNECTION] [SIZE]
 #   ROUTE=mx bench/submission.sh ...
 #   PROFILE=true bench/submission.sh ...   (adds the server's CPU profile)
+#   NEW_CONNECTION=1 bench/submission.sh ...  (TLS handshake + AUTH for every message, as WordPress)
 #
 # Defaults are the submission issue's scenario: 20 clients x 1,000 messages
 # of 10 KiB over STARTTLS + AUTH PLAIN, RSA-2048 signing, durable queue.
@@ -76,7 +77,7 @@ fi
 echo "== submission: $conns connections x $per messages of $size bytes"
 "$work/sesame-bench" send --addr 127.0.0.1:25587 --tls starttls --auth plain \
 	--user "$user" --password "$pass" --connections "$conns" --messages "$per" --size "$size" \
-	--from shop@example.com --to-domain example.net
+	--from shop@example.com --to-domain example.net ${NEW_CONNECTION:+--new-connection}
 echo "== delivery to the sink (end to end)"
 wait "$sink" || true
 cat "$work/sink.json"
