@@ -12,6 +12,8 @@
 //	                    X-Bench-Sent header.
 //	sesame-bench dns    answers any domain's MX with one loopback address, so
 //	                    a benchmark takes Sesame's MX delivery path.
+//	sesame-bench fill   queues many messages straight into a stopped Sesame's
+//	                    store, deferred as after a 451, for the scale scenario.
 //
 // Both refuse addresses outside loopback (127.0.0.0/8, ::1, "localhost")
 // unless --allow-remote is given, so a mistyped address cannot load a real
@@ -36,6 +38,7 @@ Usage:
   sesame-bench send [flags]   drive concurrent SMTP clients, report throughput and latency
   sesame-bench sink [flags]   counting SMTP server for the relay to deliver to
   sesame-bench dns [flags]    DNS server answering every domain's MX with one loopback address
+  sesame-bench fill [flags]   queue many messages straight into a stopped Sesame's store
 
 Run "sesame-bench send --help" or "sesame-bench sink --help" for the flags.
 Only loopback addresses are accepted unless --allow-remote is given.
@@ -62,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return sinkMain(ctx, args[1:], stdout, stderr)
 	case "dns":
 		return dnsMain(ctx, args[1:], stdout, stderr)
+	case "fill":
+		return fillMain(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
