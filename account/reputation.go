@@ -86,6 +86,8 @@ type GuardStore interface {
 	EventCounter
 	ListCredentials(ctx context.Context) ([]store.Credential, error)
 	SetPaused(ctx context.Context, name, reason string, at time.Time) error
+	// LastEventID is the id of the newest event (0 when there is none).
+	LastEventID(ctx context.Context) (int64, error)
 }
 
 // Guard pauses credentials whose bounce or complaint rate would ruin the
@@ -96,6 +98,11 @@ type Guard struct {
 	log    *slog.Logger
 	now    func() time.Time
 	warned map[string]string // credential → the warning last logged
+	// checked is the newest event the last complete check saw. Standings
+	// only get worse with new events (old ones leaving the window can
+	// only improve them), so without any there is nothing to check: a
+	// queue waiting for hours costs no counting over the event log.
+	checked int64
 }
 
 // NewGuard returns a guard applying policy.
@@ -106,6 +113,13 @@ func NewGuard(policy ReputationPolicy, st GuardStore, log *slog.Logger, now func
 // Check looks at every credential once: pauses those over a pause
 // threshold, logs a warning for those over a warning threshold.
 func (g *Guard) Check(ctx context.Context) error {
+	last, err := g.store.LastEventID(ctx)
+	if err != nil {
+		return err
+	}
+	if last == g.checked && last != 0 {
+		return nil
+	}
 	creds, err := g.store.ListCredentials(ctx)
 	if err != nil {
 		return err
@@ -137,6 +151,7 @@ func (g *Guard) Check(ctx context.Context) error {
 			delete(g.warned, c.Name)
 		}
 	}
+	g.checked = last
 	return nil
 }
 

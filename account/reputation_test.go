@@ -3,6 +3,7 @@ package account
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -93,5 +94,43 @@ func TestReputationGuard(t *testing.T) {
 	r, err := testPolicy.Standing(ctx, st, c, time.Now())
 	if err != nil || r.Attempted != 0 || r.Verdict != "ok" {
 		t.Fatalf("standing after resume: %+v %v", r, err)
+	}
+}
+
+// countingStore counts the guard's event counts.
+type countingStore struct {
+	*store.SQLite
+	counts int
+}
+
+func (c *countingStore) CountEvents(ctx context.Context, q store.EventQuery) (map[string]int, error) {
+	c.counts++
+	return c.SQLite.CountEvents(ctx, q)
+}
+
+// Without new events the guard counts nothing: a queue waiting for hours
+// costs no scans of the event log. A new event makes it look again.
+func TestReputationGuardIdle(t *testing.T) {
+	st, _ := openStore(t)
+	ctx := context.Background()
+	if err := st.CreateCredential(ctx, store.Credential{Name: "app", Username: "SMAPP", PasswordHash: "x",
+		CreatedAt: time.Now(), UpdatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	attempt(t, st, "app", store.StateDelivered, "")
+	cs := &countingStore{SQLite: st}
+	g := NewGuard(testPolicy, cs, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+	for range 3 {
+		if err := g.Check(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cs.counts != 1 {
+		t.Errorf("%d counts over 3 checks without new events, want 1", cs.counts)
+	}
+	attempt(t, st, "app", store.StateBounced, store.BounceHard)
+	g.Check(ctx)
+	if cs.counts != 2 {
+		t.Errorf("%d counts after a new event, want 2", cs.counts)
 	}
 }
