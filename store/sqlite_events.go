@@ -53,16 +53,27 @@ func eventWhere(q EventQuery, withType bool) (string, []any) {
 // QueryEvents returns the events matching q, oldest first.
 func (s *SQLite) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error) {
 	where, args := eventWhere(q, true)
-	query := `SELECT id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type FROM events` +
-		where + ` ORDER BY id`
+	query := `SELECT ` + eventColumns + ` FROM events` + where + ` ORDER BY id`
 	if q.Limit > 0 {
 		// The newest Limit events, still returned oldest first.
 		query = `SELECT * FROM (` + strings.Replace(query, "ORDER BY id", "ORDER BY id DESC", 1) +
 			fmt.Sprintf(` LIMIT %d) ORDER BY id`, q.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	out, err := s.selectEvents(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: query events: %w", err)
+	}
+	return out, nil
+}
+
+// eventColumns are what selectEvents scans.
+const eventColumns = `id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type`
+
+// selectEvents runs query, which selects eventColumns, and scans the rows.
+func (s *SQLite) selectEvents(ctx context.Context, query string, args ...any) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var out []Event
@@ -71,7 +82,7 @@ func (s *SQLite) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
 		var at int64
 		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Credential, &e.QueueID, &e.MessageID, &e.Recipient,
 			&e.RemoteMTA, &e.Reply, &e.BounceType); err != nil {
-			return nil, fmt.Errorf("store: query events: %w", err)
+			return nil, err
 		}
 		e.At = time.Unix(0, at)
 		out = append(out, e)

@@ -139,22 +139,10 @@ func (s *SQLite) SendEvents(ctx context.Context, queueID, messageID string) ([]E
 	if queueID == "" {
 		where, arg = `message_id = ?`, messageID
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply,
-		bounce_type FROM events WHERE type = 'send' AND `+where+` ORDER BY id LIMIT 1000`, arg)
+	out, err := s.selectEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE type = 'send' AND `+where+
+		` ORDER BY id LIMIT 1000`, arg)
 	if err != nil {
 		return nil, fmt.Errorf("store: send events: %w", err)
 	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var e Event
-		var at int64
-		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Credential, &e.QueueID, &e.MessageID, &e.Recipient,
-			&e.RemoteMTA, &e.Reply, &e.BounceType); err != nil {
-			return nil, fmt.Errorf("store: send events: %w", err)
-		}
-		e.At = time.Unix(0, at)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return out, nil
 }
