@@ -28,6 +28,14 @@
 //     retried nor bounced, and the message kept for the operator (`sesame
 //     queue show`, then `queue delete --bounce` or `queue retry`).
 //
+// With MX delivery, each leg first asks the outbound IPs' Limiter (package
+// warmup, applied in shaping.go) for room and leaves from the IP it
+// chooses; recipients without room wait in the store, parked in a line per
+// IP pool and provider, until the dispatcher releases them in arrival
+// order. With Config.ReturnPath each recipient gets a transaction and a
+// return path of its own (VERP). Recipients at Config.SimulatorDomain never
+// leave: simulator.go gives them their outcome.
+//
 // No DSN is ever sent for a message whose sender is null: a bounce cannot
 // bounce. The outcomes and the DSN are stored in one transaction. The relay
 // promises that every recipient it claims gets an outcome recorded unless

@@ -175,18 +175,33 @@ func ipList(e *env, _ []string) error {
 	return nil
 }
 
-// findIP returns the status of the IP named arg.
-func findIP(list []warmup.IPStatus, arg string) (warmup.IPStatus, error) {
+// configuredIP returns the name of the outbound IP arg among the
+// configuration's.
+func (e *env) configuredIP(arg string) (string, error) {
 	a, err := netip.ParseAddr(arg)
 	if err != nil {
-		return warmup.IPStatus{}, fmt.Errorf("%q is not an IP address", arg)
+		return "", fmt.Errorf("%q is not an IP address", arg)
+	}
+	for _, ip := range shaperConfig(e.cfg).IPs {
+		if ip.Addr.IsValid() && ip.Addr == a.Unmap() {
+			return ip.Name(), nil
+		}
+	}
+	return "", fmt.Errorf("%s is not an outbound IP of this configuration ([[ip]] or relay.source_ips); \"sesame ip list\" shows them", arg)
+}
+
+// findIP returns the status of the IP named arg.
+func (e *env) findIP(list []warmup.IPStatus, arg string) (warmup.IPStatus, error) {
+	name, err := e.configuredIP(arg)
+	if err != nil {
+		return warmup.IPStatus{}, err
 	}
 	for _, st := range list {
-		if st.IP == a.Unmap().String() {
+		if st.IP == name {
 			return st, nil
 		}
 	}
-	return warmup.IPStatus{}, fmt.Errorf("%s is not an outbound IP of this configuration ([[ip]] or relay.source_ips); \"sesame ip list\" shows them", arg)
+	return warmup.IPStatus{}, fmt.Errorf("%s: no status (this is a bug)", name)
 }
 
 func ipShow(e *env, args []string) error {
@@ -194,7 +209,7 @@ func ipShow(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := findIP(list, args[0])
+	st, err := e.findIP(list, args[0])
 	if err != nil {
 		return err
 	}
@@ -247,44 +262,36 @@ func ipShow(e *env, args []string) error {
 }
 
 func ipPause(e *env, args []string) error {
-	list, _, _, err := e.ipStatus()
-	if err != nil {
-		return err
-	}
-	st, err := findIP(list, args[0])
+	ip, err := e.configuredIP(args[0])
 	if err != nil {
 		return err
 	}
 	err = e.withStore(func(ctx context.Context, s *store.SQLite) error {
-		return s.PauseIP(ctx, store.IPPause{IP: st.IP, Reason: e.values["note"], At: time.Now()})
+		return s.PauseIP(ctx, store.IPPause{IP: ip, Reason: e.values["note"], At: time.Now()})
 	})
 	if err != nil {
 		return err
 	}
 	if !e.json {
-		fmt.Fprintf(e.stdout, "%s is paused: the running server stops starting deliveries from it within a second. Its mail waits, or goes out from the pool's other IPs. \"sesame ip resume %s\" lifts it.\n", st.IP, st.IP)
+		fmt.Fprintf(e.stdout, "%s is paused: the running server stops starting deliveries from it within a second. Its mail waits, or goes out from the pool's other IPs. \"sesame ip resume %s\" lifts it.\n", ip, ip)
 	}
 	return nil
 }
 
 func ipResume(e *env, args []string) error {
-	list, _, _, err := e.ipStatus()
+	ip, err := e.configuredIP(args[0])
 	if err != nil {
 		return err
 	}
-	st, err := findIP(list, args[0])
-	if err != nil {
-		return err
-	}
-	err = e.withStore(func(ctx context.Context, s *store.SQLite) error { return s.ResumeIP(ctx, st.IP) })
+	err = e.withStore(func(ctx context.Context, s *store.SQLite) error { return s.ResumeIP(ctx, ip) })
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%s is not paused", st.IP)
+		return fmt.Errorf("%s is not paused", ip)
 	}
 	if err != nil {
 		return err
 	}
 	if !e.json {
-		fmt.Fprintf(e.stdout, "%s sends again.\n", st.IP)
+		fmt.Fprintf(e.stdout, "%s sends again.\n", ip)
 	}
 	return nil
 }
