@@ -11,30 +11,37 @@ import (
 )
 
 func TestDNSZone(t *testing.T) {
-	l, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.LocalAddr().String()
-	l.Close()
+	addr := freeUDPAndTCPPort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	var stderr bytes.Buffer
 	go func() {
 		done <- run(ctx, []string{"dns", "--listen", addr, "--mx", "127.0.0.2"}, &bytes.Buffer{}, &stderr)
 	}()
-	defer func() { cancel(); <-done }()
+	exited := false
+	defer func() {
+		cancel()
+		if !exited {
+			<-done
+		}
+	}()
 
 	c := &dns.Client{Timeout: time.Second}
 	ask := func(name string, qtype uint16) *dns.Msg {
 		m := new(dns.Msg)
 		m.SetQuestion(name, qtype)
 		var r *dns.Msg
-		for i := 0; i < 50; i++ { // the server may still be starting
+		var err error
+		for i := 0; i < 250; i++ { // the server may still be starting
 			if r, _, err = c.Exchange(m, addr); err == nil {
 				return r
 			}
-			time.Sleep(20 * time.Millisecond)
+			select {
+			case code := <-done:
+				exited = true
+				t.Fatalf("dns exited with %d before answering: %s", code, stderr.String())
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 		t.Fatalf("%s: %v", name, err)
 		return nil
@@ -53,4 +60,26 @@ func TestDNSZone(t *testing.T) {
 	if code := run(context.Background(), []string{"dns", "--mx", "192.0.2.1"}, &bytes.Buffer{}, &bytes.Buffer{}); code != 2 {
 		t.Fatalf("non-loopback --mx: exit %d", code)
 	}
+}
+
+// freeUDPAndTCPPort finds a loopback port free for both UDP and TCP: the
+// dns command listens on both, and a port the kernel hands out for UDP may
+// be taken for TCP.
+func freeUDPAndTCPPort(t *testing.T) string {
+	t.Helper()
+	for i := 0; i < 20; i++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP")
+	return ""
 }
