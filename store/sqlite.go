@@ -17,20 +17,33 @@ import (
 )
 
 // SQLite is the embedded store: one database file in the data directory, in
-// WAL mode with synchronous=FULL, so a commit is on disk when it returns.
+// WAL mode.
 //
 // Every write the server makes on the hot path (Enqueue, Claim, Complete)
 // goes through one committer goroutine that runs whatever writes are waiting
 // in a single transaction: concurrent submissions share one fsync (group
-// commit) and never fight over SQLite's single write lock. Administrative
-// writes (credentials, domains) are rare and run directly; SQLite's busy
-// timeout orders them against the committer and against other processes (the
-// admin commands open the same file while `sesame serve` runs).
+// commit) and never fight over SQLite's single write lock. The committer's
+// connection runs with synchronous=NORMAL, so its commit only writes the WAL;
+// a second goroutine, the syncer, then fsyncs the WAL file and only after
+// that answers the writes (and signals Ready). The fsync of one batch thus
+// overlaps the next batch's work instead of holding the write lock, and a
+// write is still on disk before its caller hears it succeeded: a submission
+// gets its 250 only after the fsync of the frames holding it.
+// (Checkpoints at synchronous=NORMAL fsync the WAL before copying it into
+// the database and the database after, so a reset WAL loses nothing.)
+//
+// Administrative writes (credentials, domains) are rare and run directly on
+// other connections, at synchronous=FULL; SQLite's busy timeout orders them
+// against the committer and against other processes (the admin commands
+// open the same file while `sesame serve` runs).
 type SQLite struct {
 	db    *sql.DB
+	conn  *sql.Conn // the committer's connection, at synchronous=NORMAL
+	wal   *walFile  // the WAL, fsynced by the syncer
 	ops   chan *writeOp
+	syncq chan committed // from the committer to the syncer
 	ready chan struct{}
-	done  chan struct{} // closed when the committer has exited
+	done  chan struct{} // closed when the committer and the syncer have exited
 	stop  chan struct{}
 	once  sync.Once
 
@@ -87,6 +100,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 	s := &SQLite{
 		db:    db,
 		ops:   make(chan *writeOp, 1024),
+		syncq: make(chan committed, 64),
 		ready: make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		stop:  make(chan struct{}),
@@ -95,8 +109,34 @@ func OpenSQLite(path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: prepare statements: %w", err)
 	}
+	if err := s.openCommitter(path); err != nil {
+		s.stmts.close()
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
 	go s.commitLoop()
+	go s.syncLoop()
 	return s, nil
+}
+
+// openCommitter takes the committer's connection and the WAL file it syncs.
+func (s *SQLite) openCommitter(path string) error {
+	conn, err := s.db.Conn(context.Background())
+	if err != nil {
+		return err
+	}
+	// NORMAL: the commit writes the WAL without an fsync; the syncer does it.
+	if _, err := conn.ExecContext(context.Background(), `PRAGMA synchronous = NORMAL`); err != nil {
+		conn.Close()
+		return err
+	}
+	wal, err := openWAL(path + "-wal")
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	s.conn, s.wal = conn, wal
+	return nil
 }
 
 const schema = `
@@ -297,6 +337,8 @@ func (s *SQLite) Close() error {
 	<-s.done
 	s.watching.Wait()
 	s.stmts.close()
+	s.conn.Close()
+	s.wal.close()
 	return s.db.Close()
 }
 
@@ -394,7 +436,7 @@ func (s *SQLite) write(ctx context.Context, op *writeOp) error {
 }
 
 func (s *SQLite) commitLoop() {
-	defer close(s.done)
+	defer close(s.syncq)
 	for {
 		var first *writeOp
 		select {
@@ -434,13 +476,12 @@ func (s *SQLite) commit(batch []*writeOp) {
 			op.errc <- err
 		}
 	}
-	tx, err := s.db.Begin()
+	tx, err := s.conn.BeginTx(context.Background(), nil)
 	if err != nil {
 		fail(fmt.Errorf("store: begin: %w", err))
 		return
 	}
 	t := &txn{tx: tx, stmts: &s.stmts}
-	enqueued := false
 	for i, op := range batch {
 		if len(batch) == 1 {
 			errs[i] = op.run(t)
@@ -471,16 +512,58 @@ func (s *SQLite) commit(batch []*writeOp) {
 	}
 	s.commits.Add(1)
 	s.health.noteCommitted(errs)
-	// Signal before answering, so a caller that sees its write done also
-	// finds Ready signalled.
-	for i, op := range batch {
-		enqueued = enqueued || (errs[i] == nil && op.enqueues)
-	}
-	if enqueued {
-		s.signalReady()
-	}
-	for i, op := range batch {
-		op.errc <- errs[i]
+	s.syncq <- committed{batch: batch, errs: errs}
+}
+
+// committed is a batch whose transaction committed but is not yet fsynced.
+type committed struct {
+	batch []*writeOp
+	errs  []error
+}
+
+// syncLoop makes committed batches durable and then answers them: one fsync
+// of the WAL for every batch that committed while the previous one ran.
+func (s *SQLite) syncLoop() {
+	defer close(s.done)
+	for c := range s.syncq {
+		group := []committed{c}
+	more:
+		for {
+			select {
+			case c, ok := <-s.syncq:
+				if !ok {
+					break more
+				}
+				group = append(group, c)
+			default:
+				break more
+			}
+		}
+		err := s.wal.sync()
+		if err != nil {
+			err = s.health.noteFailure(err, nil)
+		}
+		// Signal before answering, so a caller that sees its write done also
+		// finds Ready signalled.
+		enqueued := false
+		for _, c := range group {
+			for i, op := range c.batch {
+				if err != nil && c.errs[i] == nil {
+					// Committed but maybe not on disk: report it failed, so the
+					// client keeps the message (a duplicate at worst).
+					c.errs[i] = err
+				}
+				enqueued = enqueued || (c.errs[i] == nil && op.enqueues)
+			}
+		}
+		if enqueued {
+			s.signalReady()
+		}
+		for _, c := range group {
+			for i, op := range c.batch {
+				op.errc <- c.errs[i]
+			}
+		}
 	}
 }
 

@@ -40,13 +40,12 @@ func TestStorageFull(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	// max_page_count belongs to a connection: keep one.
-	s.db.SetMaxOpenConns(1)
+	// max_page_count belongs to a connection: set it on the committer's.
 	var pages int
-	if err := s.db.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
+	if err := s.conn.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pages); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.Exec(fmt.Sprintf(`PRAGMA max_page_count = %d`, pages+8)); err != nil {
+	if _, err := s.conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA max_page_count = %d`, pages+8)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.CheckStorage(ctx); err != nil {
@@ -85,7 +84,7 @@ func TestStorageFull(t *testing.T) {
 	}
 
 	// Room in the database again: writes succeed.
-	if _, err := s.db.Exec(`PRAGMA max_page_count = 1073741823`); err != nil {
+	if _, err := s.conn.ExecContext(ctx, `PRAGMA max_page_count = 1073741823`); err != nil {
 		t.Fatal(err)
 	}
 	m := &Message{Credential: "c", Sender: "a@example.com", Recipients: []string{"b@example.net"}, ReceivedAt: time.Now(), Data: []byte("x")}
