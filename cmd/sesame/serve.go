@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -136,6 +137,7 @@ func setLevel(level *slog.LevelVar, cfg *config.Config) {
 
 // runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
 func runServe(e *env, _ []string) error {
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -152,6 +154,18 @@ func runServe(e *env, _ []string) error {
 		}
 	}()
 	return serve(ctx, e, hooks{reload: reload})
+}
+
+// tuneGC makes the garbage collector run less often than Go's default
+// (GOGC=100) unless the operator set GOGC. The server's live heap is small
+// (tens of MiB: the queue lives in SQLite), so letting it grow to five times
+// that costs little memory, and at full load it took the collector's share of
+// the CPU from about 5% to about 1%: 5% more messages a second
+// (docs/performance.md).
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 }
 
 // hooks connect serve to its caller: a reload request (SIGHUP), and a
