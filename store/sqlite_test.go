@@ -368,25 +368,6 @@ func TestDomains(t *testing.T) {
 	}
 }
 
-func BenchmarkEnqueue(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "bench.db")
-	s, err := OpenSQLite(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	body := bytes.Repeat([]byte("x"), 10<<10)
-	b.SetBytes(int64(len(body)))
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			m := &Message{Sender: "a@example.com", Recipients: []string{"r@example.net"}, ReceivedAt: time.Now(), Data: body}
-			if err := s.Enqueue(context.Background(), m); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
 // The queue records an event for every recipient it accepts and every
 // outcome, in the same transaction; queries filter and count them.
 func TestEvents(t *testing.T) {
