@@ -7,11 +7,16 @@
 #   ROUTE=mx bench/submission.sh ...
 #   PROFILE=true bench/submission.sh ...   (adds the server's CPU profile)
 #   NEW_CONNECTION=1 bench/submission.sh ...  (TLS handshake + AUTH for every message, as WordPress)
+#   DKIM_VERIFY=1 bench/submission.sh ...  (the sink verifies every DKIM signature, ~0.1 ms a message)
+#   SERVE_LOG=FILE bench/submission.sh ...  (keeps the server's log)
 #
 # Defaults are the submission issue's scenario: 20 clients x 1,000 messages
 # of 10 KiB over STARTTLS + AUTH PLAIN, RSA-2048 signing, durable queue.
 # With ROUTE=mx, Sesame delivers through its MX path instead of a smarthost:
 # `sesame-bench dns` answers every domain's MX with the sink's address.
+# The output ends with two JSON lines, sesame-bench send's and the sink's
+# (bench/run.sh reads them). The exit status is the sink's: 1 if not every
+# message arrived in time or, with DKIM_VERIFY=1, if a signature failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conns=${1:-20}
@@ -59,10 +64,14 @@ user=$(sed -E 's/.*"username":"([^"]+)".*/\1/' <<<"$creds")
 pass=$(sed -E 's/.*"password":"([^"]+)".*/\1/' <<<"$creds")
 
 total=$((conns * per))
-"$work/sesame-bench" sink --listen 127.0.0.2:25525 --expect "$total" --timeout 600s \
+sink_dkim=()
+if [[ ${DKIM_VERIFY:-0} == 1 ]]; then
+	sink_dkim=(--dkim-records "$work/domain.json")
+fi
+"$work/sesame-bench" sink --listen 127.0.0.2:25525 --expect "$total" --timeout 600s "${sink_dkim[@]}" \
 	>"$work/sink.json" 2>"$work/sink.log" &
 sink=$!
-"$work/sesame" serve --config "$work/sesame.toml" 2>"$work/serve.log" &
+"$work/sesame" serve --config "$work/sesame.toml" 2>"${SERVE_LOG:-$work/serve.log}" &
 for _ in $(seq 100); do
 	curl -fs http://127.0.0.1:28025/healthz >/dev/null && break
 	sleep 0.1
@@ -79,11 +88,17 @@ echo "== submission: $conns connections x $per messages of $size bytes"
 	--user "$user" --password "$pass" --connections "$conns" --messages "$per" --size "$size" \
 	--from shop@example.com --to-domain example.net ${NEW_CONNECTION:+--new-connection}
 echo "== delivery to the sink (end to end)"
-wait "$sink" || true
+sink_status=0
+wait "$sink" || sink_status=$?
 cat "$work/sink.json"
+if ((sink_status != 0)); then
+	echo "== the sink exited $sink_status; the end of its log:" >&2
+	tail -n 20 "$work/sink.log" >&2
+fi
 if [[ ${PROFILE:-false} == true ]]; then
 	wait "$profiler" || true
 	echo "== CPU profile of sesame serve (15 s under load), top entries"
 	go tool pprof -top -nodecount=25 "$work/sesame" "$work/cpu.pprof" 2>/dev/null | sed -n '1,35p'
 	cp "$work/cpu.pprof" "${PROFILE_OUT:-/tmp/sesame-cpu.pprof}"
 fi
+exit "$sink_status"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -33,6 +34,8 @@ type sinkConfig struct {
 	Expect      int           // stop after this many messages; 0 runs until cancelled
 	Timeout     time.Duration // fail if Expect is not reached in time; 0 for no limit
 	AllowRemote bool          // permit listening outside loopback
+	DKIMRecords string        // "sesame domain add --json" output: keys to verify DKIM with
+	DNS         string        // host:port of a DNS server to look DKIM keys up at
 }
 
 func (cfg *sinkConfig) validate() error {
@@ -55,6 +58,11 @@ func (cfg *sinkConfig) validate() error {
 	if cfg.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: want 0 or more", cfg.Timeout))
 	}
+	if cfg.DNS != "" {
+		if _, err := checkLoopback(cfg.DNS, cfg.AllowRemote); err != nil {
+			errs = append(errs, fmt.Errorf("--dns: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -73,6 +81,26 @@ type sinkReport struct {
 	EndToEndP50ms   float64 `json:"end_to_end_p50_ms"`
 	EndToEndP99ms   float64 `json:"end_to_end_p99_ms"`
 	EndToEndMaxms   float64 `json:"end_to_end_max_ms"`
+	// DKIM verification (--dkim-records, --dns). DKIMChecked says it was
+	// asked for; a message is verified when every signature it carries
+	// verifies, and failed when one does not.
+	DKIMChecked  bool `json:"dkim_checked"`
+	DKIMVerified int  `json:"dkim_verified"`
+	DKIMFailed   int  `json:"dkim_failed"`
+	DKIMUnsigned int  `json:"dkim_unsigned"`
+}
+
+// dkimError is non-nil when verification was asked for and a message failed.
+func (r *sinkReport) dkimError() error {
+	if !r.DKIMChecked || r.DKIMFailed == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d messages failed DKIM verification", r.DKIMFailed, r.Received)
+}
+
+// dkimSummary is the one-line account of the DKIM checks for the log.
+func (r *sinkReport) dkimSummary() string {
+	return fmt.Sprintf("dkim verified=%d failed=%d unsigned=%d", r.DKIMVerified, r.DKIMFailed, r.DKIMUnsigned)
 }
 
 // sink is a counting SMTP server. It accepts every message, reads it to the
@@ -87,14 +115,16 @@ type sink struct {
 	serveErr chan error
 	reached  chan struct{} // closed when Expect messages have arrived
 	grace    time.Duration // how long stopGracefully waits for sessions to end
+	dkim     *dkimChecker  // nil unless DKIM verification was asked for
 
 	mu          sync.Mutex
 	received    int
 	recipients  int
 	bytes       int64
 	connections int
-	first, last time.Time       // first connection, last message
-	endToEnd    []time.Duration // now - X-Bench-Sent, per message that has it
+	first, last time.Time             // first connection, last message
+	endToEnd    []time.Duration       // now - X-Bench-Sent, per message that has it
+	dkimCounts  [dkimUnsigned + 1]int // messages by dkimOutcome
 }
 
 // startSink listens and starts serving in the background. now is the clock
@@ -105,6 +135,10 @@ func startSink(cfg sinkConfig, now func() time.Time, logw io.Writer) (*sink, err
 		return nil, err
 	}
 	addr, _ := checkLoopback(cfg.Listen, cfg.AllowRemote)
+	checker, err := newDKIMChecker(cfg.DKIMRecords, cfg.DNS)
+	if err != nil {
+		return nil, err
+	}
 	s := &sink{
 		cfg:      cfg,
 		now:      now,
@@ -112,6 +146,7 @@ func startSink(cfg sinkConfig, now func() time.Time, logw io.Writer) (*sink, err
 		serveErr: make(chan error, 1),
 		reached:  make(chan struct{}),
 		grace:    2 * time.Second,
+		dkim:     checker,
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &sinkSession{s: s, br: bufio.NewReaderSize(nil, 4096)}, nil
@@ -213,13 +248,19 @@ func (s *sink) progress(lastCount int, lastTime time.Time) (int, time.Time) {
 	now := s.now()
 	s.mu.Lock()
 	count, conns := s.received, s.connections
+	checked := sinkReport{DKIMVerified: s.dkimCounts[dkimVerified], DKIMFailed: s.dkimCounts[dkimFailed],
+		DKIMUnsigned: s.dkimCounts[dkimUnsigned]}
 	s.mu.Unlock()
 	perConn := 0.0
 	if conns > 0 {
 		perConn = float64(count) / float64(conns)
 	}
-	fmt.Fprintf(s.log, "sink: received=%d rate=%.1f/s connections=%d msgs/conn=%.1f\n",
+	line := fmt.Sprintf("sink: received=%d rate=%.1f/s connections=%d msgs/conn=%.1f",
 		count, perSecond(count-lastCount, now.Sub(lastTime)), conns, perConn)
+	if s.dkim != nil {
+		line += " " + checked.dkimSummary()
+	}
+	fmt.Fprintln(s.log, line)
 	return count, now
 }
 
@@ -243,6 +284,10 @@ func (s *sink) report() sinkReport {
 	e := summarize(s.endToEnd)
 	rep.EndToEndSamples = e.Count
 	rep.EndToEndP50ms, rep.EndToEndP99ms, rep.EndToEndMaxms = ms(e.P50), ms(e.P99), ms(e.Max)
+	rep.DKIMChecked = s.dkim != nil
+	rep.DKIMVerified = s.dkimCounts[dkimVerified]
+	rep.DKIMFailed = s.dkimCounts[dkimFailed]
+	rep.DKIMUnsigned = s.dkimCounts[dkimUnsigned]
 	return rep
 }
 
@@ -257,11 +302,15 @@ func (s *sink) connected() {
 }
 
 // delivered records one message. sent is zero when the message had no
-// X-Bench-Sent header.
-func (s *sink) delivered(rcpts int, size int64, sent time.Time) {
+// X-Bench-Sent header; dkimErr says why a failed message failed.
+func (s *sink) delivered(rcpts int, size int64, sent time.Time, outcome dkimOutcome, dkimErr error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.dkimCounts[outcome]++
+	if outcome == dkimFailed && s.dkimCounts[dkimFailed] <= maxDKIMFailuresLogged {
+		fmt.Fprintf(s.log, "sink: DKIM failed: %v\n", dkimErr)
+	}
 	s.received++
 	s.recipients += rcpts
 	s.bytes += size
@@ -276,12 +325,18 @@ func (s *sink) delivered(rcpts int, size int64, sent time.Time) {
 	}
 }
 
+// maxDKIMFailuresLogged bounds the log lines for failed signatures: the
+// first few say why, the count says how many.
+const maxDKIMFailuresLogged = 5
+
 // sinkSession is one SMTP session on the sink: it accepts every sender and
 // recipient.
 type sinkSession struct {
 	s     *sink
 	br    *bufio.Reader
 	rcpts int
+	msg   bytes.Buffer // the whole message, kept only to verify DKIM
+	rd    bytes.Reader
 }
 
 var _ smtp.Session = (*sinkSession)(nil)
@@ -292,7 +347,13 @@ func (ss *sinkSession) Reset()                               { ss.rcpts = 0 }
 func (ss *sinkSession) Logout() error                        { return nil }
 
 // Data reads the headers for X-Bench-Sent, then counts and discards the body.
+// When the sink verifies DKIM, it reads the whole message into the
+// session's buffer and checks it here, in the session's goroutine, so the
+// sessions verify in parallel.
 func (ss *sinkSession) Data(r io.Reader) error {
+	if ss.s.dkim != nil {
+		return ss.dataVerified(r)
+	}
 	cr := &countingReader{r: r}
 	ss.br.Reset(cr)
 	sent, _, err := readSentHeader(ss.br)
@@ -302,7 +363,21 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("reading message: %w", err)
 	}
-	ss.s.delivered(ss.rcpts, cr.n, sent)
+	ss.s.delivered(ss.rcpts, cr.n, sent, dkimNotChecked, nil)
+	ss.rcpts = 0
+	return nil
+}
+
+func (ss *sinkSession) dataVerified(r io.Reader) error {
+	ss.msg.Reset()
+	if _, err := ss.msg.ReadFrom(r); err != nil {
+		return fmt.Errorf("reading message: %w", err)
+	}
+	ss.rd.Reset(ss.msg.Bytes())
+	ss.br.Reset(&ss.rd)
+	sent, _, _ := readSentHeader(ss.br) // reading memory cannot fail
+	outcome, err := ss.s.dkim.check(ss.msg.Bytes())
+	ss.s.delivered(ss.rcpts, int64(ss.msg.Len()), sent, outcome, err)
 	ss.rcpts = 0
 	return nil
 }
@@ -410,7 +485,9 @@ func newSinkFlags(cfg *sinkConfig) *flag.FlagSet {
 	fs.DurationVar(&cfg.ReportEvery, "report-every", 5*time.Second, "progress line interval on stderr (0 for none)")
 	fs.IntVar(&cfg.Expect, "expect", 0, "exit 0 after this many messages (0: run until interrupted)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "exit 1 if --expect is not reached within this time (0: no limit)")
-	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a --listen address outside loopback")
+	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow --listen and --dns addresses outside loopback")
+	fs.StringVar(&cfg.DKIMRecords, "dkim-records", "", "verify DKIM with the keys in this file, the output of \"sesame domain add --json\"")
+	fs.StringVar(&cfg.DNS, "dns", "", "verify DKIM with keys looked up at this DNS server, host:port (after --dkim-records)")
 	setUsage(fs, `Usage: sesame-bench sink [flags]
 
 A counting SMTP server for the relay to deliver to. It accepts every message,
@@ -418,6 +495,10 @@ reads and discards it, and measures end-to-end latency from the X-Bench-Sent
 header that "sesame-bench send" puts in each message. Progress goes to stderr;
 the final JSON line goes to stdout when --expect is reached, on --timeout
 (exit 1), or on interrupt.
+
+With --dkim-records or --dns it also verifies every message's DKIM
+signatures and counts messages verified, failed and unsigned; it exits 1 if
+any failed.
 `)
 	return fs
 }
@@ -435,13 +516,19 @@ func sinkMain(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stderr, "sink: listening on %s\n", s.Addr())
 	rep, runErr := s.run(ctx)
+	if rep.DKIMChecked {
+		fmt.Fprintf(stderr, "sink: received=%d %s\n", rep.Received, rep.dkimSummary())
+	}
 	if err := writeJSON(stdout, rep); err != nil {
 		fmt.Fprintf(stderr, "sesame-bench sink: %v\n", err)
 		return 1
 	}
-	if runErr != nil {
-		fmt.Fprintf(stderr, "sesame-bench sink: %v\n", runErr)
-		return 1
+	code := 0
+	for _, err := range []error{runErr, rep.dkimError()} {
+		if err != nil {
+			fmt.Fprintf(stderr, "sesame-bench sink: %v\n", err)
+			code = 1
+		}
 	}
-	return 0
+	return code
 }

@@ -3,13 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
 )
 
 // syncBuffer is a bytes.Buffer the sink's goroutines may log to.
@@ -169,6 +181,9 @@ func TestSinkConfigValidate(t *testing.T) {
 		{sinkConfig{Listen: "127.0.0.2:2525", CertFile: "c", KeyFile: "k", SelfSigned: true}, []string{"exclude"}},
 		{sinkConfig{Listen: "127.0.0.2:2525", Expect: -1, Timeout: -1, ReportEvery: -1},
 			[]string{"--expect", "--timeout", "--report-every"}},
+		{sinkConfig{Listen: "127.0.0.2:2525", DNS: "127.0.0.1:53"}, nil},
+		{sinkConfig{Listen: "127.0.0.2:2525", DNS: "192.0.2.53:53"}, []string{"--dns", "not loopback"}},
+		{sinkConfig{Listen: "127.0.0.2:2525", DNS: "no-port"}, []string{"--dns", "no-port"}},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.validate()
@@ -187,5 +202,250 @@ func TestSinkConfigValidate(t *testing.T) {
 				t.Errorf("%+v: error lacks %q: %v", tt.cfg, w, err)
 			}
 		}
+	}
+}
+
+// dkimFixture is a signing domain with an Ed25519 key (quick to make, and
+// verified the same way as Sesame's RSA keys) and its record in the format
+// of "sesame domain add --json".
+type dkimFixture struct {
+	key    ed25519.PrivateKey
+	name   string // SELECTOR._domainkey.DOMAIN
+	record string // the TXT value
+}
+
+func newDKIMFixture(t *testing.T) dkimFixture {
+	t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dkimFixture{key: key, name: "bench._domainkey.example.com",
+		record: "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)}
+}
+
+// recordsFile writes the records as "sesame domain add --json" prints them.
+func (f dkimFixture) recordsFile(t *testing.T) string {
+	t.Helper()
+	out := map[string]any{"domain": "example.com", "status": "pending", "records": []map[string]any{
+		{"type": "TXT", "name": f.name, "value": f.record, "required": true},
+		{"type": "TXT", "name": "example.com", "value": "v=spf1 a:sesame.test ~all"},
+	}}
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "domain.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// sign returns msg with a relaxed/relaxed signature for example.com.
+func (f dkimFixture) sign(t *testing.T, msg string) string {
+	t.Helper()
+	var out bytes.Buffer
+	err := dkim.Sign(&out, strings.NewReader(msg), &dkim.SignOptions{Domain: "example.com", Selector: "bench",
+		Signer: f.key, HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+func benchMessage(n int) string {
+	return fmt.Sprintf("From: shop@example.com\r\nTo: rcpt000@example.net\r\nSubject: dkim %d\r\n"+
+		"%s: %d\r\n\r\nbody line one\r\nbody line two\r\n", n, sentHeader, time.Now().UnixNano())
+}
+
+// deliver hands the messages to the sink in one SMTP session.
+func deliver(t *testing.T, addr string, msgs ...string) {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, m := range msgs {
+		if err := c.SendMail("bounce@example.com", []string{"rcpt000@example.net"}, strings.NewReader(m)); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runSink runs s until it has its messages and returns the report.
+func runSink(t *testing.T, s *sink) <-chan sinkReport {
+	t.Helper()
+	done := make(chan sinkReport, 1)
+	go func() {
+		rep, err := s.run(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- rep
+	}()
+	return done
+}
+
+// TestSinkVerifiesDKIM checks the keys of a --dkim-records file: a good
+// signature verifies, a body changed after signing fails, a message without
+// a signature is counted as unsigned, and a failure makes the run fail.
+func TestSinkVerifiesDKIM(t *testing.T) {
+	f := newDKIMFixture(t)
+	var logs syncBuffer
+	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 4, Timeout: 30 * time.Second,
+		DKIMRecords: f.recordsFile(t)}, time.Now, &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := runSink(t, s)
+	good := f.sign(t, benchMessage(1))
+	tampered := strings.Replace(f.sign(t, benchMessage(2)), "body line two", "body line 2", 1)
+	otherSelector := strings.Replace(f.sign(t, benchMessage(3)), "s=bench;", "s=gone;", 1)
+	deliver(t, s.Addr().String(), good, tampered, benchMessage(4))
+	deliver(t, s.Addr().String(), otherSelector)
+	rep := <-done
+
+	if !rep.DKIMChecked || rep.DKIMVerified != 1 || rep.DKIMFailed != 2 || rep.DKIMUnsigned != 1 {
+		t.Errorf("report %+v: want dkim checked, 1 verified, 2 failed, 1 unsigned", rep)
+	}
+	if rep.Received != 4 || rep.EndToEndSamples != 4 {
+		t.Errorf("report %+v: want 4 received, all with an end-to-end time", rep)
+	}
+	if err := rep.dkimError(); err == nil || !strings.Contains(err.Error(), "2 of 4") {
+		t.Errorf("dkimError() = %v, want 2 of 4 failed", err)
+	}
+	for _, want := range []string{"body hash did not verify", "not in --dkim-records"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	var line bytes.Buffer
+	if err := writeJSON(&line, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"dkim_checked":true`, `"dkim_verified":1`, `"dkim_failed":2`, `"dkim_unsigned":1`} {
+		if !strings.Contains(line.String(), want) {
+			t.Errorf("JSON line lacks %s: %s", want, line.String())
+		}
+	}
+}
+
+// TestSinkDKIMOverDNS looks the key up at a DNS server (the dns
+// subcommand's zone), once for the whole run.
+func TestSinkDKIMOverDNS(t *testing.T) {
+	f := newDKIMFixture(t)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var queries atomic.Int32
+	zone := benchZone{txt: map[string]string{f.name + ".": f.record}}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		queries.Add(1)
+		zone.ServeDNS(w, r)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	defer srv.Shutdown()
+
+	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 3, Timeout: 30 * time.Second,
+		DNS: pc.LocalAddr().String()}, time.Now, &syncBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := runSink(t, s)
+	deliver(t, s.Addr().String(), f.sign(t, benchMessage(1)), f.sign(t, benchMessage(2)), f.sign(t, benchMessage(3)))
+	rep := <-done
+	if rep.DKIMVerified != 3 || rep.DKIMFailed != 0 || rep.dkimError() != nil {
+		t.Errorf("report %+v: want all 3 verified", rep)
+	}
+	if n := queries.Load(); n != 1 {
+		t.Errorf("%d DNS queries for 3 messages signed with one key, want 1", n)
+	}
+}
+
+// TestSinkWithoutDKIM: no verification asked for, no DKIM figures and no
+// failure for an unsigned message.
+func TestSinkWithoutDKIM(t *testing.T) {
+	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 1, Timeout: 30 * time.Second},
+		time.Now, &syncBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := runSink(t, s)
+	deliver(t, s.Addr().String(), benchMessage(1))
+	rep := <-done
+	if rep.DKIMChecked || rep.DKIMUnsigned != 0 || rep.dkimError() != nil {
+		t.Errorf("report %+v: want no DKIM figures", rep)
+	}
+	if _, err := startSink(sinkConfig{Listen: "127.0.0.2:0", DKIMRecords: filepath.Join(t.TempDir(), "missing.json")},
+		time.Now, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "--dkim-records") {
+		t.Errorf("missing records file: err = %v", err)
+	}
+}
+
+// TestDKIMLookupLongRecord: an RSA-2048 key's record is longer than a
+// 512-byte DNS answer and spread over several strings; the lookup gets it
+// whole, and a name the server does not know is a not-found error.
+func TestDKIMLookupLongRecord(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := "v=DKIM1; k=rsa; p=" + strings.Repeat("A", 600)
+	srv := &dns.Server{PacketConn: pc, Handler: benchZone{txt: map[string]string{"rsa._domainkey.example.com.": long}}}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go srv.ActivateAndServe()
+	<-started
+	defer srv.Shutdown()
+
+	c, err := newDKIMChecker("", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.lookupTXT("RSA._domainkey.example.com")
+	if err != nil || len(got) != 1 || got[0] != long {
+		t.Fatalf("lookupTXT = %d records (%v), want the %d-byte record", len(got), err, len(long))
+	}
+	var de *net.DNSError
+	if _, err := c.lookupTXT("other._domainkey.example.com"); !errors.As(err, &de) || !de.IsNotFound {
+		t.Errorf("unknown name: err = %v, want a not-found DNS error", err)
+	}
+}
+
+// TestCLISinkDKIMFailureExits1: the command line reports the DKIM counts
+// and exits 1 when a message failed.
+func TestCLISinkDKIMFailureExits1(t *testing.T) {
+	f := newDKIMFixture(t)
+	records := f.recordsFile(t)
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"sink", "--listen", "127.0.0.2:0", "--expect", "2",
+			"--timeout", "30s", "--dkim-records", records}, &stdout, &stderr)
+	}()
+	var addr string
+	for deadline := time.Now().Add(10 * time.Second); addr == ""; time.Sleep(5 * time.Millisecond) {
+		if _, rest, ok := strings.Cut(stderr.String(), "sink: listening on "); ok {
+			addr, _, _ = strings.Cut(rest, "\n")
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the sink did not start: %s", stderr.String())
+		}
+	}
+	deliver(t, addr, f.sign(t, benchMessage(1)), strings.Replace(f.sign(t, benchMessage(2)), "one", "1", 1))
+	if code := <-done; code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if !strings.Contains(stdout.String(), `"dkim_verified":1,"dkim_failed":1,`) ||
+		!strings.Contains(stderr.String(), "1 of 2 messages failed DKIM verification") {
+		t.Errorf("stdout %q\nstderr %q", stdout.String(), stderr.String())
 	}
 }
