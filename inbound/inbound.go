@@ -347,7 +347,7 @@ func anyFailed(d *report.DSN) bool {
 
 // receivedID finds the queue id Sesame writes in its Received field
 // ("with ESMTPSA id QUEUEID").
-var receivedID = regexp.MustCompile(`\bid ([A-Z2-7]{16})\b`)
+var receivedID = regexp.MustCompile(`\bid ([A-Z0-9]{16})\b`)
 
 // lookup finds the send event a report is about: through a return path's
 // token (which names the queue id and the recipient), else through the

@@ -381,7 +381,7 @@ func (fs *fuzzServer) play(mode int, input []byte, abrupt bool) ([]byte, error) 
 	return res.b, nil
 }
 
-var queuedReply = regexp.MustCompile(`(?m)^250 2\.0\.0 Ok: queued as ([A-Z2-7]{16})\r$`)
+var queuedReply = regexp.MustCompile(`(?m)^250 2\.0\.0 Ok: queued as ([A-Z0-9]{16})\r$`)
 
 func (fs *fuzzServer) check(t *testing.T, mode int, replies []byte) {
 	fs.auth.mu.Lock()

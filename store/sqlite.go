@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -573,13 +574,22 @@ func AddressDomain(address string) string {
 	return strings.ToLower(address[strings.LastIndexByte(address, '@')+1:])
 }
 
-// NewQueueID returns a new random queue id: 16 characters of base32.
+// NewQueueID returns a new queue id: 16 characters of base32 (digits and
+// A-V) that sort in time order, as Postfix's long queue ids do. The first 48
+// bits are the time in milliseconds, the other 32 random.
+//
+// The order matters for speed: the queue's tables and the events are
+// indexed by queue id, and an id in time order lands on the B-tree's last
+// leaf, which a batch of submissions shares, where a random one dirties a
+// different page per message, each written to the WAL and checkpointed.
+// (With random ids, one 10 KiB submission cost about 36 page writes.)
 func NewQueueID() string {
 	var b [10]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	if _, err := rand.Read(b[6:]); err != nil {
 		panic("store: crypto/rand failed: " + err.Error())
 	}
-	return base32.StdEncoding.EncodeToString(b[:])
+	return base32.HexEncoding.EncodeToString(b[:])
 }
 
 // Enqueue stores m and one queued row per recipient, durably. It sets m.ID

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -404,5 +405,21 @@ func TestEvents(t *testing.T) {
 	}
 	if evs, _ := s.QueryEvents(ctx, EventQuery{}); len(evs) != 0 {
 		t.Fatalf("after prune: %+v", evs)
+	}
+}
+
+// Queue ids sort in the order they were made (across milliseconds), and are
+// 16 characters of digits and A-V.
+func TestNewQueueIDOrder(t *testing.T) {
+	valid := regexp.MustCompile(`^[0-9A-V]{16}$`)
+	prev := NewQueueID()
+	seen := map[string]bool{prev: true}
+	for range 3 {
+		time.Sleep(2 * time.Millisecond)
+		id := NewQueueID()
+		if !valid.MatchString(id) || id <= prev || seen[id] {
+			t.Fatalf("queue id %q after %q: want a new, greater id of 16 digits and A-V", id, prev)
+		}
+		seen[id], prev = true, id
 	}
 }

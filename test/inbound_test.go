@@ -197,7 +197,7 @@ Subject: a message
 `, rcpt, queueID)
 }
 
-var verpRE = regexp.MustCompile(`^b\+[a-z2-7]{16}\.[a-z2-7]{8}\.[a-z2-7]{16}@bounce\.example\.com$`)
+var verpRE = regexp.MustCompile(`^b\+[a-z0-9]{16}\.[a-z2-7]{8}\.[a-z2-7]{16}@bounce\.example\.com$`)
 
 func TestFeedbackLoopEndToEnd(t *testing.T) {
 	e := newInboundEnv(t)
