@@ -55,6 +55,7 @@ type SQLite struct {
 	suppressPerCredential atomic.Bool
 	stmts                 stmtCache // the committer's prepared statements (txn.go)
 
+	admin   adminCache    // the hot administrative reads (cache.go)
 	commits atomic.Int64  // transactions committed by the committer, for tests and metrics
 	health  storageHealth // whether writes fail for lack of space (sqlite_health.go)
 }
@@ -99,6 +100,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: prepare %s: %w", path, err)
 	}
 	s := &SQLite{
+		admin: adminCache{stamp: path + ".stamp"},
 		db:    db,
 		ops:   make(chan *writeOp, 1024),
 		syncq: make(chan committed, 64),
@@ -336,6 +338,7 @@ func migrate(db *sql.DB) error {
 func (s *SQLite) Close() error {
 	s.once.Do(func() { close(s.stop) })
 	<-s.done
+	s.admin.clear() // a closed store answers nothing, not even from memory
 	s.watching.Wait()
 	s.stmts.close()
 	s.conn.Close()

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -29,6 +30,7 @@ func fromNano(n int64) time.Time {
 
 // CreateCredential stores c; ErrExists if its name or username is taken.
 func (s *SQLite) CreateCredential(ctx context.Context, c Credential) error {
+	defer s.admin.changed()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (name, username, password_hash, created_at, updated_at,
 		sandbox, daily_quota, max_send_rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Name, c.Username, c.PasswordHash, unixNano(c.CreatedAt), unixNano(c.UpdatedAt), c.Sandbox, c.DailyQuota, c.MaxSendRate)
@@ -102,6 +104,7 @@ func (s *SQLite) ListCredentials(ctx context.Context) ([]Credential, error) {
 }
 
 func (s *SQLite) execOne(ctx context.Context, what string, query string, args ...any) error {
+	defer s.admin.changed()
 	res, err := s.db.ExecContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("store: %s: %w", what, err)
@@ -144,6 +147,7 @@ func (s *SQLite) SetQuota(ctx context.Context, name string, daily int, rate floa
 // SetAllowed replaces the identities the credential may send as; none means
 // every verified identity.
 func (s *SQLite) SetAllowed(ctx context.Context, name string, identities []string) error {
+	defer s.admin.changed()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: allow identities for %q: %w", name, err)
@@ -172,6 +176,10 @@ func (s *SQLite) SetAllowed(ctx context.Context, name string, identities []strin
 // PausedReason is why the credential's sending is paused, "" if it is not
 // (or if the credential is gone: AUTH refuses those).
 func (s *SQLite) PausedReason(ctx context.Context, name string) (string, error) {
+	return cachedRead(&s.admin, "paused\x00"+name, func() (string, error) { return s.pausedReason(ctx, name) })
+}
+
+func (s *SQLite) pausedReason(ctx context.Context, name string) (string, error) {
 	var reason string
 	err := s.readRow(ctx, sqlPausedReason, name).Scan(&reason)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -231,6 +239,7 @@ func (s *SQLite) SentByHour(ctx context.Context, name string, since time.Time) (
 
 // CreateDomain stores d with its keys; ErrExists if the domain is present.
 func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
+	defer s.admin.changed()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: create domain %s: %w", d.Name, err)
@@ -263,6 +272,10 @@ func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 // DomainStatusOf returns the domain named name without its keys: what an
 // authorization check needs, one indexed read with no key material.
 func (s *SQLite) DomainStatusOf(ctx context.Context, name string) (Domain, error) {
+	return cachedRead(&s.admin, "domain\x00"+name, func() (Domain, error) { return s.domainStatusOf(ctx, name) })
+}
+
+func (s *SQLite) domainStatusOf(ctx context.Context, name string) (Domain, error) {
 	d, err := scanDomain(s.readRow(ctx, sqlDomainStatus, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Domain{}, fmt.Errorf("store: domain %s: %w", name, ErrNotFound)
@@ -275,15 +288,19 @@ func (s *SQLite) DomainStatusOf(ctx context.Context, name string) (Domain, error
 
 // Domain returns the domain named name with its keys (RSA first).
 func (s *SQLite) Domain(ctx context.Context, name string) (Domain, error) {
-	d, err := s.DomainStatusOf(ctx, name)
-	if err != nil {
-		return Domain{}, err
-	}
-	d.Keys, err = s.domainKeys(ctx, name)
-	if err != nil {
-		return Domain{}, err
-	}
-	return d, nil
+	d, err := cachedRead(&s.admin, "keys\x00"+name, func() (Domain, error) {
+		d, err := s.domainStatusOf(ctx, name)
+		if err != nil {
+			return Domain{}, err
+		}
+		d.Keys, err = s.domainKeys(ctx, name)
+		if err != nil {
+			return Domain{}, err
+		}
+		return d, nil
+	})
+	d.Keys = slices.Clone(d.Keys) // the cached answer is shared
+	return d, err
 }
 
 const domainColumns = `name, created_at, status, status_since, last_checked, failed_checks`
@@ -358,6 +375,7 @@ func (s *SQLite) DeleteDomain(ctx context.Context, name string) error {
 
 // CreateAddress stores a new address identity; ErrExists if present.
 func (s *SQLite) CreateAddress(ctx context.Context, a Address) error {
+	defer s.admin.changed()
 	_, err := s.db.ExecContext(ctx, `INSERT INTO addresses (address, status, token_hash, token_expires, created_at, verified_at)
 		VALUES (?, ?, ?, ?, ?, ?)`, a.Address, a.Status, a.TokenHash, unixNano(a.TokenExpires), unixNano(a.CreatedAt), unixNano(a.VerifiedAt))
 	if isUniqueViolation(err) {
@@ -394,7 +412,9 @@ func (s *SQLite) addressWhere(ctx context.Context, column, value string) (Addres
 
 // Address returns the address identity address.
 func (s *SQLite) Address(ctx context.Context, address string) (Address, error) {
-	return s.addressWhere(ctx, "address", address)
+	return cachedRead(&s.admin, "address\x00"+address, func() (Address, error) {
+		return s.addressWhere(ctx, "address", address)
+	})
 }
 
 // AddressByToken returns the address whose verification token hashes to
