@@ -32,7 +32,7 @@ func (l *connLimits) closeIdle(all bool) int {
 	l.mu.Lock()
 	var idle []*limitedConn
 	for c := range l.open {
-		if all || !c.inTransaction.Load() {
+		if all || c.state.CompareAndSwap(connIdle, connClosing) {
 			idle = append(idle, c)
 		}
 	}
@@ -116,15 +116,24 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Connection states (limitedConn.state).
+const (
+	connIdle int32 = iota
+	connInTransaction
+	connClosing
+)
+
 type limitedConn struct {
 	net.Conn
 	ip      string
 	limits  *connLimits
 	timeout time.Duration
 	once    sync.Once
-	// inTransaction is set from MAIL to the end of DATA: a shutdown lets
-	// such a connection finish and closes the others at once.
-	inTransaction atomic.Bool
+	// state is connIdle, connInTransaction (from MAIL to the end of DATA:
+	// a shutdown lets it finish) or connClosing (a shutdown is closing it:
+	// no transaction may start). Changed only by compare-and-swap, so a
+	// shutdown never closes a connection whose transaction just began.
+	state atomic.Int32
 	// authFailures counts failed logins on this connection; hangUp makes
 	// the next read end it (after the refusal has been written).
 	authFailures atomic.Int32

@@ -33,6 +33,8 @@ var (
 		Message: "Temporary authentication failure; try again later"}
 	errTooManyFailures = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
 		Message: "Too many failed login attempts; closing the connection"}
+	errShuttingDown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
+		Message: "Service shutting down; try again later"}
 	errNullSender = &smtp.SMTPError{Code: 553, EnhancedCode: badSenderCode,
 		Message: "A sender address is required: MAIL FROM:<you@your-verified-domain>"}
 	errStoreFailed = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
@@ -151,8 +153,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if err := s.checkSender(addr); err != nil {
 		return err
 	}
+	if !s.beginTransaction() {
+		return errShuttingDown
+	}
 	s.sender, s.smtputf8 = addr, opts.UTF8
-	s.setInTransaction(true)
 	return nil
 }
 
@@ -167,11 +171,18 @@ func (s *session) limitedConn() *limitedConn {
 	return lc
 }
 
-// setInTransaction marks the connection busy with a mail transaction, so a
-// shutdown waits for it rather than cutting it.
-func (s *session) setInTransaction(busy bool) {
+// beginTransaction marks the connection busy with a mail transaction, so a
+// shutdown waits for it rather than cutting it. It fails when a shutdown is
+// already closing the connection.
+func (s *session) beginTransaction() bool {
+	lc := s.limitedConn()
+	return lc == nil || lc.state.CompareAndSwap(connIdle, connInTransaction) || lc.state.Load() == connInTransaction
+}
+
+// endTransaction marks the connection idle again (a shutdown may close it).
+func (s *session) endTransaction() {
 	if lc := s.limitedConn(); lc != nil {
-		lc.inTransaction.Store(busy)
+		lc.state.CompareAndSwap(connInTransaction, connIdle)
 	}
 }
 
@@ -273,7 +284,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // Reset ends the transaction (go-smtp calls it after DATA too).
 func (s *session) Reset() {
 	s.sender, s.smtputf8, s.recipients = "", false, nil
-	s.setInTransaction(false)
+	s.endTransaction()
 }
 
 // Logout ends the session.
