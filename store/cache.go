@@ -9,7 +9,7 @@ import (
 
 // adminCacheTTL bounds how long the server keeps the answer of an
 // administrative read that every message makes (is the credential paused,
-// is the sender's domain verified, its DKIM keys). Every administrative
+// is the sender's domain verified, its DKIM keys; the credential of a login). Every administrative
 // write, in this process or another (the admin commands), also grows the
 // stamp file, and an answer is used only while the stamp is as it was when
 // the answer was read: changes are seen at once, and the TTL only covers a

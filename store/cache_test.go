@@ -82,6 +82,18 @@ func TestAdminCache(t *testing.T) {
 	if r, _ := s.PausedReason(ctx, "app"); r != "bounce rate" {
 		t.Fatalf("paused reason right after SetPaused: %q", r)
 	}
+
+	// A password rotated by an admin command counts at the next login.
+	other.admin.stamp = path + ".stamp"
+	if c, err := s.CredentialByUsername(ctx, "u"); err != nil || c.PasswordHash != "h" {
+		t.Fatalf("CredentialByUsername = %+v, %v", c, err)
+	}
+	if err := other.SetPassword(ctx, "app", "h2", now); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := s.CredentialByUsername(ctx, "u"); err != nil || c.PasswordHash != "h2" {
+		t.Fatalf("after another process rotated the password: %+v, %v; want the new hash", c, err)
+	}
 }
 
 // Only answers and "not found" are kept: a failed read is tried again, and

@@ -81,8 +81,14 @@ func (s *SQLite) Credential(ctx context.Context, name string) (Credential, error
 }
 
 // CredentialByUsername returns the credential whose SMTP username is username.
+// Every login asks (a client that logs in for each message asks for each
+// message), so the answer is kept as the other hot reads are (cache.go).
 func (s *SQLite) CredentialByUsername(ctx context.Context, username string) (Credential, error) {
-	return s.credentialWhere(ctx, "username", username)
+	c, err := cachedRead(&s.admin, "username\x00"+username, func() (Credential, error) {
+		return s.credentialWhere(ctx, "username", username)
+	})
+	c.Allowed = slices.Clone(c.Allowed) // the cached answer is shared
+	return c, err
 }
 
 // ListCredentials returns every credential, by name.
