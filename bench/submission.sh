@@ -5,7 +5,7 @@
 #
 #   bench/submission.sh [CONNECTIONS] [MESSAGES_PER_CONNECTION] [SIZE]
 #   ROUTE=mx bench/submission.sh ...
-#   PROFILE=true bench/submission.sh ...   (adds the server's CPU profile)
+#   PROFILE=true bench/submission.sh ...   (adds the server's CPU and allocation profiles)
 #   NEW_CONNECTION=1 bench/submission.sh ...  (TLS handshake + AUTH for every message, as WordPress)
 #   DKIM_VERIFY=1 bench/submission.sh ...  (the sink verifies every DKIM signature, ~0.1 ms a message)
 #   SERVE_LOG=FILE bench/submission.sh ...  (keeps the server's log)
@@ -100,5 +100,11 @@ if [[ ${PROFILE:-false} == true ]]; then
 	echo "== CPU profile of sesame serve (15 s under load), top entries"
 	go tool pprof -top -nodecount=25 "$work/sesame" "$work/cpu.pprof" 2>/dev/null | sed -n '1,35p'
 	cp "$work/cpu.pprof" "${PROFILE_OUT:-/tmp/sesame-cpu.pprof}"
+	# Allocations since the start (the whole run), by bytes allocated.
+	if curl -fs "http://127.0.0.1:28025/debug/pprof/allocs" >"$work/allocs.pprof"; then
+		echo "== allocation profile of sesame serve (the whole run), top entries by bytes"
+		go tool pprof -sample_index=alloc_space -top -nodecount=15 "$work/sesame" "$work/allocs.pprof" 2>/dev/null | sed -n '1,25p'
+		cp "$work/allocs.pprof" "${PROFILE_OUT:-/tmp/sesame-cpu.pprof}.allocs"
+	fi
 fi
 exit "$sink_status"
