@@ -19,15 +19,19 @@ import (
 // the message is refused whole. The reader must still be drained by the
 // caller's framework (go-smtp does that after Data returns).
 func readMessage(r io.Reader, buf *bytes.Buffer, maxLine int) error {
-	var chunk [32 << 10]byte
 	prevCR := false
 	for {
-		n, err := r.Read(chunk[:])
+		// Read straight into buf's spare room (buf comes from a pool, so it
+		// is usually big enough already): a chunk array of its own escaped
+		// to the heap, 32 KiB allocated and zeroed for every message.
+		buf.Grow(readChunk)
+		chunk := buf.AvailableBuffer()[:readChunk]
+		n, err := r.Read(chunk)
 		if n > 0 {
 			if bad := checkLineEnds(chunk[:n], &prevCR); bad != nil {
 				return bad
 			}
-			buf.Write(chunk[:n])
+			buf.Write(chunk[:n]) // in place: chunk is buf's own free space
 		}
 		if err == io.EOF {
 			if prevCR {
@@ -51,6 +55,9 @@ func readMessage(r io.Reader, buf *bytes.Buffer, maxLine int) error {
 		}
 	}
 }
+
+// readChunk is how much readMessage asks of the reader at a time.
+const readChunk = 32 << 10
 
 var (
 	errIncomplete = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2},
