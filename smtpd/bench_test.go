@@ -23,7 +23,7 @@ import (
 
 // BenchmarkTransaction is one mail transaction through the submission
 // server on loopback, with what production has behind it: the SQLite store
-// (synchronous=FULL, so the reply waits for fsync; see store/bench_test.go),
+// (the reply waits for the fsync of the WAL; see store/bench_test.go),
 // DKIM signing, sender policy, quotas. An op is MAIL FROM, RCPT TO, DATA
 // with a 10 KiB message, up to the 250 reply.
 //

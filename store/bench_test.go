@@ -12,9 +12,9 @@ import (
 )
 
 // The queue benchmarks write to a database under the test's temporary
-// directory (TMPDIR), with synchronous=FULL as in production: every commit
-// waits for fsync, so the numbers say as much about the disk as about the
-// code. Run them with TMPDIR on the disk the data directory will use.
+// directory (TMPDIR), durable as in production: every write is answered
+// after the fsync of the WAL holding it, so the numbers say as much about the
+// disk as about the code. Run them with TMPDIR on the disk the data directory will use.
 
 // benchBody is the message every benchmark queues: 10 KiB, one recipient.
 var benchBody = bytes.Repeat([]byte("0123456789abcdef"), 10<<10/16)
