@@ -183,18 +183,7 @@ func newBenchEnv(b *testing.B, algs []string) *benchEnv {
 		Standing: st,
 		Events:   st,
 	})
-	if err := srv.Listen(); err != nil {
-		b.Fatal(err)
-	}
-	te.addr = srv.Addrs()[0].String()
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve() }()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
+	te.addr = serveUntilCleanup(b, srv)[0]
 	return te
 }
 

@@ -116,20 +116,31 @@ func newTestEnvDeps(t *testing.T, tweak func(*Config), tweakDeps func(*Deps)) *t
 		tweakDeps(&deps)
 	}
 	te.srv = New(cfg, deps)
-	if err := te.srv.Listen(); err != nil {
-		t.Fatal(err)
+	addrs := serveUntilCleanup(t, te.srv)
+	te.starttls, te.implicit = addrs[0], addrs[1]
+	return te
+}
+
+// serveUntilCleanup listens with srv, serves until the test ends (then shuts
+// it down), and returns its listeners' addresses.
+func serveUntilCleanup(tb testing.TB, srv *Server) []string {
+	tb.Helper()
+	if err := srv.Listen(); err != nil {
+		tb.Fatal(err)
 	}
-	addrs := te.srv.Addrs()
-	te.starttls, te.implicit = addrs[0].String(), addrs[1].String()
+	var addrs []string
+	for _, a := range srv.Addrs() {
+		addrs = append(addrs, a.String())
+	}
 	done := make(chan error, 1)
-	go func() { done <- te.srv.Serve() }()
-	t.Cleanup(func() {
+	go func() { done <- srv.Serve() }()
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		te.srv.Shutdown(ctx)
+		srv.Shutdown(ctx)
 		<-done
 	})
-	return te
+	return addrs
 }
 
 var clientTLS = &tls.Config{InsecureSkipVerify: true, ServerName: "sesame.test"}

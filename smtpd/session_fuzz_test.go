@@ -144,18 +144,7 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 		Quotas:   account.NewQuotas(st, account.QuotaDefaults{Daily: 1 << 30, Rate: 1e9}, time.Now),
 		Standing: st,
 	})
-	if err := srv.Listen(); err != nil {
-		tb.Fatal(err)
-	}
-	fs.addr = srv.Addrs()[0].String()
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve() }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
+	fs.addr = serveUntilCleanup(tb, srv)[0]
 	return fs
 }
 
