@@ -585,7 +585,8 @@ func AddressDomain(address string) string {
 // indexed by queue id, and an id in time order lands on the B-tree's last
 // leaf, which a batch of submissions shares, where a random one dirties a
 // different page per message, each written to the WAL and checkpointed.
-// (With random ids, one 10 KiB submission cost about 36 page writes.)
+// (In a test of 1,000 submissions, WAL frames per message fell from 7.1 with
+// random ids to 6.5; the gap grows with the queue.)
 func NewQueueID() string {
 	var b [10]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
