@@ -41,8 +41,6 @@ type faultMX struct {
 
 	mu   sync.Mutex
 	cmds []faultCmd // every command line received, in order
-	open map[net.Conn]bool
-	wg   sync.WaitGroup
 }
 
 // fault replaces the normal reply to one step.
@@ -75,34 +73,9 @@ type kept struct {
 func (m *faultMX) serve(t *testing.T, ln net.Listener) *faultMX {
 	t.Helper()
 	m.got = make(chan kept, 100)
-	m.open = map[net.Conn]bool{}
-	m.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := int(m.conns.Add(1))
-			m.mu.Lock()
-			m.open[c] = true
-			m.mu.Unlock()
-			m.wg.Go(func() {
-				m.converse(c, n)
-				c.Close()
-				m.mu.Lock()
-				delete(m.open, c)
-				m.mu.Unlock()
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		m.mu.Lock()
-		for c := range m.open {
-			c.Close()
-		}
-		m.mu.Unlock()
-		m.wg.Wait()
+	serveConns(t, ln, func(c net.Conn, n int) {
+		m.conns.Add(1) // before any reply: outcomes come after the count
+		m.converse(c, n)
 	})
 	return m
 }

@@ -218,46 +218,58 @@ type scriptedMX struct {
 	accepted atomic.Int32
 	got      chan sunk
 
-	mu    sync.Mutex
-	cmds  []string // every command line received, in order
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu   sync.Mutex
+	cmds []string // every command line received, in order
 }
 
 // serve starts m on ln until the test ends.
 func (m *scriptedMX) serve(t *testing.T, ln net.Listener) *scriptedMX {
 	t.Helper()
 	m.got = make(chan sunk, 100)
-	m.conns = map[net.Conn]bool{}
-	m.wg.Go(func() {
-		for {
+	serveConns(t, ln, func(c net.Conn, _ int) {
+		m.accepted.Add(1)
+		m.converse(c)
+	})
+	return m
+}
+
+// serveConns accepts connections on ln until the test ends, each handled by
+// handle in its own goroutine (n counts them from 1) and closed after it;
+// at the end it closes ln and every open connection and waits for the
+// handlers. The hand-written servers of these tests share it.
+func serveConns(t *testing.T, ln net.Listener, handle func(c net.Conn, n int)) {
+	var (
+		mu   sync.Mutex
+		open = map[net.Conn]bool{}
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		for n := 1; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			m.accepted.Add(1)
-			m.mu.Lock()
-			m.conns[c] = true
-			m.mu.Unlock()
-			m.wg.Go(func() {
-				m.converse(c)
+			mu.Lock()
+			open[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				handle(c, n)
 				c.Close()
-				m.mu.Lock()
-				delete(m.conns, c)
-				m.mu.Unlock()
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
 			})
 		}
 	})
 	t.Cleanup(func() {
 		ln.Close()
-		m.mu.Lock()
-		for c := range m.conns {
+		mu.Lock()
+		for c := range open {
 			c.Close()
 		}
-		m.mu.Unlock()
-		m.wg.Wait()
+		mu.Unlock()
+		wg.Wait()
 	})
-	return m
 }
 
 // commands returns the verbs received so far ("EHLO", "MAIL", …).
