@@ -106,7 +106,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		return cred, nil
 	}
 
-	ok, err := a.verify(ctx, cred.PasswordHash, password)
+	ok, err := a.verifyUnlessCached(ctx, cred.PasswordHash, password, func() bool {
+		return a.cached(username, cred.PasswordHash, mac)
+	})
 	if err != nil {
 		return store.Credential{}, fmt.Errorf("account: credential %q: %w", cred.Name, err)
 	}
@@ -123,12 +125,24 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 
 // verify runs one argon2 check, waiting for a free slot first.
 func (a *Authenticator) verify(ctx context.Context, hash, password string) (bool, error) {
+	return a.verifyUnlessCached(ctx, hash, password, nil)
+}
+
+// verifyUnlessCached is verify, except that once it has a slot it first asks
+// cached (if not nil) whether another login proved the same password while
+// this one waited, and then skips argon2. When many connections log in with
+// one credential at once (a pool of app workers after a restart of either
+// side), one computation per free slot is done instead of one per connection.
+func (a *Authenticator) verifyUnlessCached(ctx context.Context, hash, password string, cached func() bool) (bool, error) {
 	select {
 	case a.slots <- struct{}{}:
 	case <-ctx.Done():
 		return false, fmt.Errorf("account: wait to verify password: %w", ctx.Err())
 	}
 	defer func() { <-a.slots }()
+	if cached != nil && cached() {
+		return true, nil
+	}
 	return a.check(hash, password)
 }
 

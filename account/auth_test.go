@@ -366,6 +366,82 @@ func TestAuthenticateConcurrencyBound(t *testing.T) {
 	}
 }
 
+// TestAuthenticateBurstSharesOneCheck checks that a burst of logins with one
+// credential, arriving while its first argon2 check runs, waits for that
+// check and reuses it instead of each computing its own; wrong passwords in
+// the same burst are still each checked and refused.
+func TestAuthenticateBurstSharesOneCheck(t *testing.T) {
+	creds := newFakeCreds()
+	creds.add(t, "shop", "SMUSER", "pw")
+	a, checks := newTestAuth(creds, &clock{t: time.Unix(1e9, 0)}, 5*time.Minute)
+	a.slots = make(chan struct{}, 1)
+	const right, wrong = 10, 2
+	entered := make(chan struct{}, right+wrong)
+	release := make(chan struct{})
+	check := a.check
+	a.check = func(hash, password string) (bool, error) {
+		entered <- struct{}{}
+		<-release
+		return check(hash, password)
+	}
+
+	errs := make(chan error, right+wrong)
+	for i := range right + wrong {
+		password := "pw"
+		if i >= right {
+			password = "wrong"
+		}
+		go func() {
+			_, err := a.Authenticate(context.Background(), "SMUSER", password)
+			errs <- err
+		}()
+	}
+	// Hold the first check until every login has looked its credential up
+	// (and so missed the cache), then let the checks through.
+	deadline := time.After(10 * time.Second) // a hang guard, not a speed check
+	select {
+	case <-entered:
+	case <-deadline:
+		t.Fatal("no argon2 check started")
+	}
+	for {
+		creds.mu.Lock()
+		n := creds.lookups
+		creds.mu.Unlock()
+		if n == right+wrong {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("only %d of %d logins looked their credential up", n, right+wrong)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // lets them reach the slot
+	close(release)
+
+	var ok, bad int
+	for range right + wrong {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrInvalidCredentials):
+			bad++
+		default:
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if ok != right || bad != wrong {
+		t.Errorf("%d logins succeeded and %d failed, want %d and %d", ok, bad, right, wrong)
+	}
+	// One check for the right password (whichever login got the slot first;
+	// the others found it cached) and one per wrong password. A wrong
+	// password checked first leaves the right ones to one check too.
+	if n := checks.Load(); n != 1+wrong {
+		t.Errorf("%d argon2 checks for %d logins with the right password and %d with a wrong one, want %d", n, right, wrong, 1+wrong)
+	}
+}
+
 // TestAuthenticateParallel runs many logins at once for the race detector.
 func TestAuthenticateParallel(t *testing.T) {
 	creds := newFakeCreds()
