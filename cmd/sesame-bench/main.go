@@ -29,6 +29,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -46,9 +47,33 @@ Only loopback addresses are accepted unless --allow-remote is given.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := startProfile(os.Getenv("SESAME_BENCH_CPUPROFILE"), os.Args[1:])
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// startProfile writes a CPU profile of the whole run to PREFIX-SUBCOMMAND.pprof
+// when SESAME_BENCH_CPUPROFILE=PREFIX is set, so the load tool's and the sink's
+// own cost on a shared box can be measured. It returns the function that
+// ends the profile.
+func startProfile(prefix string, args []string) func() {
+	if prefix == "" || len(args) == 0 {
+		return func() {}
+	}
+	f, err := os.Create(prefix + "-" + args[0] + ".pprof")
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sesame-bench: SESAME_BENCH_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // run is main without the process: it returns the exit status so tests can
