@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/mail"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,6 +215,18 @@ type scriptedMX struct {
 	rcpt func(addr string) (reply string, hangUp bool)
 	// data is the reply to the end of the data; nil accepts.
 	data func() string
+	// holdReplies keeps the replies to RSET, MAIL and RCPT until DATA, as
+	// if the server answered a pipelined group at once: a client that waits
+	// for each reply before its next command gets none.
+	holdReplies bool
+	// data354Anyway answers DATA with 354 even when no recipient was
+	// accepted (RFC 2920 §3.1 says 554), and refuses the data that follows.
+	data354Anyway bool
+	// hangUpAfterData closes the connection right after the reply to the
+	// data, as a server whose idle timeout is very short.
+	hangUpAfterData bool
+
+	violations atomic.Int32 // commands sent before the reply to the previous one, without PIPELINING
 
 	accepted atomic.Int32
 	got      chan sunk
@@ -298,11 +311,11 @@ func (m *scriptedMX) count(verb string) int {
 func (m *scriptedMX) converse(c net.Conn) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	r := bufio.NewReader(c)
-	say := func(lines ...string) bool {
+	sayNow := func(lines ...string) bool {
 		_, err := io.WriteString(c, strings.Join(lines, "\r\n")+"\r\n")
 		return err == nil
 	}
-	if !say(m.greeting) {
+	if !sayNow(m.greeting) {
 		return
 	}
 	greeted := strings.HasPrefix(m.greeting, "220")
@@ -312,10 +325,23 @@ func (m *scriptedMX) converse(c net.Conn) {
 		s, _, _ = strings.Cut(s, ">")
 		return s
 	}
+	pipelining := slices.Contains(m.ext, "PIPELINING")
+	var held []string
+	holding := false // the current command's reply is held
+	say := func(lines ...string) bool {
+		if holding {
+			held = append(held, strings.Join(lines, "\r\n"))
+			return true
+		}
+		return sayNow(lines...)
+	}
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			return
+		}
+		if !pipelining && r.Buffered() > 0 {
+			m.violations.Add(1)
 		}
 		line = strings.TrimRight(line, "\r\n")
 		m.mu.Lock()
@@ -324,6 +350,13 @@ func (m *scriptedMX) converse(c net.Conn) {
 		verb, _, _ := strings.Cut(line, " ")
 		verb, _, _ = strings.Cut(verb, ":")
 		verb = strings.ToUpper(verb)
+		holding = m.holdReplies && (verb == "MAIL" || verb == "RCPT" || verb == "RSET")
+		if !holding && len(held) > 0 {
+			if !sayNow(held...) {
+				return
+			}
+			held = nil
+		}
 		ok := true
 		switch {
 		case verb == "QUIT":
@@ -360,8 +393,10 @@ func (m *scriptedMX) converse(c net.Conn) {
 			if strings.HasPrefix(reply, "2") {
 				msg.rcpts = append(msg.rcpts, addr)
 			}
+		case verb == "DATA" && len(msg.rcpts) == 0 && !m.data354Anyway:
+			ok = sayNow("554 5.5.1 no valid recipients")
 		case verb == "DATA":
-			if !say("354 3.0.0 go ahead") {
+			if !sayNow("354 3.0.0 go ahead") {
 				return
 			}
 			var data strings.Builder
@@ -376,15 +411,21 @@ func (m *scriptedMX) converse(c net.Conn) {
 				data.WriteString(strings.TrimPrefix(l, "."))
 			}
 			reply := "250 2.0.0 OK"
-			if m.data != nil {
+			switch {
+			case len(msg.rcpts) == 0:
+				reply = "554 5.5.1 no valid recipients"
+			case m.data != nil:
 				reply = m.data()
 			}
-			ok = say(reply)
+			ok = sayNow(reply)
 			if strings.HasPrefix(reply, "2") {
 				msg.data = []byte(data.String())
 				m.got <- msg
 			}
 			msg.from, msg.rcpts = "", nil
+			if m.hangUpAfterData {
+				return
+			}
 		case verb == "RSET":
 			msg.from, msg.rcpts = "", nil
 			ok = say("250 2.0.0 OK")

@@ -109,14 +109,6 @@ func statusOf(err error) string {
 	return "4.4.1"
 }
 
-// connectionLost reports whether err leaves the connection unusable for the
-// next transaction: anything but an ordinary reply, and 421, with which the
-// server announces it is closing.
-func connectionLost(err error) bool {
-	var se *smtp.SMTPError
-	return !errors.As(err, &se) || se.Code == 421
-}
-
 // backoff is the wait before the next attempt after attempts earlier ones:
 // first, doubling each attempt, capped at limit.
 func backoff(attempts int, first, limit time.Duration) time.Duration {

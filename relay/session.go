@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/store"
 )
 
 // quitTimeout bounds QUIT, so closing an idle connection to a server that
@@ -28,9 +30,11 @@ type session struct {
 	name      string         // the server's host name (TLS server name, Remote-MTA)
 	addr      netip.AddrPort // the address connected to
 	key       string         // identifies the server in the pool
-	client    *smtp.Client
-	raw       net.Conn // the TCP connection under any TLS; closing it aborts a stuck command
-	tls       string   // negotiated TLS version, "" when the connection is not encrypted
+	client    *smtp.Client   // greeting, EHLO, STARTTLS, and the extensions offered
+	wire      *wire          // the mail transactions (wire.go)
+	raw       net.Conn       // the TCP connection under any TLS; closing it aborts a stuck command
+	reused    bool           // taken from the pool: the next transaction starts with RSET
+	tls       string         // negotiated TLS version, "" when the connection is not encrypted
 	opened    time.Time
 	idleSince time.Time
 	messages  int // transactions completed, for providers' per-connection caps
@@ -69,34 +73,42 @@ func (s *session) tlsName() string {
 func (s *session) abort() { s.raw.Close() }
 
 // quit says goodbye and closes the connection.
-func (s *session) quit() {
-	s.client.CommandTimeout = quitTimeout
-	if err := s.client.Quit(); err != nil {
-		s.client.Close()
-	}
-}
+func (s *session) quit() { s.wire.quit(quitTimeout) }
 
-// connect returns a session from src (when valid) to name at addr ready
-// for a transaction: an idle one from the pool after a successful RSET,
-// else a new one.
-func (r *Relay) connect(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
+// close closes the connection without a word, after an error.
+func (s *session) close() { s.wire.conn.Close() }
+
+// transact runs d's transaction for rcpts (see session.send) on a connection
+// from src (when valid) to name at addr: an idle one from the pool when
+// there is one, else a new one. A pooled connection the server closed while
+// it was idle is not the mail's fault: it is closed and the next one tried.
+// It returns the session, to be pooled or closed, or the error of the dial.
+func (r *Relay) transact(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort,
+	d store.Delivery, from string, rcpts []store.DueRecipient) (s *session, res []result, keep bool, err error) {
 	key := sessionKey(src, name, addr)
 	for {
 		s := r.conns.get(key, r.now())
 		if s == nil {
 			break
 		}
+		s.reused = true
 		stop := context.AfterFunc(ctx, s.abort)
-		err := s.client.Reset()
+		res, keep, stale := s.send(d, from, rcpts)
 		stop()
-		if err == nil {
-			return s, nil
+		if !stale {
+			return s, res, keep, nil
 		}
-		// Most likely the server closed it while idle; not the mail's fault.
-		r.log.Debug("relay: open connection failed RSET, trying another", "relay", s.relayName(), "err", err)
-		s.client.Close()
+		r.log.Debug("relay: open connection failed RSET, trying another", "relay", s.relayName())
+		s.close()
 	}
-	return r.dialAddr(ctx, src, name, addr)
+	s, err = r.dialAddr(ctx, src, name, addr)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	stop := context.AfterFunc(ctx, s.abort)
+	res, keep, _ = s.send(d, from, rcpts)
+	stop()
+	return s, res, keep, nil
 }
 
 // sourceFor picks the next configured source address of ip's family; nil
@@ -184,6 +196,7 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 			r.log.Warn("relay: STARTTLS refused; continuing without TLS", append(attrs, "reply", describe(refused))...)
 			r.log.Info("relay: connected", append(attrs, "tls", s.tlsName())...)
 			r.cfg.Metrics.OutboundConnection(s.tlsName())
+			s.attach(conn, r.cfg.CommandTimeout)
 			return s, nil
 		}
 		if err != nil {
@@ -201,10 +214,19 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 		if err := s.client.Hello(r.cfg.Hostname); err != nil {
 			return nil, fmt.Errorf("EHLO after STARTTLS: %w", err)
 		}
+		conn = tc
 	}
 	r.log.Info("relay: connected", append(attrs, "tls", s.tlsName())...)
 	r.cfg.Metrics.OutboundConnection(s.tlsName())
+	s.attach(conn, r.cfg.CommandTimeout)
 	return s, nil
+}
+
+// attach hands conn, greeted and past EHLO (and TLS), to the wire that runs
+// the transactions.
+func (s *session) attach(conn net.Conn, timeout time.Duration) {
+	pipelining, _ := s.client.Extension("PIPELINING")
+	s.wire = newWire(conn, timeout, pipelining)
 }
 
 func (r *Relay) newClient(conn net.Conn) *smtp.Client {

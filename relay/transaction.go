@@ -3,6 +3,8 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -43,10 +45,14 @@ func replyCode(err error) int {
 
 // send runs one mail transaction on s from the return path from for rcpts
 // and returns one result per recipient, in order, and whether the
-// connection can carry the next transaction.
-func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient) ([]result, bool) {
+// connection can carry the next transaction. On a connection reused from
+// the pool the transaction starts with RSET; when that is not answered 250
+// (the server closed the connection while it was idle), stale is true and
+// nothing was said about the recipients: the caller tries another
+// connection.
+func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient) (res []result, keep, stale bool) {
 	c := s.client
-	res := make([]result, len(rcpts))
+	res = make([]result, len(rcpts))
 	all := make([]int, len(rcpts))
 	for i, rc := range rcpts {
 		res[i] = result{rcpt: rc, remote: s.name, relay: s.relayName(), source: s.localIP(), tls: s.tlsName()}
@@ -62,65 +68,118 @@ func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient
 	// The signed bytes cannot be converted (to quoted-printable, or to
 	// ASCII addresses) without breaking the DKIM signature or the
 	// addresses, so a server lacking what the message needs gets nothing.
-	if needsSMTPUTF8(from, rcpts) {
+	utf8 := needsSMTPUTF8(from, rcpts)
+	if utf8 {
 		if ok, _ := c.Extension("SMTPUTF8"); !ok {
 			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 7},
 				"%s does not support SMTPUTF8, which the message's non-ASCII addresses need", s.name))
-			return res, true
+			return res, true, false
 		}
 	}
 	if has8bit(d.Data) {
 		if ok, _ := c.Extension("8BITMIME"); !ok {
 			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 3},
 				"%s does not support 8BITMIME, which the message's 8-bit content needs; converting it would break its DKIM signature", s.name))
-			return res, true
+			return res, true, false
 		}
 	}
-	// go-smtp adds BODY=8BITMIME whenever the server offers it, and SMTPUTF8
-	// when asked.
-	opts := &smtp.MailOptions{Size: int64(len(d.Data)), UTF8: needsSMTPUTF8(from, rcpts)}
 
-	if err := c.Mail(from, opts); err != nil {
+	cmds := make([]string, 0, len(rcpts)+3)
+	if s.reused {
+		cmds = append(cmds, "RSET")
+	}
+	cmds = append(cmds, s.mailCommand(from, len(d.Data), utf8))
+	for _, rc := range rcpts {
+		cmds = append(cmds, "RCPT TO:<"+rc.Address+">")
+	}
+	cmds = append(cmds, "DATA")
+	w := s.wire
+	if err := w.begin(cmds...); err != nil {
+		settle(all, permanentFailure(smtp.EnhancedCode{5, 1, 3}, "%v", err))
+		return res, true, false
+	}
+
+	if s.reused {
+		if rep, err := w.reply(); err != nil || rep.Code != 250 {
+			return nil, false, true
+		}
+	}
+	rep, err := w.reply()
+	if err != nil {
 		settle(all, fmt.Errorf("MAIL FROM: %w", err))
-		return res, !connectionLost(err)
+		return res, false, false
+	}
+	if rep.Code/100 != 2 {
+		settle(all, fmt.Errorf("MAIL FROM: %w", rep))
+		return res, rep.Code != 421 && w.finish(), false
 	}
 	var accepted []int
-	for i, rc := range rcpts {
-		err := c.Rcpt(rc.Address, nil)
-		if err == nil {
+	for i := range rcpts {
+		rep, err := w.reply()
+		if err == nil && rep.Code/100 == 2 {
 			accepted = append(accepted, i)
 			continue
 		}
-		if connectionLost(err) {
-			settle(append(accepted, all[i:]...), fmt.Errorf("RCPT TO: %w", err))
-			return res, false
+		if err == nil && rep.Code != 421 {
+			settle([]int{i}, rep)
+			continue
 		}
-		settle([]int{i}, err)
+		if err == nil {
+			err = rep
+		}
+		settle(append(accepted, all[i:]...), fmt.Errorf("RCPT TO: %w", err))
+		return res, false, false
 	}
 	if len(accepted) == 0 {
-		return res, true
+		return res, w.finish(), false
 	}
 
-	w, err := c.Data()
+	rep, err = w.reply()
 	if err != nil {
 		settle(accepted, fmt.Errorf("DATA: %w", err))
-		return res, !connectionLost(err)
+		return res, false, false
 	}
-	// The stored bytes have CRLF line ends only; the writer dot-stuffs them.
-	if _, err := w.Write(d.Data); err != nil {
+	if rep.Code != 354 {
+		settle(accepted, fmt.Errorf("DATA: %w", rep))
+		return res, rep.Code != 421, false
+	}
+	if err := w.data(d.Data); err != nil {
 		settle(accepted, fmt.Errorf("sending the message: %w", err))
-		return res, false
+		return res, false, false
 	}
-	resp, err := w.CloseWithResponse()
+	rep, err = w.readReply()
 	if err != nil {
 		settle(accepted, fmt.Errorf("end of data: %w", err))
-		return res, !connectionLost(err)
+		return res, false, false
 	}
-	reply := formatReply(replyError(250, resp.StatusText))
+	if rep.Code/100 != 2 {
+		settle(accepted, fmt.Errorf("end of data: %w", rep))
+		return res, rep.Code != 421, false
+	}
+	reply := formatReply(rep)
 	for _, i := range accepted {
 		res[i].state, res[i].reply, res[i].status = store.StateDelivered, reply, "2.0.0"
 	}
-	return res, true
+	return res, true, false
+}
+
+// mailCommand is the MAIL command for a message of size bytes, with the
+// parameters the server supports: BODY=8BITMIME whenever it is offered (as
+// go-smtp's client did), SIZE, and SMTPUTF8 when the addresses need it (send
+// checked that it is offered).
+func (s *session) mailCommand(from string, size int, utf8 bool) string {
+	var b strings.Builder
+	b.WriteString("MAIL FROM:<" + from + ">")
+	if ok, _ := s.client.Extension("8BITMIME"); ok {
+		b.WriteString(" BODY=8BITMIME")
+	}
+	if ok, _ := s.client.Extension("SIZE"); ok && size > 0 {
+		b.WriteString(" SIZE=" + strconv.Itoa(size))
+	}
+	if utf8 {
+		b.WriteString(" SMTPUTF8")
+	}
+	return b.String()
 }
 
 func has8bit(b []byte) bool {

@@ -187,20 +187,17 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 				break
 			}
 			tried++
-			s, err := w.r.connect(ctx, src, t.name, netip.AddrPortFrom(a, uint16(port)))
+			s, res, ok, err := w.r.transact(ctx, src, t.name, netip.AddrPortFrom(a, uint16(port)), d, from, rcpts)
 			if err != nil {
 				w.r.log.Info("relay: server unavailable, trying the next", "queue_id", d.QueueID,
 					"server", t.name, "addr", a.String(), "err", err)
 				lastErr = err
 				continue
 			}
-			stop := context.AfterFunc(ctx, s.abort)
-			res, ok := s.send(d, from, rcpts)
-			stop()
 			s.messages++
 			switch {
 			case !ok:
-				s.client.Close()
+				s.close()
 			case g.PerConnection > 0 && s.messages >= g.PerConnection:
 				s.quit() // the provider's cap on messages per connection
 			default:
