@@ -87,6 +87,10 @@ func (s *SQLite) ListSuppressions(ctx context.Context) ([]Suppression, error) {
 	return s.suppressions(ctx, "")
 }
 
+// sqlSuppressedOne asks whether one address is suppressed for a credential
+// (or for all); Suppressed extends its IN list for more.
+const sqlSuppressedOne = `SELECT address FROM suppressions WHERE credential IN ('', ?) AND address IN (?)`
+
 // Suppressed returns which of addresses (keyed as given) credential's mail
 // may not go to.
 func (s *SQLite) Suppressed(ctx context.Context, credential string, addresses []string) (map[string]bool, error) {
@@ -98,8 +102,11 @@ func (s *SQLite) Suppressed(ctx context.Context, credential string, addresses []
 	for _, a := range addresses {
 		args = append(args, a)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT address FROM suppressions WHERE credential IN ('', ?) AND address IN (?`+
-		strings.Repeat(`, ?`, len(addresses)-1)+`)`, args...)
+	query := sqlSuppressedOne // the relay's usual question: one recipient, prepared
+	if len(addresses) > 1 {
+		query = strings.TrimSuffix(sqlSuppressedOne, `)`) + strings.Repeat(`, ?`, len(addresses)-1) + `)`
+	}
+	rows, err := s.readRows(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: suppressed: %w", err)
 	}

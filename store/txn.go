@@ -46,9 +46,9 @@ const (
 
 // hotStatements are prepared when the store opens: every message runs
 // them. Others run as text.
-var hotStatements = []string{sqlInsertMessage, sqlInsertRecipient, sqlCountSends, sqlInsertEvent, sqlClaimDue,
+var hotStatements = []string{sqlSavepoint, sqlRollbackToSavepoint, sqlReleaseSavepoint, sqlInsertMessage, sqlInsertRecipient, sqlCountSends, sqlInsertEvent, sqlClaimDue,
 	sqlLease, sqlLoadDelivery, sqlMessageIdent, sqlRecordOutcome, sqlCountIPSends, sqlDeleteIfFinal, sqlUpsertSuppression,
-	sqlPausedReason, sqlDomainStatus, sqlDomainKeys, sqlMessageData}
+	sqlPausedReason, sqlDomainStatus, sqlDomainKeys, sqlMessageData, sqlSuppressedOne}
 
 // readRow runs a read outside the committer, prepared when it is hot.
 func (s *SQLite) readRow(ctx context.Context, query string, args ...any) *sql.Row {
