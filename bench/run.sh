@@ -16,6 +16,9 @@
 #   OUT=DIR bench/run.sh            keep every run's output in DIR
 #   bench/run.sh --summarize DIR    only print the tables for the outputs in DIR
 #
+# It ends with the machine's speed, before and after: the time of one
+# RSA-2048 signature, the largest part of Sesame's work per message.
+#
 # With DKIM_VERIFY=1 the sink verifies every message's DKIM signature (about
 # 0.1 ms of CPU a message, taken from Sesame on this one box), so a run also
 # proves the messages were signed right. The figures are read from the JSON lines that
@@ -125,6 +128,16 @@ out=${OUT:-$(mktemp -d /tmp/sesame-bench-run.XXXXXX)}
 mkdir -p "$out"
 export DKIM_VERIFY=${DKIM_VERIFY:-0}
 
+# This machine's speed at the time, since a shared VM's varies by a fifth
+# from hour to hour: the time of one RSA-2048 DKIM signature (Go's, as
+# Sesame signs), before and after the runs. Compare figures taken at
+# different times only together with it.
+machine_speed() {
+	go test -run '^$' -bench 'SignRSA2048$' -benchtime 300x ./dkim 2>/dev/null |
+		awk '/^BenchmarkSignRSA2048/ {printf "%.2f ms", $3 / 1e6}'
+}
+speed_before=$(machine_speed)
+
 failed=0
 for n in $(seq "$runs"); do
 	echo "== run $n of $runs: persistent (bench/submission.sh ${persistent[*]})" >&2
@@ -141,4 +154,7 @@ done
 echo "== outputs in $out" >&2
 echo
 summarize "$out" || failed=1
+echo
+echo "machine speed: one RSA-2048 DKIM signature took $speed_before before the runs, $(machine_speed) after" \
+	"(go test -bench SignRSA2048 ./dkim)"
 exit "$failed"
