@@ -43,6 +43,8 @@ Usage:
 
 Run "sesame-bench send --help" or "sesame-bench sink --help" for the flags.
 Only loopback addresses are accepted unless --allow-remote is given.
+With SESAME_BENCH_CPUPROFILE=PREFIX set, a CPU profile of the run is written
+to PREFIX-SUBCOMMAND.pprof.
 `
 
 func main() {
