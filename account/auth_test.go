@@ -296,6 +296,23 @@ func TestAuthenticateContextWhileWaiting(t *testing.T) {
 	}
 }
 
+// tally reads n login results from errs and counts the successes and the
+// wrong passwords; any other error fails the test.
+func tally(t *testing.T, errs <-chan error, n int) (ok, bad int) {
+	t.Helper()
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrInvalidCredentials):
+			bad++
+		default:
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	return ok, bad
+}
+
 // TestAuthenticateConcurrencyBound checks that no more argon2 computations run
 // at once than there are slots, under a burst of logins.
 func TestAuthenticateConcurrencyBound(t *testing.T) {
@@ -347,17 +364,7 @@ func TestAuthenticateConcurrencyBound(t *testing.T) {
 			t.Fatalf("only %d of %d logins reached the argon2 check", i, logins)
 		}
 	}
-	var ok, bad int
-	for range logins {
-		switch err := <-errs; {
-		case err == nil:
-			ok++
-		case errors.Is(err, ErrInvalidCredentials):
-			bad++
-		default:
-			t.Errorf("unexpected error %v", err)
-		}
-	}
+	ok, bad := tally(t, errs, logins)
 	if ok != logins/2 || bad != logins/2 {
 		t.Errorf("%d logins succeeded and %d failed, want %d each", ok, bad, logins/2)
 	}
@@ -420,17 +427,7 @@ func TestAuthenticateBurstSharesOneCheck(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // lets them reach the slot
 	close(release)
 
-	var ok, bad int
-	for range right + wrong {
-		switch err := <-errs; {
-		case err == nil:
-			ok++
-		case errors.Is(err, ErrInvalidCredentials):
-			bad++
-		default:
-			t.Errorf("unexpected error %v", err)
-		}
-	}
+	ok, bad := tally(t, errs, right+wrong)
 	if ok != right || bad != wrong {
 		t.Errorf("%d logins succeeded and %d failed, want %d and %d", ok, bad, right, wrong)
 	}
