@@ -106,9 +106,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		return cred, nil
 	}
 
-	ok, err := a.verifyUnlessCached(ctx, cred.PasswordHash, password, func() bool {
-		return a.cached(username, cred.PasswordHash, mac)
-	})
+	ok, err := a.verifyUnlessCached(ctx, cred.PasswordHash, password,
+		func() bool { return a.cached(username, cred.PasswordHash, mac) },
+		func() {
+			now := a.now()
+			a.remember(username, cacheEntry{passwordHash: cred.PasswordHash, mac: mac, expires: now.Add(a.ttl)}, now)
+		})
 	if err != nil {
 		return store.Credential{}, fmt.Errorf("account: credential %q: %w", cred.Name, err)
 	}
@@ -116,7 +119,6 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		return store.Credential{}, ErrInvalidCredentials
 	}
 	now := a.now()
-	a.remember(username, cacheEntry{passwordHash: cred.PasswordHash, mac: mac, expires: now.Add(a.ttl)}, now)
 	// Last-used time is informational; failing to record it must not turn
 	// away a client that proved its password.
 	_ = a.creds.TouchCredential(ctx, cred.Name, now)
@@ -125,15 +127,17 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 
 // verify runs one argon2 check, waiting for a free slot first.
 func (a *Authenticator) verify(ctx context.Context, hash, password string) (bool, error) {
-	return a.verifyUnlessCached(ctx, hash, password, nil)
+	return a.verifyUnlessCached(ctx, hash, password, nil, nil)
 }
 
 // verifyUnlessCached is verify, except that once it has a slot it first asks
 // cached (if not nil) whether another login proved the same password while
-// this one waited, and then skips argon2. When many connections log in with
-// one credential at once (a pool of app workers after a restart of either
-// side), one computation per free slot is done instead of one per connection.
-func (a *Authenticator) verifyUnlessCached(ctx context.Context, hash, password string, cached func() bool) (bool, error) {
+// this one waited, and then skips argon2; after a successful check it calls
+// remember (if not nil) before giving the slot up, so the next login to get
+// the slot finds it. When many connections log in with one credential at
+// once (a pool of app workers after a restart of either side), one
+// computation per free slot is done instead of one per connection.
+func (a *Authenticator) verifyUnlessCached(ctx context.Context, hash, password string, cached func() bool, remember func()) (bool, error) {
 	select {
 	case a.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -143,7 +147,11 @@ func (a *Authenticator) verifyUnlessCached(ctx context.Context, hash, password s
 	if cached != nil && cached() {
 		return true, nil
 	}
-	return a.check(hash, password)
+	ok, err := a.check(hash, password)
+	if ok && err == nil && remember != nil {
+		remember()
+	}
+	return ok, err
 }
 
 func (a *Authenticator) mac(password string) [sha256.Size]byte {
