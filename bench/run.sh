@@ -128,8 +128,8 @@ out=${OUT:-$(mktemp -d /tmp/sesame-bench-run.XXXXXX)}
 mkdir -p "$out"
 export DKIM_VERIFY=${DKIM_VERIFY:-0}
 
-# This machine's speed at the time, since a shared VM's varies by a fifth
-# from hour to hour: the time of one RSA-2048 DKIM signature (Go's, as
+# This machine's speed at the time, since a shared VM's can vary by a third
+# within minutes: the time of one RSA-2048 DKIM signature (Go's, as
 # Sesame signs), before and after the runs. Compare figures taken at
 # different times only together with it.
 machine_speed() {
