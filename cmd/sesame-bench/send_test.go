@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -433,5 +434,39 @@ func TestErrorClass(t *testing.T) {
 		if got := errorClass(tt.err); got != tt.want {
 			t.Errorf("errorClass(%v) = %q, want %q", tt.err, got, tt.want)
 		}
+	}
+}
+
+// TestTxConnDataStuffsDots checks the load tool's own data writer: lines
+// that start with a dot get another, a missing final CRLF is added, and the
+// message ends with the lone dot.
+func TestTxConnDataStuffsDots(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	got := make(chan string, 1)
+	go func() {
+		defer server.Close()
+		r := bufio.NewReader(server)
+		var b strings.Builder
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				got <- "read error: " + err.Error()
+				return
+			}
+			if line == ".\r\n" {
+				break
+			}
+			b.WriteString(line)
+		}
+		got <- b.String()
+		io.WriteString(server, "250 2.0.0 queued\r\n")
+	}()
+	tx := newTxConn(client, 10*time.Second)
+	if err := tx.data([]byte(".first\r\nmiddle\r\n..two\r\n.\r\nlast")); err != nil {
+		t.Fatalf("data: %v", err)
+	}
+	if s, want := <-got, "..first\r\nmiddle\r\n...two\r\n..\r\nlast\r\n"; s != want {
+		t.Errorf("server read %q, want %q", s, want)
 	}
 }
