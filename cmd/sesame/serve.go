@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -138,6 +139,7 @@ func setLevel(level *slog.LevelVar, cfg *config.Config) {
 // runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
 func runServe(e *env, _ []string) error {
 	tuneGC()
+	tuneProcs()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -165,6 +167,27 @@ func runServe(e *env, _ []string) error {
 func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
+	}
+}
+
+// procsPerCPU is how many Go processors tuneProcs gives each CPU.
+const procsPerCPU = 4
+
+// tuneProcs runs Go's scheduler with four processors (Ps) per CPU the
+// process may use, unless the operator set GOMAXPROCS. A DKIM signature is
+// 1.1-1.6 ms of CPU that Go does not preempt; with one P per CPU, two of them
+// hold both Ps of a 2-core box, and everything else (the replies of other
+// sessions, the committer, the syncer, the relay) waits behind them in Go's
+// run queue. With more Ps than CPUs the kernel time-slices the threads and
+// runs a thread that has just woken soon, so the short work goes first. On
+// the 2-core reference box, with the load tool and the sink on it too, 8 Ps
+// against 2 gave 963 and 1011 msg/s against 837 and 869, a p99 of 98 and
+// 92 ms against 124 and 123, and 5% less CPU per message
+// (docs/performance.md). runtime.GOMAXPROCS(0) is Go's own default, which
+// follows a container's CPU limit.
+func tuneProcs() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(procsPerCPU * runtime.GOMAXPROCS(0))
 	}
 }
 
