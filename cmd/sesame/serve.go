@@ -183,8 +183,9 @@ const procsPerCPU = 4
 // the 2-core reference box, with the load tool and the sink on it too, 8 Ps
 // against 2 gave 963 and 1011 msg/s against 837 and 869, a p99 of 98 and
 // 92 ms against 124 and 123, and 5% less CPU per message
-// (docs/performance.md). runtime.GOMAXPROCS(0) is Go's own default, which
-// follows a container's CPU limit.
+// (docs/performance.md). runtime.GOMAXPROCS(0) is Go's own default at start,
+// which follows a container's CPU limit; setting it stops Go from following
+// later changes of that limit, so a changed limit needs a restart.
 func tuneProcs() {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(procsPerCPU * runtime.GOMAXPROCS(0))
