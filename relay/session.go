@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/sesame-mail/sesame/smtpio"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -210,7 +211,7 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 		// go-smtp reads a greeting before its first command, and only its
 		// own Dial functions can start TLS: hand it the one the server sent
 		// before STARTTLS, so it carries on with EHLO over TLS.
-		s.client = r.newClient(&greetedConn{Conn: tc, pending: []byte("220 TLS started\r\n")})
+		s.client = r.newClient(&smtpio.GreetedConn{Conn: tc, Pending: []byte("220 TLS started\r\n")})
 		if err := s.client.Hello(r.cfg.Hostname); err != nil {
 			return nil, fmt.Errorf("EHLO after STARTTLS: %w", err)
 		}
@@ -287,19 +288,4 @@ func verifyChain(cs tls.ConnectionState, host string) error {
 	}
 	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: host, Intermediates: inter})
 	return err
-}
-
-// greetedConn returns pending before the bytes of Conn.
-type greetedConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *greetedConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }

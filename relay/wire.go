@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"net"
 	"net/textproto"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/smtpio"
 )
 
 // wire carries a session's mail transactions: the commands after EHLO, with
@@ -126,28 +127,9 @@ func (w *wire) readReply() (*smtp.SMTPError, error) {
 	return replyError(code, text), nil
 }
 
-// data writes a message after a 354 and the line that ends it. The stored
-// bytes end their lines with CRLF only; a line that starts with a dot gets
-// another (RFC 5321 §4.5.2).
+// data writes a message after a 354 and the line that ends it.
 func (w *wire) data(msg []byte) error {
-	rest := msg
-	if len(rest) > 0 && rest[0] == '.' {
-		w.w.WriteByte('.')
-	}
-	for {
-		i := bytes.Index(rest, []byte("\n."))
-		if i < 0 {
-			break
-		}
-		w.w.Write(rest[:i+1])
-		w.w.WriteByte('.')
-		rest = rest[i+1:]
-	}
-	w.w.Write(rest)
-	if len(msg) > 0 && !bytes.HasSuffix(msg, []byte("\r\n")) {
-		w.w.WriteString("\r\n")
-	}
-	w.w.WriteString(".\r\n")
+	smtpio.WriteData(w.w, msg)
 	return w.w.Flush()
 }
 

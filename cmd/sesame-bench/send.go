@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/smtpio"
 )
 
 // sendConfig is what one send run does. Zero values are not defaults; the
@@ -323,7 +324,7 @@ func (c *client) connect(ctx context.Context) (*session, error) {
 		if tc, err = startTLS(setupCtx, conn, c.tlsConf); err == nil {
 			// go-smtp reads a greeting first: hand it one, and it carries on
 			// with EHLO over TLS.
-			sc, txc = smtp.NewClient(&greetedConn{Conn: tc, pending: []byte("220 TLS started\r\n")}), tc
+			sc, txc = smtp.NewClient(&smtpio.GreetedConn{Conn: tc, Pending: []byte("220 TLS started\r\n")}), tc
 		}
 	default:
 		sc = smtp.NewClient(conn)
@@ -405,21 +406,6 @@ func startTLS(ctx context.Context, conn net.Conn, cfg *tls.Config) (*tls.Conn, e
 	return tc, nil
 }
 
-// greetedConn returns pending before the bytes of Conn.
-type greetedConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *greetedConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
 // txConn runs the mail transactions of a session: a command and its reply
 // at a time, as the applications imitated do, and each message in one write.
 type txConn struct {
@@ -459,24 +445,7 @@ func (t *txConn) reply(want int) error {
 // the reply.
 func (t *txConn) data(msg []byte) error {
 	t.conn.SetDeadline(time.Now().Add(t.timeout))
-	rest := msg
-	if len(rest) > 0 && rest[0] == '.' {
-		t.w.WriteByte('.')
-	}
-	for {
-		i := bytes.Index(rest, []byte("\n."))
-		if i < 0 {
-			break
-		}
-		t.w.Write(rest[:i+1])
-		t.w.WriteByte('.')
-		rest = rest[i+1:]
-	}
-	t.w.Write(rest)
-	if !bytes.HasSuffix(msg, []byte("\r\n")) {
-		t.w.WriteString("\r\n")
-	}
-	t.w.WriteString(".\r\n")
+	smtpio.WriteData(t.w, msg)
 	if err := t.w.Flush(); err != nil {
 		return err
 	}
