@@ -68,7 +68,10 @@ func parseReporters(list []string) []reporter {
 // reporterOf returns the configured reporter the From address from is.
 func reporterOf(reporters []reporter, from string) (reporter, bool) {
 	from = strings.ToLower(from)
-	_, domain, _ := strings.Cut(from, "@")
+	local, domain, ok := strings.Cut(from, "@")
+	if !ok || local == "" || domain == "" {
+		return reporter{}, false
+	}
 	for _, r := range reporters {
 		if r.address == from || (r.address == "" && r.domain == domain) {
 			return r, true
