@@ -188,7 +188,7 @@ func headerFrom(raw []byte) (string, error) {
 	}
 	list, err := mail.ParseAddressList(froms[0])
 	if err != nil || len(list) != 1 {
-		return "", fmt.Errorf("From %s is not one address", excerpt(froms[0]))
+		return "", fmt.Errorf("the From field %s is not one address", excerpt(froms[0]))
 	}
 	return list[0].Address, nil
 }
