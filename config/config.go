@@ -138,6 +138,26 @@ type Inbound struct {
 	Listen            []string `toml:"listen"`
 	FeedbackAddresses []string `toml:"feedback_addresses"`
 	MaxMessageBytes   int64    `toml:"max_message_bytes"`
+	// FeedbackReporters are the addresses, or domains, whose DKIM-signed
+	// complaints are believed; FeedbackReporterIPs the networks (CIDR or
+	// single addresses) whose complaints are believed unsigned.
+	FeedbackReporters   []string `toml:"feedback_reporters"`
+	FeedbackReporterIPs []string `toml:"feedback_reporter_ips"`
+}
+
+// DefaultFeedbackReporters are the feedback loops whose signed complaints
+// are believed unless inbound.feedback_reporters says otherwise
+// (docs/configuration.md says where each comes from): Yahoo's Complaint
+// Feedback Loop, which also covers AOL and the other domains Yahoo hosts
+// (from feedback@arf.mail.yahoo.com, signed d=arf.mail.yahoo.com);
+// Microsoft's JMRP for Outlook.com and Hotmail (staff@hotmail.com);
+// Comcast's, run by Validity (feedbackloop@comcastfbl.senderscore.net);
+// and AOL's former loop (scomp@aol.net). Gmail sends no ARF reports.
+var DefaultFeedbackReporters = []string{
+	"arf.mail.yahoo.com",
+	"staff@hotmail.com",
+	"comcastfbl.senderscore.net",
+	"scomp@aol.net",
 }
 
 // IP is one outbound address ([[ip]] tables).
@@ -296,7 +316,7 @@ func Default() *Config {
 			MailFromSubdomain:     "bounce",
 		},
 		Events:  Events{Retention: Duration{30 * 24 * time.Hour}},
-		Inbound: Inbound{MaxMessageBytes: 10 << 20},
+		Inbound: Inbound{MaxMessageBytes: 10 << 20, FeedbackReporters: slices.Clone(DefaultFeedbackReporters)},
 		Warmup: Warmup{
 			SpreadHours:        12,
 			ThrottleBackoff:    Duration{15 * time.Minute},
@@ -511,6 +531,24 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("inbound.feedback_addresses[%d]", i), "%q is not an email address", a)
 		}
 	}
+	for i, r := range c.Inbound.FeedbackReporters {
+		domain := r
+		if local, d, ok := strings.Cut(r, "@"); ok {
+			if local == "" {
+				domain = ""
+			} else {
+				domain = d
+			}
+		}
+		if !validHostname(domain) || !strings.Contains(domain, ".") {
+			bad(fmt.Sprintf("inbound.feedback_reporters[%d]", i), "%q: expected a reporter's address (\"staff@hotmail.com\") or a domain all its addresses are the reporter's (\"arf.mail.yahoo.com\")", r)
+		}
+	}
+	for i, n := range c.Inbound.FeedbackReporterIPs {
+		if _, err := ParsePrefix(n); err != nil {
+			bad(fmt.Sprintf("inbound.feedback_reporter_ips[%d]", i), "%q: expected a network such as \"192.0.2.0/24\" or \"2001:db8::/32\", or one address", n)
+		}
+	}
 	if c.Inbound.MaxMessageBytes < 64<<10 {
 		bad("inbound.max_message_bytes", "%d: expected at least 65536 (a report carries the original message)", c.Inbound.MaxMessageBytes)
 	}
@@ -598,6 +636,19 @@ func (c *Config) Validate() error {
 		return &Error{Path: c.Path, Problems: p}
 	}
 	return nil
+}
+
+// ParsePrefix reads a network ("192.0.2.0/24") or one address
+// ("192.0.2.7", a /32).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return p.Masked(), nil
 }
 
 // DNSServerAddr turns "192.0.2.1" or "192.0.2.1:5353" or "[2001:db8::1]:53"

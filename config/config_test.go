@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,17 @@ listen = "somewhere"
 			`http.listen: "somewhere"`,
 		}},
 		{"no listeners", "[submission]\nstarttls_listen = []\ntls_listen = []\n", []string{"submission: no listener"}},
+		{"feedback reporters", `
+[inbound]
+feedback_reporters = ["arf.mail.yahoo.com", "com", "@hotmail.com", "bad host"]
+feedback_reporter_ips = ["192.0.2.0/24", "2001:db8::1", "192.0.2.0/33", "mail.example"]
+`, []string{
+			`inbound.feedback_reporters[1]: "com"`,
+			`inbound.feedback_reporters[2]: "@hotmail.com"`,
+			`inbound.feedback_reporters[3]: "bad host"`,
+			`inbound.feedback_reporter_ips[2]: "192.0.2.0/33"`,
+			`inbound.feedback_reporter_ips[3]: "mail.example"`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,6 +139,32 @@ listen = "somewhere"
 				}
 			}
 		})
+	}
+}
+
+// The big feedback loops are believed by default; a configured list
+// replaces them, and an empty one believes no signature.
+func TestFeedbackReporters(t *testing.T) {
+	c, err := Parse("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(c.Inbound.FeedbackReporters, "arf.mail.yahoo.com") || !slices.Contains(c.Inbound.FeedbackReporters, "staff@hotmail.com") {
+		t.Errorf("default feedback reporters %q", c.Inbound.FeedbackReporters)
+	}
+	c, err = Parse("[inbound]\nfeedback_reporters = []\nfeedback_reporter_ips = [\"192.0.2.7\", \"2001:db8::/32\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Inbound.FeedbackReporters) != 0 {
+		t.Errorf("feedback_reporters = []: %q", c.Inbound.FeedbackReporters)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"192.0.2.7", "192.0.2.7/32"}, {"192.0.2.7/24", "192.0.2.0/24"}, {"2001:db8::1/32", "2001:db8::/32"}, {"::ffff:192.0.2.7", "192.0.2.7/32"},
+	} {
+		if p, err := ParsePrefix(tc.in); err != nil || p.String() != tc.want {
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
+		}
 	}
 }
 

@@ -5,12 +5,17 @@
 //
 // It is neither a relay nor a mailbox: it accepts mail only for Sesame's own
 // return paths (b+TOKEN@bounce.DOMAIN, whose HMAC it checks, see package
-// verp) and for the feedback addresses; anything else gets 550 5.1.1. Each
-// report becomes bounce or complaint events for the original recipient,
-// found through the token or the returned message's header, and hard
-// bounces and complaints put the recipient on the suppression list. Every
-// message accepted is stored with what was made of it, so one that cannot
-// be read is kept for the operator (sesame inbound list), not lost.
+// verp) and for the feedback addresses; anything else gets 550 5.1.1. A
+// report that proves who sent it becomes bounce or complaint events for the
+// original recipient, and hard bounces and complaints put the recipient on
+// the suppression list: a DSN proves itself by coming to the signed return
+// path of the very recipient it reports on, a complaint by a DKIM signature
+// of a configured feedback reporter or by coming from a reporter's address
+// (verify.go). A report without proof changes nothing. Every message
+// accepted is stored with what was made of it and whether it was verified,
+// so one that cannot be read or believed is kept for the operator (sesame
+// inbound list), not lost. The work a report gets is bounded (process.go,
+// budget.go).
 package inbound
 
 import (
@@ -21,8 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/mail"
-	"regexp"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +34,6 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/net/netutil"
 
-	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/report"
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/verp"
@@ -50,12 +53,41 @@ type Config struct {
 	// FeedbackAddresses receive ARF reports from feedback loops (the
 	// address registered with each provider's program).
 	FeedbackAddresses []string
-	MaxMessageBytes   int64         // default 10 MiB (report.MaxSize)
-	ReadTimeout       time.Duration // default 5m
-	WriteTimeout      time.Duration // default 1m
-	Logger            *slog.Logger
-	Now               func() time.Time
+	// FeedbackReporters are who may send complaints (verify.go): an
+	// address, or a domain for every address in it (the defaults are in
+	// package config).
+	FeedbackReporters []string
+	// FeedbackReporterIPs are networks whose complaints are believed
+	// without a signature.
+	FeedbackReporterIPs []netip.Prefix
+	// DNS looks up the DKIM keys of feedback reporters. Without it no
+	// signature verifies.
+	DNS Resolver
+	// ReportBudget is how much processing time one client address may
+	// spend in a burst, earned back at ReportBudgetRate seconds a second
+	// (budget.go); defaults 10s and 0.1.
+	ReportBudget     time.Duration
+	ReportBudgetRate float64
+	ReportTimeout    time.Duration // examining one report; default 30s
+	MaxMessageBytes  int64         // default 10 MiB (report.MaxSize)
+	ReadTimeout      time.Duration // default 5m
+	WriteTimeout     time.Duration // default 1m
+	Metrics          Metrics
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
+
+// Metrics counts what the listener does with reports (metrics.Metrics has
+// it): per report its kind ("dsn", "arf", "" unparsed), the verdict
+// (verified, unverified, over_budget, none), the store lookups it cost and
+// the time it took.
+type Metrics interface {
+	InboundReport(kind, verdict string, lookups int, took time.Duration)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) InboundReport(string, string, int, time.Duration) {}
 
 // maxRecipients bounds RCPT per transaction; a report has one.
 const maxRecipients = 10
@@ -66,10 +98,15 @@ const maxConnections = 200
 
 // Server is the inbound listener.
 type Server struct {
-	cfg    Config
-	st     Store
-	signer *verp.Signer
-	log    *slog.Logger
+	cfg         Config
+	st          Store
+	signer      *verp.Signer
+	log         *slog.Logger
+	metrics     Metrics
+	dns         Resolver
+	reporters   []reporter
+	reporterIPs []netip.Prefix
+	budget      *budget
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -93,7 +130,21 @@ func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
+	if cfg.ReportBudget <= 0 {
+		cfg.ReportBudget = defaultReportBudget
+	}
+	if cfg.ReportBudgetRate <= 0 {
+		cfg.ReportBudgetRate = defaultReportBudgetRate
+	}
+	if cfg.ReportTimeout <= 0 {
+		cfg.ReportTimeout = defaultReportTimeout
+	}
+	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger, metrics: cfg.Metrics, dns: cfg.DNS,
+		reporters: parseReporters(cfg.FeedbackReporters), reporterIPs: cfg.FeedbackReporterIPs,
+		budget: newBudget(cfg.ReportBudget, cfg.ReportBudgetRate)}
 }
 
 // Listen binds every address; it fails if one cannot be bound.
@@ -160,12 +211,18 @@ func (w slogWriter) Println(v ...any) {
 
 // NewSession starts a session: no authentication, nobody is trusted.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{s: s, remote: c.Conn().RemoteAddr().String()}, nil
+	remote := c.Conn().RemoteAddr()
+	var client netip.Addr
+	if a, ok := remote.(*net.TCPAddr); ok {
+		client = a.AddrPort().Addr().Unmap()
+	}
+	return &session{s: s, remote: remote.String(), client: client}, nil
 }
 
 type session struct {
 	s        *Server
 	remote   string
+	client   netip.Addr
 	from     string
 	rcpts    []string
 	tokens   []verp.Token
@@ -213,10 +270,14 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		return err // go-smtp answers 552 for a message over the size limit
 	}
+	o := ss.s.examine(context.Background(), raw, envelope{client: ss.client, tokens: ss.tokens, rcpts: ss.rcpts})
+	if o.retry != nil {
+		return o.retry
+	}
+	m, events, sups := o.msg, o.events, o.sups
+	m.MailFrom, m.RcptTo = ss.from, strings.Join(ss.rcpts, " ")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	m, events, sups := ss.s.process(ctx, raw, ss.tokens)
-	m.MailFrom, m.RcptTo = ss.from, strings.Join(ss.rcpts, " ")
 	id, err := ss.s.st.RecordInbound(ctx, m, events, sups)
 	if err != nil {
 		ss.s.log.Error("inbound: storing a report failed", "err", err)
@@ -224,6 +285,7 @@ func (ss *session) Data(r io.Reader) error {
 			Message: "Temporary failure storing the report; try again later"}
 	}
 	ss.s.log.Info("inbound: report", "id", id, "client", ss.remote, "kind", m.Kind, "status", m.Status,
+		"verified", m.Verified, "verification", m.Verification, "lookups", o.lookups,
 		"events", len(events), "suppressed", len(sups), "detail", m.Detail)
 	return nil
 }
@@ -233,170 +295,3 @@ func (ss *session) Reset() {
 }
 
 func (ss *session) Logout() error { return nil }
-
-// process reads one report and says what it means.
-func (s *Server) process(ctx context.Context, raw []byte, tokens []verp.Token) (store.InboundMessage, []store.Event, []store.Suppression) {
-	now := s.cfg.Now()
-	m := store.InboundMessage{ReceivedAt: now, Raw: raw}
-	rep, err := report.Parse(raw)
-	if err != nil {
-		m.Status, m.Detail = store.InboundUnparsed, err.Error()
-		return m, nil, nil
-	}
-	m.Kind = string(rep.Kind)
-	var events []store.Event
-	var sups []store.Suppression
-	var notes []string
-	switch rep.Kind {
-	case report.KindDSN:
-		for _, r := range rep.DSN.Recipients {
-			if !failed(r) {
-				notes = append(notes, fmt.Sprintf("%s: %s, nothing to record", r.FinalRecipient, strings.ToLower(r.Action)))
-				continue
-			}
-			send, ok, err := s.lookup(ctx, tokens, rep.Original, r.OriginalRecipient, r.FinalRecipient)
-			if err != nil {
-				m.Status, m.Detail = store.InboundUnmatched, "looking up the original message failed: "+err.Error()
-				return m, nil, nil
-			}
-			if !ok {
-				notes = append(notes, fmt.Sprintf("%s: no message of ours found", r.FinalRecipient))
-				continue
-			}
-			reply := r.Diagnostic
-			if reply == "" {
-				reply = "status " + r.Status
-			}
-			bt := relay.ClassifyBounce(r.Status, reply)
-			events = append(events, store.Event{At: now, Type: store.EventBounce, BounceType: bt, Credential: send.Credential,
-				QueueID: send.QueueID, MessageID: send.MessageID, Recipient: send.Recipient, RemoteMTA: r.RemoteMTA, Reply: reply})
-			if bt == store.BounceHard {
-				sups = append(sups, store.Suppression{Address: send.Recipient, Credential: send.Credential,
-					Reason: store.SuppressBounce, Detail: reply, CreatedAt: now})
-			}
-			notes = append(notes, fmt.Sprintf("%s: %s bounce of %s", send.Recipient, bt, send.QueueID))
-		}
-	case report.KindARF:
-		fb := rep.Feedback
-		switch strings.ToLower(fb.Type) {
-		case "abuse", "fraud", "virus", "other", "":
-		default: // not-spam, auth-failure: nothing against the recipient
-			m.Status, m.Detail = store.InboundIgnored, "feedback type "+fb.Type
-			return m, nil, nil
-		}
-		addrs := fb.OriginalRcptTo
-		if len(addrs) == 0 && rep.Original.To != "" {
-			if list, err := mail.ParseAddressList(rep.Original.To); err == nil {
-				for _, a := range list {
-					addrs = append(addrs, a.Address)
-				}
-			} else {
-				addrs = []string{rep.Original.To}
-			}
-		}
-		if t, err := s.signer.Parse(fb.OriginalMailFrom); err == nil {
-			tokens = append(tokens, t)
-		}
-		send, ok, err := s.lookup(ctx, tokens, rep.Original, addrs...)
-		if err != nil {
-			m.Status, m.Detail = store.InboundUnmatched, "looking up the original message failed: "+err.Error()
-			return m, nil, nil
-		}
-		if !ok {
-			m.Status, m.Detail = store.InboundUnmatched, fmt.Sprintf("complaint (%s) about no message of ours", fb.Type)
-			return m, nil, nil
-		}
-		reply := "complaint: " + fb.Type
-		if fb.UserAgent != "" {
-			reply += " (" + fb.UserAgent + ")"
-		}
-		events = append(events, store.Event{At: now, Type: store.EventComplaint, Credential: send.Credential,
-			QueueID: send.QueueID, MessageID: send.MessageID, Recipient: send.Recipient, RemoteMTA: fb.ReportingMTA, Reply: reply})
-		sups = append(sups, store.Suppression{Address: send.Recipient, Credential: send.Credential,
-			Reason: store.SuppressComplaint, Detail: reply, CreatedAt: now})
-		notes = append(notes, fmt.Sprintf("%s: complaint about %s", send.Recipient, send.QueueID))
-	}
-	m.Detail = strings.Join(notes, "; ")
-	switch {
-	case len(events) > 0:
-		m.Status = store.InboundProcessed
-	case rep.Kind == report.KindDSN && !anyFailed(rep.DSN):
-		m.Status = store.InboundIgnored
-	default:
-		m.Status = store.InboundUnmatched
-	}
-	return m, events, sups
-}
-
-// failed reports whether a DSN recipient failed for good: Action failed
-// (RFC 3464 §2.3.3), or, from a server that leaves Action out, a 5.x.x
-// status.
-func failed(r report.Recipient) bool {
-	a := strings.ToLower(r.Action)
-	return a == "failed" || (a == "" && strings.HasPrefix(r.Status, "5."))
-}
-
-func anyFailed(d *report.DSN) bool {
-	for _, r := range d.Recipients {
-		if failed(r) {
-			return true
-		}
-	}
-	return false
-}
-
-// receivedID finds the queue id Sesame writes in its Received field
-// ("with ESMTPSA id QUEUEID").
-var receivedID = regexp.MustCompile(`\bid ([A-Z0-9]{16})\b`)
-
-// lookup finds the send event a report is about: through a return path's
-// token (which names the queue id and the recipient), else through the
-// queue id in the returned header's Received fields or its Message-ID,
-// with the recipient among addrs (or the message's only recipient).
-func (s *Server) lookup(ctx context.Context, tokens []verp.Token, orig report.Headers, addrs ...string) (store.Event, bool, error) {
-	for _, t := range tokens {
-		sends, err := s.st.SendEvents(ctx, t.QueueID, "")
-		if err != nil {
-			return store.Event{}, false, err
-		}
-		for _, e := range sends {
-			if t.Matches(e.Recipient) {
-				return e, true, nil
-			}
-		}
-	}
-	var queries [][2]string
-	for _, rcv := range orig.Received {
-		if m := receivedID.FindStringSubmatch(rcv); m != nil {
-			queries = append(queries, [2]string{m[1], ""})
-		}
-	}
-	if orig.MessageID != "" {
-		queries = append(queries, [2]string{"", "<" + strings.Trim(orig.MessageID, "<>") + ">"}, [2]string{"", orig.MessageID})
-	}
-	for _, q := range queries {
-		sends, err := s.st.SendEvents(ctx, q[0], q[1])
-		if err != nil {
-			return store.Event{}, false, err
-		}
-		for _, e := range sends {
-			for _, a := range addrs {
-				if strings.EqualFold(bareAddress(a), e.Recipient) {
-					return e, true, nil
-				}
-			}
-		}
-		if len(sends) == 1 && len(addrs) == 0 {
-			return sends[0], true, nil
-		}
-	}
-	return store.Event{}, false, nil
-}
-
-// bareAddress takes "Name <a@b>" or "<a@b>" to "a@b".
-func bareAddress(a string) string {
-	if i := strings.LastIndexByte(a, '<'); i >= 0 {
-		a = a[i+1:]
-	}
-	return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(a), ">"))
-}

@@ -280,6 +280,10 @@ var migrations = []string{
 	 DROP INDEX events_message_id;
 	 CREATE INDEX events_queue_id ON events(queue_id);
 	 CREATE INDEX events_message_id ON events(message_id) WHERE type = 'send';`,
+	// Whether an inbound report proved who sent it (package inbound), and
+	// the proof or why there was none.
+	`ALTER TABLE inbound ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE inbound ADD COLUMN verification TEXT NOT NULL DEFAULT '';`,
 }
 
 func migrate(db *sql.DB) error {

@@ -17,6 +17,10 @@ const (
 	InboundUnmatched = "unmatched" // parsed, but about no message Sesame remembers
 	InboundIgnored   = "ignored"   // parsed, nothing to record (a delay notice, a not-spam report)
 	InboundUnparsed  = "unparsed"  // not a report Sesame understands: for the operator
+	// InboundUnverified is a report that did not prove who sent it, or was
+	// not examined (its client was over its processing budget): kept for
+	// the operator, it recorded nothing.
+	InboundUnverified = "unverified"
 )
 
 // InboundMessage is one message the inbound listener accepted.
@@ -28,7 +32,12 @@ type InboundMessage struct {
 	Kind       string // "dsn", "arf", or "" when unparsed
 	Status     string // InboundProcessed etc.
 	Detail     string // what was done, or why not
-	Raw        []byte // empty in lists
+	// Verified says the report proved who sent it (package inbound decides
+	// what counts); Verification is that proof, or why there was none (""
+	// when nothing needed proving, such as an unparsed message).
+	Verified     bool
+	Verification string
+	Raw          []byte // empty in lists
 }
 
 // Inbound stores inbound messages and looks up the mail they are about.
@@ -53,8 +62,9 @@ var _ Inbound = (*SQLite)(nil)
 func (s *SQLite) RecordInbound(ctx context.Context, m InboundMessage, events []Event, sups []Suppression) (int64, error) {
 	var id int64
 	op := &writeOp{run: func(tx *txn) error {
-		res, err := tx.Exec(`INSERT INTO inbound (received_at, mail_from, rcpt_to, kind, status, detail, raw)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, m.ReceivedAt.UnixNano(), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail, m.Raw)
+		res, err := tx.Exec(`INSERT INTO inbound (received_at, mail_from, rcpt_to, kind, status, detail, verified, verification, raw)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, m.ReceivedAt.UnixNano(), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail,
+			m.Verified, m.Verification, m.Raw)
 		if err != nil {
 			return err
 		}
@@ -92,7 +102,7 @@ func (s *SQLite) InboundMessages(ctx context.Context, status string, limit int) 
 	if limit <= 0 {
 		limit = 1000
 	}
-	query := `SELECT id, received_at, mail_from, rcpt_to, kind, status, detail FROM inbound`
+	query := `SELECT id, received_at, mail_from, rcpt_to, kind, status, detail, verified, verification FROM inbound`
 	var args []any
 	if status != "" {
 		query += ` WHERE status = ?`
@@ -107,7 +117,7 @@ func (s *SQLite) InboundMessages(ctx context.Context, status string, limit int) 
 	for rows.Next() {
 		var m InboundMessage
 		var at int64
-		if err := rows.Scan(&m.ID, &at, &m.MailFrom, &m.RcptTo, &m.Kind, &m.Status, &m.Detail); err != nil {
+		if err := rows.Scan(&m.ID, &at, &m.MailFrom, &m.RcptTo, &m.Kind, &m.Status, &m.Detail, &m.Verified, &m.Verification); err != nil {
 			return nil, fmt.Errorf("store: list inbound: %w", err)
 		}
 		m.ReceivedAt = time.Unix(0, at)
@@ -120,8 +130,9 @@ func (s *SQLite) InboundMessages(ctx context.Context, status string, limit int) 
 func (s *SQLite) InboundMessage(ctx context.Context, id int64) (InboundMessage, error) {
 	var m InboundMessage
 	var at int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, received_at, mail_from, rcpt_to, kind, status, detail, raw
-		FROM inbound WHERE id = ?`, id).Scan(&m.ID, &at, &m.MailFrom, &m.RcptTo, &m.Kind, &m.Status, &m.Detail, &m.Raw)
+	err := s.db.QueryRowContext(ctx, `SELECT id, received_at, mail_from, rcpt_to, kind, status, detail, verified, verification, raw
+		FROM inbound WHERE id = ?`, id).Scan(&m.ID, &at, &m.MailFrom, &m.RcptTo, &m.Kind, &m.Status, &m.Detail,
+		&m.Verified, &m.Verification, &m.Raw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, fmt.Errorf("store: inbound message %d: %w", id, ErrNotFound)
 	}

@@ -4,17 +4,25 @@ package test
 // leaves with a per-recipient return path (VERP) to the MX sinks, and a
 // test "mailbox provider" sends asynchronous DSNs and ARF complaint reports
 // back to Sesame's inbound listener. The reports are written here in the
-// shape Postfix and the providers' feedback loops send.
+// shape Postfix and the providers' feedback loops send; the provider's
+// feedback loop signs its complaints (DKIM, d=fbl.provider.test, its key
+// in the instance's DNS server), as Yahoo's does.
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 )
 
@@ -23,7 +31,14 @@ type inboundEnv struct {
 	inboundAddr string
 }
 
-func newInboundEnv(t *testing.T) *inboundEnv {
+// fblDomain is the test provider's feedback loop: its reports come from
+// feedback@fblDomain, signed by it.
+const fblDomain = "fbl.provider.test"
+
+// newInboundEnv starts serve with an inbound listener, the feedback address
+// fbl@example.com and the test provider as its only feedback reporter;
+// settings override more keys.
+func newInboundEnv(t *testing.T, settings ...map[string]any) *inboundEnv {
 	t.Helper()
 	e := newMXEnv(t, mxOptions{})
 	e.inst.unthrottled()
@@ -31,9 +46,47 @@ func newInboundEnv(t *testing.T) *inboundEnv {
 	e.inst.configure(map[string]any{
 		"inbound.listen":             []string{addr},
 		"inbound.feedback_addresses": []string{"fbl@example.com"},
+		"inbound.feedback_reporters": []string{fblDomain},
 	})
+	for _, s := range settings {
+		e.inst.configure(s)
+	}
 	e.start(t)
 	return &inboundEnv{mxEnv: e, inboundAddr: addr}
+}
+
+// reportKey is a DKIM key of domain whose public half the instance's DNS
+// server publishes.
+type reportKey struct {
+	domain string
+	key    ed25519.PrivateKey
+}
+
+func (e *inboundEnv) reportKey(t *testing.T, domain string) reportKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.zone.setTXT("fbl._domainkey."+domain, "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(pub))
+	return reportKey{domain, priv}
+}
+
+// sign puts a relaxed/relaxed DKIM signature of k on raw.
+func (k reportKey) sign(t *testing.T, raw string) string {
+	t.Helper()
+	var b bytes.Buffer
+	err := dkim.Sign(&b, strings.NewReader(toCRLF(raw)), &dkim.SignOptions{Domain: k.domain, Selector: "fbl", Signer: k.key,
+		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
+		HeaderKeys: []string{"From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func toCRLF(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "\r\n", "\n"), "\n", "\r\n")
 }
 
 // deliver sends one message to rcpt and returns its queue id and the
@@ -69,7 +122,7 @@ func (e *inboundEnv) report(t *testing.T, rcpt string, raw string) (rcptErr, dat
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write([]byte(strings.ReplaceAll(raw, "\n", "\r\n")))
+	w.Write([]byte(toCRLF(raw)))
 	return nil, w.Close()
 }
 
@@ -158,7 +211,12 @@ Subject: a message
 // them: the original message's header attached, its recipient in
 // Original-Rcpt-To.
 func arfReport(rcpt, queueID string) string {
-	return fmt.Sprintf(`From: <feedback@fbl.provider.test>
+	return arfReportFrom("feedback@"+fblDomain, rcpt, queueID)
+}
+
+// arfReportFrom is arfReport sent from another address.
+func arfReportFrom(from, rcpt, queueID string) string {
+	return fmt.Sprintf(`From: <%[3]s>
 To: <fbl@example.com>
 Subject: FW: a message
 Date: Fri, 27 Nov 2026 11:02:11 +0000
@@ -194,7 +252,7 @@ To: <%[1]s>
 Subject: a message
 
 --fbl_boundary_77--
-`, rcpt, queueID)
+`, rcpt, queueID, from)
 }
 
 var verpRE = regexp.MustCompile(`^b\+[a-z0-9]{16}\.[a-z2-7]{8}\.[a-z2-7]{16}@bounce\.example\.com$`)
@@ -250,10 +308,11 @@ func TestFeedbackLoopEndToEnd(t *testing.T) {
 		t.Error("a soft bounce suppressed the address")
 	}
 
-	// A complaint through the feedback address: a complaint event, the
-	// address suppressed.
+	// A complaint through the feedback address, signed by the provider's
+	// feedback loop: a complaint event, the address suppressed.
 	id4, _ := e.deliver(t, "angry@example.net")
-	if rcptErr, dataErr := e.report(t, "fbl@example.com", arfReport("angry@example.net", id4)); rcptErr != nil || dataErr != nil {
+	fbl := e.reportKey(t, fblDomain)
+	if rcptErr, dataErr := e.report(t, "fbl@example.com", fbl.sign(t, arfReport("angry@example.net", id4))); rcptErr != nil || dataErr != nil {
 		t.Fatalf("ARF refused: %v %v", rcptErr, dataErr)
 	}
 	complaints := e.events(t, "complaint")
@@ -370,4 +429,257 @@ func TestMailboxSimulatorEndToEnd(t *testing.T) {
 	if show.Sent != 0 {
 		t.Errorf("the simulator's recipients counted %d against the quota", show.Sent)
 	}
+}
+
+// inboundEntry is one message of `sesame inbound list --json`.
+type inboundEntry struct {
+	ID           int64  `json:"id"`
+	Kind         string `json:"kind"`
+	Status       string `json:"status"`
+	Detail       string `json:"detail"`
+	Verified     bool   `json:"verified"`
+	Verification string `json:"verification"`
+}
+
+func (e *inboundEnv) inboundEntries(t *testing.T) []inboundEntry {
+	t.Helper()
+	var out []inboundEntry
+	e.inst.adminJSON(t, &out, "inbound", "list")
+	return out
+}
+
+// mustAccept sends a report and fails unless it is accepted.
+func (e *inboundEnv) mustAccept(t *testing.T, rcpt, raw string) {
+	t.Helper()
+	if rcptErr, dataErr := e.report(t, rcpt, raw); rcptErr != nil || dataErr != nil {
+		t.Fatalf("report to <%s> refused: %v %v", rcpt, rcptErr, dataErr)
+	}
+}
+
+// Reports anyone could forge knowing a queue id (it is in the Received field
+// of delivered mail) change nothing: no bounce or complaint recorded, no
+// suppression, the sender's reputation untouched. The genuine ones still
+// count: a DSN on the recipient's own return path, a complaint signed by
+// the feedback reporter.
+func TestForgedReportsEndToEnd(t *testing.T) {
+	// A reputation guard that would pause the sender at the first counted
+	// complaint or hard bounce.
+	e := newInboundEnv(t, map[string]any{
+		"reputation.min_volume":      1,
+		"reputation.bounce_pause":    0.2,
+		"reputation.complaint_pause": 0.2,
+	})
+	id1, rp1 := e.deliver(t, "victim1@example.net")
+	id2, rp2 := e.deliver(t, "victim2@example.net")
+
+	// 1. A DSN to the feedback address naming a real queue id.
+	e.mustAccept(t, "fbl@example.com", postfixDSN("victim1@example.net", "5.1.1", "550 5.1.1 no such user", id1))
+	// 2. A DSN on the return path of another recipient.
+	e.mustAccept(t, rp2, postfixDSN("victim1@example.net", "5.1.1", "550 5.1.1 no such user", id1))
+	// 3. An unsigned complaint.
+	e.mustAccept(t, "fbl@example.com", arfReport("victim1@example.net", id1))
+	// 4. A complaint signed by a domain that is no feedback reporter.
+	evil := e.reportKey(t, "evil.test")
+	e.mustAccept(t, "fbl@example.com", evil.sign(t, arfReportFrom("feedback@evil.test", "victim2@example.net", id2)))
+
+	if b, c := e.events(t, "bounce"), e.events(t, "complaint"); len(b) != 0 || len(c) != 0 {
+		t.Errorf("forged reports recorded bounces %+v and complaints %+v", b, c)
+	}
+	var sups []map[string]any
+	e.inst.adminJSON(t, &sups, "suppression", "list")
+	if len(sups) != 0 {
+		t.Errorf("forged reports suppressed %v", sups)
+	}
+	var user struct {
+		Reputation    string  `json:"reputation"`
+		Paused        string  `json:"paused"`
+		BounceRate    float64 `json:"bounce_rate"`
+		ComplaintRate float64 `json:"complaint_rate"`
+	}
+	e.inst.adminJSON(t, &user, "user", "show", "mx")
+	if user.Reputation != "ok" || user.Paused != "" || user.BounceRate != 0 || user.ComplaintRate != 0 {
+		t.Errorf("after forged reports the sender's standing is %+v, want ok and not paused", user)
+	}
+	list := e.inboundEntries(t)
+	if len(list) != 4 {
+		t.Fatalf("inbound list has %d messages, want the 4 reports: %+v", len(list), list)
+	}
+	for _, m := range list {
+		if m.Status != "unverified" || m.Verified || m.Verification == "" {
+			t.Errorf("forged report stored as %+v, want unverified with a reason", m)
+		}
+	}
+	show := string(e.inst.mustAdmin(t, "inbound", "show", fmt.Sprint(list[0].ID)))
+	if !strings.Contains(show, "Verified: unverified: From <feedback@evil.test> is not a feedback reporter") {
+		t.Errorf("inbound show of the report signed by evil.test:\n%s", show)
+	}
+	metrics := scrape(t, e.inst)
+	for _, want := range []string{`sesame_inbound_reports_total{kind="dsn",verdict="unverified"} 2`,
+		`sesame_inbound_reports_total{kind="arf",verdict="unverified"} 2`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// The genuine ones.
+	e.mustAccept(t, rp1, postfixDSN("victim1@example.net", "5.1.1", "550 5.1.1 no such user", id1))
+	fbl := e.reportKey(t, fblDomain)
+	e.mustAccept(t, "fbl@example.com", fbl.sign(t, arfReport("victim2@example.net", id2)))
+	if b := e.events(t, "bounce"); len(b) != 1 || b[0].Recipient != "victim1@example.net" || b[0].BounceType != "hard" {
+		t.Errorf("bounce events %+v, want the hard bounce of victim1", b)
+	}
+	if c := e.events(t, "complaint"); len(c) != 1 || c[0].Recipient != "victim2@example.net" {
+		t.Errorf("complaint events %+v, want the complaint of victim2", c)
+	}
+	for _, a := range []string{"victim1@example.net", "victim2@example.net"} {
+		if status, _, _ := e.inst.adminStatus(t, "suppression", "show", a); status != 0 {
+			t.Errorf("%s not suppressed after a genuine report", a)
+		}
+	}
+	list = e.inboundEntries(t)
+	if len(list) != 6 || !list[0].Verified || !strings.Contains(list[0].Verification, "DKIM signature d="+fblDomain) ||
+		!list[1].Verified || !strings.Contains(list[1].Verification, "return path of victim1@example.net") {
+		t.Errorf("genuine reports stored as %+v", list[:min(2, len(list))])
+	}
+	e.inst.adminJSON(t, &user, "user", "show", "mx")
+	if !strings.HasPrefix(user.Reputation, "pause") {
+		t.Errorf("genuine reports left the standing %q; the guard would not act on them", user.Reputation)
+	}
+}
+
+// One small report must not burn CPU-seconds: a 136 KB DSN with 1,000
+// recipients and 1,000 Received fields cost 42 s of CPU and about a
+// million store lookups. Three at once, two to the feedback address and one
+// on a real return path, cost one lookup between them and little CPU.
+func TestReportBombEndToEnd(t *testing.T) {
+	e := newInboundEnv(t)
+	id, rp := e.deliver(t, "gone@example.net")
+	rcpts := []string{"gone@example.net"}
+	var received []string
+	for i := range 1000 {
+		if i > 0 {
+			rcpts = append(rcpts, fmt.Sprintf("user%d@example.net", i))
+		}
+		received = append(received, fmt.Sprintf("from relay%d.example.net by mx.example.net with ESMTPSA id %016d; Fri, 27 Nov 2026 10:14:58 +0000", i, i))
+	}
+	received = append(received, "from swaks.client.test ([127.0.0.1]) by sesame.test (Sesame) with ESMTPSA id "+id)
+	bomb := bigDSN(rcpts, received)
+	t.Logf("the report is %d bytes", len(bomb))
+
+	lookups := func() float64 {
+		v, ok := metricValue(t, scrape(t, e.inst), "sesame_inbound_lookups_total")
+		if !ok {
+			t.Error("/metrics has no sesame_inbound_lookups_total")
+		}
+		return v
+	}
+	lookupsBefore := lookups()
+	cpuBefore := processCPU(t, e.inst)
+	done := make(chan error, 3)
+	for _, rcpt := range []string{"fbl@example.com", "fbl@example.com", rp} {
+		go func() {
+			rcptErr, dataErr := e.report(t, rcpt, bomb)
+			done <- errors.Join(rcptErr, dataErr)
+		}()
+	}
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Errorf("a report was refused: %v", err)
+		}
+	}
+	cpu := processCPU(t, e.inst) - cpuBefore
+	n := lookups() - lookupsBefore
+	t.Logf("three reports cost serve %s of CPU and %v store lookups", cpu, n)
+	// The budget: one lookup (the return path's message), and CPU time far
+	// below the 40 s a report cost: generous for a loaded machine and a
+	// race-detector build.
+	if n != 1 {
+		t.Errorf("%v store lookups, want 1", n)
+	}
+	if cpu > 10*time.Second {
+		t.Errorf("the reports cost %s of CPU", cpu)
+	}
+	if b := e.events(t, "bounce"); len(b) != 1 || b[0].Recipient != "gone@example.net" {
+		t.Errorf("bounce events %+v, want the one of gone@example.net", b)
+	}
+	statuses := map[string]int{}
+	for _, m := range e.inboundEntries(t) {
+		statuses[m.Status]++
+		if m.Status == "processed" && !strings.Contains(m.Detail, "900 recipients past the first 100 not examined") {
+			t.Errorf("detail %.300q does not say what was left unexamined", m.Detail)
+		}
+	}
+	if statuses["unverified"] != 2 || statuses["processed"] != 1 {
+		t.Errorf("inbound statuses %v, want 2 unverified and 1 processed", statuses)
+	}
+}
+
+// bigDSN is a Postfix-shaped DSN failing every one of rcpts, returning a
+// header with the given Received fields.
+func bigDSN(rcpts, received []string) string {
+	var b strings.Builder
+	b.WriteString(`From: MAILER-DAEMON@mx1.example.net (Mail Delivery System)
+Subject: Undelivered Mail Returned to Sender
+To: bounce-address@bounce.example.com
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B2"
+
+--B2
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--B2
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx1.example.net
+`)
+	for _, r := range rcpts {
+		fmt.Fprintf(&b, "\nFinal-Recipient: rfc822; %s\nAction: failed\nStatus: 5.1.1\n", r)
+	}
+	b.WriteString("\n--B2\nContent-Type: text/rfc822-headers\n\n")
+	for _, r := range received {
+		b.WriteString("Received: " + r + "\n")
+	}
+	b.WriteString("From: app@example.com\nSubject: a message\n\n--B2--\n")
+	return b.String()
+}
+
+// metricValue is the value of an unlabelled metric on a /metrics page, and
+// whether the page has it.
+func metricValue(t *testing.T, page, name string) (float64, bool) {
+	t.Helper()
+	for _, line := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// processCPU is the CPU time (user and system) serve has used so far, from
+// /proc/PID/stat.
+func processCPU(t *testing.T, i *instance) time.Duration {
+	t.Helper()
+	i.mu.Lock()
+	pid := i.cmd.Process.Pid
+	i.mu.Unlock()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("serve's CPU time: %v", err)
+	}
+	// Fields after the command name (which may hold spaces) in
+	// parentheses: state is 3rd, utime 14th, stime 15th, in clock ticks
+	// of 1/100 s (USER_HZ on Linux).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

@@ -63,14 +63,38 @@ type inboundJSON struct {
 	Kind       string    `json:"kind"`
 	Status     string    `json:"status"`
 	Detail     string    `json:"detail"`
+	// Verified: the report proved who sent it; Verification: the proof,
+	// or why there was none ("" when nothing needed proving).
+	Verified     bool   `json:"verified"`
+	Verification string `json:"verification"`
+}
+
+func inboundOf(m store.InboundMessage) inboundJSON {
+	return inboundJSON{m.ID, m.ReceivedAt.UTC(), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail, m.Verified, m.Verification}
+}
+
+// verdict is "verified", "unverified" or "-" (nothing to verify), with
+// the reason after a colon when asked for.
+func verdict(m store.InboundMessage, why bool) string {
+	v := "unverified"
+	switch {
+	case m.Verification == "":
+		return "-"
+	case m.Verified:
+		v = "verified"
+	}
+	if why {
+		v += ": " + m.Verification
+	}
+	return v
 }
 
 func inboundList(e *env, _ []string) error {
 	status := e.values["status"]
 	switch status {
-	case "", store.InboundProcessed, store.InboundUnmatched, store.InboundIgnored, store.InboundUnparsed:
+	case "", store.InboundProcessed, store.InboundUnmatched, store.InboundIgnored, store.InboundUnparsed, store.InboundUnverified:
 	default:
-		return fmt.Errorf("--status %q: expected processed, unmatched, ignored or unparsed", status)
+		return fmt.Errorf("--status %q: expected processed, unmatched, ignored, unparsed or unverified", status)
 	}
 	var list []store.InboundMessage
 	err := e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
@@ -83,7 +107,7 @@ func inboundList(e *env, _ []string) error {
 	if e.json {
 		out := []inboundJSON{}
 		for _, m := range list {
-			out = append(out, inboundJSON{m.ID, m.ReceivedAt.UTC(), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail})
+			out = append(out, inboundOf(m))
 		}
 		return e.printJSON(out)
 	}
@@ -92,7 +116,7 @@ func inboundList(e *env, _ []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tRECEIVED\tKIND\tSTATUS\tFROM\tDETAIL")
+	fmt.Fprintln(tw, "ID\tRECEIVED\tKIND\tSTATUS\tVERIFIED\tFROM\tDETAIL")
 	for _, m := range list {
 		kind := m.Kind
 		if kind == "" {
@@ -102,7 +126,12 @@ func inboundList(e *env, _ []string) error {
 		if from == "" {
 			from = "<>"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.ReceivedAt.UTC().Format(time.DateTime), kind, m.Status, from, m.Detail)
+		detail := m.Detail
+		if !m.Verified && m.Verification != "" {
+			detail = m.Verification + " (" + detail + ")"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.ReceivedAt.UTC().Format(time.DateTime), kind, m.Status,
+			verdict(m, false), from, detail)
 	}
 	return tw.Flush()
 }
@@ -127,10 +156,10 @@ func inboundShow(e *env, args []string) error {
 		return e.printJSON(struct {
 			inboundJSON
 			Raw string `json:"raw"`
-		}{inboundJSON{m.ID, m.ReceivedAt.UTC(), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail}, string(m.Raw)})
+		}{inboundOf(m), string(m.Raw)})
 	}
-	fmt.Fprintf(e.stdout, "Received: %s\nFrom:     <%s>\nTo:       %s\nKind:     %s\nStatus:   %s\nDetail:   %s\n\n%s",
-		m.ReceivedAt.UTC().Format(time.DateTime), m.MailFrom, m.RcptTo, m.Kind, m.Status, m.Detail,
+	fmt.Fprintf(e.stdout, "Received: %s\nFrom:     <%s>\nTo:       %s\nKind:     %s\nStatus:   %s\nVerified: %s\nDetail:   %s\n\n%s",
+		m.ReceivedAt.UTC().Format(time.DateTime), m.MailFrom, m.RcptTo, m.Kind, m.Status, verdict(m, true), m.Detail,
 		strings.ReplaceAll(string(m.Raw), "\r\n", "\n"))
 	return nil
 }

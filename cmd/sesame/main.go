@@ -93,7 +93,7 @@ func commands() []command {
 			help: "send to a suppressed address again", values: map[string]string{"user": "the entry of this credential (default: the shared one)"}},
 		{words: "inbound list", run: inboundList, maxArgs: 0,
 			help:   "list the bounces and feedback reports received, with what was made of each",
-			values: map[string]string{"status": "only processed, unmatched, ignored or unparsed"}},
+			values: map[string]string{"status": "only processed, unmatched, ignored, unparsed or unverified"}},
 		one("inbound show", "ID", "print one received report whole", inboundShow),
 		none("queue list", "list the messages in the queue with each recipient's state", queueList),
 		one("queue show", "ID", "show one queued message: envelope, recipients, header", queueShow),

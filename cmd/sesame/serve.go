@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/sesame-mail/sesame/account"
 	"github.com/sesame-mail/sesame/config"
 	"github.com/sesame-mail/sesame/dkim"
+	"github.com/sesame-mail/sesame/dnsclient"
 	"github.com/sesame-mail/sesame/events"
 	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/inbound"
@@ -279,13 +281,27 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		}
 		signer := verp.New(key, cfg.Identity.MailFromSubdomain)
 		returnPath = verifiedReturnPath(st, signer)
+		// Feedback reporters' DKIM keys, through the relay's DNS servers.
+		resolver, err := dnsclient.New(dnsServers, 0)
+		if err != nil {
+			return fmt.Errorf("inbound: %w; set [relay] dns_servers", err)
+		}
+		var reporterIPs []netip.Prefix
+		for _, n := range cfg.Inbound.FeedbackReporterIPs {
+			p, _ := config.ParsePrefix(n) // validated by config
+			reporterIPs = append(reporterIPs, p)
+		}
 		in = inbound.New(inbound.Config{
-			Listen:            cfg.Inbound.Listen,
-			Hostname:          cfg.Hostname,
-			TLSConfig:         cert.TLSConfig(),
-			FeedbackAddresses: cfg.Inbound.FeedbackAddresses,
-			MaxMessageBytes:   cfg.Inbound.MaxMessageBytes,
-			Logger:            log.With("part", "inbound"),
+			Listen:              cfg.Inbound.Listen,
+			Hostname:            cfg.Hostname,
+			TLSConfig:           cert.TLSConfig(),
+			FeedbackAddresses:   cfg.Inbound.FeedbackAddresses,
+			FeedbackReporters:   cfg.Inbound.FeedbackReporters,
+			FeedbackReporterIPs: reporterIPs,
+			DNS:                 resolver,
+			MaxMessageBytes:     cfg.Inbound.MaxMessageBytes,
+			Metrics:             m,
+			Logger:              log.With("part", "inbound"),
 		}, st, signer)
 		if err := in.Listen(); err != nil {
 			return err
