@@ -18,6 +18,16 @@ import (
 // wrong password alike, so a client cannot tell which one it got wrong.
 var ErrInvalidCredentials = errors.New("invalid credentials")
 
+// ErrUnknownUsername and ErrWrongPassword are the two ErrInvalidCredentials
+// that Authenticate returns (errors.Is matches either with it). The client
+// gets the same reply for both; they let the caller keep an unknown
+// username, which may well be a password typed in the wrong field, out of
+// its logs.
+var (
+	ErrUnknownUsername = fmt.Errorf("%w: unknown username", ErrInvalidCredentials)
+	ErrWrongPassword   = fmt.Errorf("%w: wrong password", ErrInvalidCredentials)
+)
+
 // defaultCacheEntries bounds the login cache; an entry is about 150 bytes.
 const defaultCacheEntries = 10000
 
@@ -95,7 +105,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		if _, err := a.verify(ctx, a.dummy, password); err != nil {
 			return store.Credential{}, err
 		}
-		return store.Credential{}, ErrInvalidCredentials
+		return store.Credential{}, ErrUnknownUsername
 	}
 	if err != nil {
 		return store.Credential{}, fmt.Errorf("account: look up credential: %w", err)
@@ -116,7 +126,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, username, password str
 		return store.Credential{}, fmt.Errorf("account: credential %q: %w", cred.Name, err)
 	}
 	if !ok {
-		return store.Credential{}, ErrInvalidCredentials
+		return store.Credential{}, ErrWrongPassword
 	}
 	now := a.now()
 	// Last-used time is informational; failing to record it must not turn

@@ -117,8 +117,9 @@ type Config struct {
 	// SimulatorDomain is the mailbox simulator's domain (simulator.go);
 	// "" turns it off.
 	SimulatorDomain string
-	// AllowPrivateDestinations lets MX delivery connect to loopback, private,
-	// link-local and this host's own addresses; off, such destinations fail.
+	// AllowPrivateDestinations lets MX delivery connect to addresses that are
+	// not globally reachable (destinations.go) and to this host's own; off,
+	// such destinations fail.
 	AllowPrivateDestinations bool
 	Metrics                  Metrics      // default: none
 	Logger                   *slog.Logger // default slog.Default()

@@ -113,14 +113,13 @@ func (r *Relay) targets(ctx context.Context, l leg) ([]target, error) {
 	return out, nil
 }
 
-// allowed reports whether MX delivery may connect to a: not loopback,
-// private, link-local, unspecified or this host's own, unless the operator
-// allows it. Otherwise a domain's DNS could aim Sesame at the internal
-// network, or at itself in a loop.
+// allowed reports whether MX delivery may connect to a: a globally
+// reachable address (destinations.go) that is not this host's own, unless
+// the operator allows private destinations. Otherwise a domain's DNS could
+// aim Sesame at the internal network, or at itself in a loop.
 func (r *Relay) allowed(a netip.Addr) bool {
 	if r.cfg.AllowPrivateDestinations {
 		return true
 	}
-	return !(a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified() ||
-		a.IsMulticast() || r.own[a])
+	return globallyReachable(a) && !r.own[a]
 }

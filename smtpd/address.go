@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -23,6 +24,15 @@ var (
 // would route differently are refused here: a second '@' (what `"u@x"@y`
 // becomes once unquoted), '%' and '!' routing, address literals, control
 // bytes and spaces, and 8-bit bytes unless the client announced SMTPUTF8.
+//
+// go-smtp also drops the quotes of a quoted local part and Sesame sends the
+// address on unquoted, so a local part that is only valid quoted (one with
+// specials such as '<', '>', ',', ';' or a leading, trailing or doubled dot,
+// RFC 5321 §4.1.2) is refused: the next server would answer 501, or read
+// it as something else. With SMTPUTF8, invisible and direction-changing
+// characters (controls such as U+0085, formats such as U+200B, U+202E and
+// U+FEFF, separators such as U+2028) are refused anywhere in the address: they
+// make an address look like another one.
 func normalizeAddress(addr string, smtputf8 bool, code smtp.EnhancedCode) (string, error) {
 	refuse := func(why string) (string, error) {
 		return "", &smtp.SMTPError{Code: 553, EnhancedCode: code, Message: "Bad address <" + printable(addr) + ">: " + why}
@@ -47,13 +57,21 @@ func normalizeAddress(addr string, smtputf8 bool, code smtp.EnhancedCode) (strin
 			return refuse("'%' and '!' routing is not accepted")
 		case c <= ' ' || c == 0x7f || c == '"' || c == '\\':
 			return refuse("control characters, spaces and quotes are not accepted")
+		case strings.IndexByte(needsQuoting, c) >= 0:
+			return refuse("a local part with " + string(c) + " is valid only quoted, and Sesame does not relay quoted local parts")
 		case c >= 0x80 && !smtputf8:
 			return "", &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
 				Message: "Non-ASCII address <" + printable(addr) + "> needs MAIL FROM:<...> SMTPUTF8"}
 		}
 	}
-	if !utf8.ValidString(local) {
+	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
+		return refuse("a local part with a leading, trailing or doubled dot is valid only quoted, and Sesame does not relay quoted local parts")
+	}
+	if !utf8.ValidString(addr) {
 		return refuse("invalid UTF-8")
+	}
+	if strings.IndexFunc(addr, invisible) >= 0 {
+		return refuse("invisible or direction-changing characters are not accepted")
 	}
 	if strings.HasPrefix(domain, "[") {
 		return refuse("address literals are not accepted; use a domain name")
@@ -63,6 +81,20 @@ func normalizeAddress(addr string, smtputf8 bool, code smtp.EnhancedCode) (strin
 		return refuse("the domain is not a valid domain name")
 	}
 	return local + "@" + ascii, nil
+}
+
+// needsQuoting holds the ASCII specials of RFC 5322 §3.2.3 that a local part
+// may contain only inside quotes (those not refused for other reasons).
+const needsQuoting = "()<>[]:;,"
+
+// invisible reports whether r is a character that renders as nothing or
+// changes the direction of the text around it: Unicode controls (C0 and C1,
+// U+0085 among them), format characters (U+200B, U+200E, U+202A–U+202E,
+// U+2066–U+2069, U+FEFF …), line and paragraph separators, non-ASCII spaces,
+// private-use characters and the replacement character.
+func invisible(r rune) bool {
+	return r == utf8.RuneError || (r >= 0x80 && unicode.IsSpace(r)) ||
+		unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Co)
 }
 
 // normalizeDomain returns the lower-case A-label form of a domain with at
@@ -109,7 +141,7 @@ func printable(s string) string {
 			b.WriteString("...")
 			break
 		}
-		if r < ' ' || r == 0x7f || r == utf8.RuneError {
+		if r < ' ' || r == 0x7f || invisible(r) {
 			b.WriteByte('?')
 			continue
 		}

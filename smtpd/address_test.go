@@ -34,6 +34,29 @@ func TestNormalizeAddress(t *testing.T) {
 		{"@example.com", false, "553 5.1.3"},
 		{strings.Repeat("a", 65) + "@example.com", false, "553 5.1.3"},
 		{"a@" + strings.Repeat("b", 250) + ".com", false, "553 5.1.3"},
+		// Quoted local parts arrive unquoted from go-smtp; Sesame would
+		// send them on unquoted, so those valid only quoted are refused.
+		{"a<b@example.com", false, "553 5.1.3"},
+		{"a>b@example.com", false, "553 5.1.3"},
+		{"a,b@example.com", false, "553 5.1.3"},
+		{"a;b@example.com", false, "553 5.1.3"},
+		{"a:b@example.com", false, "553 5.1.3"},
+		{"a(b)@example.com", false, "553 5.1.3"},
+		{"a[b]@example.com", false, "553 5.1.3"},
+		{".a@example.com", false, "553 5.1.3"},
+		{"a.@example.com", false, "553 5.1.3"},
+		{"a..b@example.com", false, "553 5.1.3"},
+		{"o'brien+x=y#z@example.com", false, "o'brien+x=y#z@example.com"},
+		// Invisible and direction-changing characters, with SMTPUTF8.
+		{"u\u0085@example.com", true, "553 5.1.3"},
+		{"u\u202ex@example.com", true, "553 5.1.3"},
+		{"u\u200bx@example.com", true, "553 5.1.3"},
+		{"u\u2028x@example.com", true, "553 5.1.3"},
+		{"\ufeffu@example.com", true, "553 5.1.3"},
+		{"u\u00a0x@example.com", true, "553 5.1.3"},
+		{"u@exa\u200bmple.com", true, "553 5.1.3"},
+		{"u@b\u00fccher\u202e.example", true, "553 5.1.3"},
+		{"\u7528\u6237@example.com", true, "\u7528\u6237@example.com"},
 	}
 	for _, tt := range tests {
 		got, err := normalizeAddress(tt.in, tt.smtputf8, badRecipientCode)
@@ -60,11 +83,11 @@ func FuzzNormalizeAddress(f *testing.F) {
 		}
 		// An accepted address has one @ and a plain ASCII domain.
 		if strings.Count(out, "@") != 1 {
-			t.Fatalf("%q → %q", in, out)
+			t.Fatalf("%q \u2192 %q", in, out)
 		}
 		d := out[strings.IndexByte(out, '@')+1:]
 		if _, ok := normalizeDomain(d, false); !ok {
-			t.Fatalf("%q → domain %q not plain", in, d)
+			t.Fatalf("%q \u2192 domain %q not plain", in, d)
 		}
 	})
 }

@@ -2,9 +2,12 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -798,4 +801,48 @@ func TestAuthGuard(t *testing.T) {
 	if d := g.failed("192.0.2.1", "fresh"); d != 250*time.Millisecond {
 		t.Errorf("after the window the delay starts again: %s", d)
 	}
+}
+
+// TestAuthFailureLogsNoPassword: a client that swaps the fields sends its
+// password as the username. The log names a wrong password's username,
+// which is a real credential's, but only a hash of an unknown one.
+func TestAuthFailureLogsNoPassword(t *testing.T) {
+	var logs syncBuffer
+	te := newTestEnv(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	s := dialRaw(t, te.starttls)
+	s.starttls()
+	s.cmd("EHLO client.test", "250")
+	s.cmd("AUTH PLAIN "+plainIR(te.password, te.username), "535 5.7.8")
+	s.cmd("AUTH PLAIN "+plainIR(te.username, "not-the-password"), "535 5.7.8")
+	out := logs.String()
+	if strings.Contains(out, te.password) {
+		t.Errorf("the log holds the password typed as a username:\n%s", out)
+	}
+	sum := sha256.Sum256([]byte(te.password))
+	if want := "username_hash=" + hex.EncodeToString(sum[:6]); !strings.Contains(out, want) {
+		t.Errorf("the log lacks %s for the unknown username:\n%s", want, out)
+	}
+	if want := "username=" + te.username; !strings.Contains(out, want) {
+		t.Errorf("the log lacks %s for the wrong password:\n%s", want, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that sessions may write to concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

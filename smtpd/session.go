@@ -3,7 +3,9 @@ package smtpd
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -115,7 +117,7 @@ func (s *session) authenticate(username, password string) error {
 	case errors.Is(err, account.ErrInvalidCredentials):
 		s.srv.deps.Metrics.AuthFailure()
 		delay := s.srv.guard.failed(s.remoteIP, username)
-		s.log.Warn("auth failed", "username", printable(username), "delay", delay)
+		s.log.Warn("auth failed", usernameAttr(username, err), "delay", delay)
 		time.Sleep(delay) // slows guessing; a wrong password and an unknown user wait alike
 		if lc := s.limitedConn(); lc != nil && int(lc.authFailures.Add(1)) >= s.srv.cfg.AuthLimits.PerConnection {
 			lc.hangUp.Store(true)
@@ -123,13 +125,28 @@ func (s *session) authenticate(username, password string) error {
 		}
 		return errAuthInvalid
 	case err != nil:
-		s.log.Error("auth error", "username", printable(username), "err", err)
+		s.log.Error("auth error", usernameAttr(username, err), "err", err)
 		return errAuthTemporary
 	}
 	s.cred = cred
 	s.log = s.log.With("credential", cred.Name)
 	s.log.Debug("auth ok")
 	return nil
+}
+
+// usernameAttr names a failed login's username in a log line: as it is when
+// a credential has it, or only as "username_hash", the first 12 hex digits
+// of its SHA-256, when it is unknown or unchecked (blocked). An unknown
+// username is often a password typed in the username field, and logs must
+// never hold a password; the hash still lets an operator match repeated
+// attempts, or check a name they suspect:
+// printf %s NAME | sha256sum | cut -c1-12.
+func usernameAttr(username string, err error) slog.Attr {
+	if errors.Is(err, account.ErrWrongPassword) {
+		return slog.String("username", printable(username))
+	}
+	sum := sha256.Sum256([]byte(username))
+	return slog.String("username_hash", hex.EncodeToString(sum[:6]))
 }
 
 // Mail starts a transaction.
