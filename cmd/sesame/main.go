@@ -252,8 +252,11 @@ docs: README.md and docs/ in the source tree
 `, config.DefaultPath)
 }
 
-// printJSON writes v as one line of JSON.
+// printJSON writes v as one line of JSON. <, > and & stay as they are (a
+// Message-ID reads <1@example.com>, as in a webhook body): the output is
+// for terminals and programs, not for HTML.
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
