@@ -127,8 +127,7 @@ func stats(e *env, _ []string) error {
 	}
 	out := statsJSON{Since: since.UTC(), Credential: e.values["user"], Sends: counts[store.EventSend],
 		Deliveries: counts[store.EventDelivery], Bounces: counts[store.EventBounce], Complaints: counts[store.EventComplaint],
-		Rejects:   counts[store.EventReject],
-		Deferrals: counts[store.EventDeferral], Expired: counts[store.EventExpired]}
+		Rejects: counts[store.EventReject], Deferrals: counts[store.EventDeferral], Expired: counts[store.EventExpired]}
 	if ended := out.Deliveries + out.Bounces + out.Expired; ended > 0 {
 		out.BounceRate = float64(out.Bounces+out.Expired) / float64(ended)
 	}
