@@ -278,7 +278,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			return err
 		}
 		signer := verp.New(key, cfg.Identity.MailFromSubdomain)
-		returnPath = verifiedReturnPath(st, signer)
+		returnPath = signer.ForVerifiedDomains(st, time.Now)
 		in = inbound.New(inbound.Config{
 			Listen:            cfg.Inbound.Listen,
 			Hostname:          cfg.Hostname,
