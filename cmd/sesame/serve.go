@@ -200,8 +200,10 @@ type hooks struct {
 }
 
 // serve assembles the whole service: store → (auth, signer, policy, quotas)
-// → submission listeners → queue → relay, plus the HTTP listener and the
-// domain verifier; then it runs until ctx ends.
+// → submission listeners → queue → relay, plus the inbound listener (with
+// [inbound] listen), the HTTP listener, the domain verifier, the webhook
+// dispatcher, the reputation guard and event pruning; then it runs until
+// ctx ends.
 func serve(ctx context.Context, e *env, h hooks) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
