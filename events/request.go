@@ -37,7 +37,10 @@ const (
 	HeaderSignature = "X-Sesame-Signature"
 )
 
-// Payload is the body of a webhook request.
+// Payload is an event as Sesame shows it outside: the body of a webhook
+// request, and each element of `sesame events --json`, so that a consumer
+// reads one shape wherever the event comes from. Its keys are documented in
+// docs/operations.md; renaming one breaks every consumer.
 type Payload struct {
 	ID         int64     `json:"id"`
 	Type       string    `json:"type"` // store.EventTypes
@@ -81,13 +84,18 @@ func newClient(timeout time.Duration) *http.Client {
 	}
 }
 
+// NewPayload returns the outside shape of e.
+func NewPayload(e store.Event) Payload {
+	return Payload{ID: e.ID, Type: e.Type, Time: e.At.UTC(), Credential: e.Credential, QueueID: e.QueueID,
+		MessageID: e.MessageID, Recipient: e.Recipient, RemoteMTA: e.RemoteMTA, Reply: e.Reply, BounceType: e.BounceType}
+}
+
 // payload encodes e as a request body.
 func payload(e store.Event) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // Message-IDs keep their <>
-	err := enc.Encode(Payload{ID: e.ID, Type: e.Type, Time: e.At.UTC(), Credential: e.Credential, QueueID: e.QueueID,
-		MessageID: e.MessageID, Recipient: e.Recipient, RemoteMTA: e.RemoteMTA, Reply: e.Reply, BounceType: e.BounceType})
+	err := enc.Encode(NewPayload(e))
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), err
 }
 

@@ -30,7 +30,8 @@
 // last event: a new endpoint does not replay history.
 //
 // The request format and its signature are in request.go and in
-// docs/operations.md.
+// docs/operations.md. The body, Payload, is also the shape `sesame events
+// --json` prints, so an event reads the same wherever it comes from.
 package events
 
 import (

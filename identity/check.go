@@ -29,6 +29,10 @@ type Finding struct {
 	Status string   `json:"status"` // StatusOK, StatusMissing, StatusWrong or StatusUnknown
 	Found  []string `json:"found"`  // the values seen at the name
 	Advice string   `json:"advice"` // what to do, or "" when nothing is to be done
+	// LookupErr is why the lookup failed (Status is then StatusUnknown):
+	// not a verdict on the record but on the DNS servers, so a caller may
+	// treat it apart from a record Sesame cannot judge.
+	LookupErr error `json:"-"`
 }
 
 // Checker looks up the records of a domain and judges them. It is safe for
@@ -48,7 +52,7 @@ func NewChecker(cfg Config) (*Checker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	if _, err := cfg.publicSourceIPs(); err != nil {
+	if _, err := cfg.sourceIPs(); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	return &Checker{cfg: cfg, dns: c}, nil
@@ -85,7 +89,7 @@ func (c *Checker) check(ctx context.Context, domain string, r Record) Finding {
 	// (SERVFAIL, timeout, …): that is not an answer about the record.
 	ans, err := c.dns.Lookup(ctx, r.Name, qtype)
 	if err != nil {
-		return Finding{Record: r, Status: StatusUnknown,
+		return Finding{Record: r, Status: StatusUnknown, LookupErr: err,
 			Advice: fmt.Sprintf("DNS lookup of %s %s: %v", r.Name, dns.TypeToString[qtype], err) +
 				"; Sesame looks again at its next check, or run sesame domain verify " + domain}
 	}
@@ -287,25 +291,21 @@ const (
 	spfUnsure            // depends on terms Sesame does not evaluate
 )
 
-// spfTarget is a sender to judge an SPF record for: one of Sesame's public
-// source addresses, or (when it has none) its host name.
+// spfTarget is a sender to judge an SPF record for: one of Sesame's
+// configured outbound addresses, or (when none is configured) its host name.
 type spfTarget struct {
 	ip   netip.Addr
 	name string // what to add to the record for it: "ip4:…", "ip6:…" or "a:HOSTNAME"
 }
 
 func (c *Checker) spfTargets() []spfTarget {
-	ips, _ := c.cfg.publicSourceIPs() // checked by NewChecker
+	ips, _ := c.cfg.sourceIPs() // checked by NewChecker
 	if len(ips) == 0 {
 		return []spfTarget{{name: "a:" + c.cfg.Hostname}}
 	}
 	var out []spfTarget
 	for _, ip := range ips {
-		if ip.Is4() {
-			out = append(out, spfTarget{ip: ip, name: "ip4:" + ip.String()})
-		} else {
-			out = append(out, spfTarget{ip: ip, name: "ip6:" + ip.String()})
-		}
+		out = append(out, spfTarget{ip: ip, name: spfMechanism(ip)})
 	}
 	return out
 }
@@ -371,7 +371,7 @@ func (c *Checker) checkSPF(r Record, txts []string) Finding {
 		f.Advice = fmt.Sprintf("whether the SPF record at %s allows %s depends on %s, which Sesame cannot evaluate; "+
 			"make sure it does, or change the record to %q", r.Name, strings.Join(unsure, " "), strings.Join(unevaluated, " "), fixed)
 		if !targets[0].ip.IsValid() {
-			f.Advice += "; with relay.source_ips set to Sesame's public addresses, Sesame could check ip4:/ip6: terms"
+			f.Advice += "; with Sesame's outbound addresses in relay.source_ips (or [[ip]]), Sesame could check ip4:/ip6: terms"
 		}
 	default:
 		f.Status = StatusOK

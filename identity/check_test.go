@@ -28,7 +28,8 @@ func TestCheck(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		noIPs  bool                        // configure no public source IP
+		noIPs  bool                        // configure no source IP
+		ips    []string                    // configure these source IPs instead of testConfig's
 		change func(t *testing.T, z *zone) // after publishing every record right
 		index  int
 		status string
@@ -66,13 +67,15 @@ func TestCheck(t *testing.T) {
 		{name: "dkim servfail", index: iDKIM, status: StatusUnknown,
 			change: func(t *testing.T, z *zone) { z.fail(dk.Name, dns.RcodeServerFailure) }, advice: "SERVFAIL"},
 
-		{name: "spf ok", index: iSPF, status: StatusOK, found: []string{"v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all"}},
+		{name: "spf ok", index: iSPF, status: StatusOK, found: []string{"v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.7 ~all"}},
 		{name: "spf missing", index: iSPF, status: StatusMissing,
 			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "google-site-verification=abc") },
-			advice: `publish TXT example.com "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all"`},
+			advice: `publish TXT example.com "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.7 ~all"`},
 		{name: "spf wrong", index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:198.51.100.1 ip6:2001:db8::5 -all") },
-			advice: `"v=spf1 ip4:203.0.113.5 ip4:198.51.100.1 ip6:2001:db8::5 -all"`},
+			change: func(t *testing.T, z *zone) {
+				z.setTXT("example.com", "v=spf1 ip4:198.51.100.1 ip6:2001:db8::5 ip4:10.0.0.7 -all")
+			},
+			advice: `"v=spf1 ip4:203.0.113.5 ip4:198.51.100.1 ip6:2001:db8::5 ip4:10.0.0.7 -all"`},
 		{name: "spf all before the address", index: iSPF, status: StatusWrong,
 			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ~all ip4:203.0.113.5 ip6:2001:db8::5") }},
 		{name: "spf address with a fail qualifier", index: iSPF, status: StatusWrong,
@@ -90,12 +93,21 @@ func TestCheck(t *testing.T) {
 			advice: "depends on include:_spf.google.com, which Sesame cannot evaluate"},
 		{name: "spf include before the address", index: iSPF, status: StatusOK,
 			change: func(t *testing.T, z *zone) {
-				z.setTXT("example.com", "v=spf1 include:_spf.google.com ip4:203.0.113.5 ip6:2001:db8::5 -all")
+				z.setTXT("example.com", "v=spf1 include:_spf.google.com ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.0/8 -all")
 			}},
 		{name: "spf redirect", index: iSPF, status: StatusUnknown,
 			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 redirect=_spf.example.org") }, advice: "redirect="},
 		{name: "spf invalid", index: iSPF, status: StatusWrong,
 			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:203.0.113.500 ~all") }, advice: "invalid"},
+		// Configured addresses count whatever their range: loopback in
+		// tests, private ones on a LAN.
+		{name: "spf loopback source IP", ips: []string{"127.0.0.6"}, index: iSPF, status: StatusOK,
+			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:127.0.0.6 -all") }},
+		{name: "spf loopback source IP not allowed", ips: []string{"127.0.0.6"}, index: iSPF, status: StatusWrong,
+			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:127.0.0.7 -all") },
+			advice: `does not allow Sesame's ip4:127.0.0.6; change it to "v=spf1 ip4:127.0.0.6 ip4:127.0.0.7 -all"`},
+		{name: "spf private and IPv6 loopback source IPs", ips: []string{"10.1.2.3", "::1"}, index: iSPF, status: StatusOK,
+			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip6:::1 ip4:10.0.0.0/8 ~all") }},
 		{name: "spf without public IPs: a:hostname", noIPs: true, index: iSPF, status: StatusOK},
 		{name: "spf without public IPs: ip4", noIPs: true, index: iSPF, status: StatusUnknown,
 			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:203.0.113.5 ~all") }, advice: "source_ips"},
@@ -132,6 +144,9 @@ func TestCheck(t *testing.T) {
 			cfg := testConfig(z, c, nil)
 			if tc.noIPs {
 				cfg.SourceIPs = nil
+			}
+			if tc.ips != nil {
+				cfg.SourceIPs = tc.ips
 			}
 			publishAll(t, z, cfg, d)
 			if tc.change != nil {

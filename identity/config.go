@@ -14,7 +14,7 @@ import (
 // Config is what identity needs from the configuration.
 type Config struct {
 	Hostname              string        // Sesame's host name: MX target of the MAIL FROM subdomain, link host fallback
-	SourceIPs             []string      // outbound IPs, for the SPF guidance
+	SourceIPs             []string      // outbound IPs (relay.source_ips and [[ip]]), which the SPF record must allow
 	DNSServers            []string      // "ip:port"; empty: those of /etc/resolv.conf
 	DNSTimeout            time.Duration // one query to one server; default 5s
 	PublicURL             string        // base of verification links, e.g. "https://relay.example.com"; default "https://" + Hostname
@@ -138,10 +138,10 @@ func (c Config) Records(d store.Domain) ([]Record, error) {
 	return recs, nil
 }
 
-// spfRecord is the SPF record that authorizes Sesame: its public source
-// addresses, or its host name's addresses when it has none.
+// spfRecord is the SPF record that authorizes Sesame: its outbound
+// addresses, or its host name's addresses when none is configured.
 func (c Config) spfRecord() (string, error) {
-	ips, err := c.publicSourceIPs()
+	ips, err := c.sourceIPs()
 	if err != nil {
 		return "", err
 	}
@@ -151,11 +151,7 @@ func (c Config) spfRecord() (string, error) {
 	var b strings.Builder
 	b.WriteString("v=spf1")
 	for _, ip := range ips {
-		if ip.Is4() {
-			b.WriteString(" ip4:" + ip.String())
-		} else {
-			b.WriteString(" ip6:" + ip.String())
-		}
+		b.WriteString(" " + spfMechanism(ip))
 	}
 	// ~all (softfail) rather than -all: a receiver should not reject mail
 	// outright while the operator is still finding every server that sends
@@ -164,27 +160,26 @@ func (c Config) spfRecord() (string, error) {
 	return b.String(), nil
 }
 
-// publicSourceIPs returns the source IPs a receiver can see: private and
-// loopback ones are behind NAT or only for tests, and listing them in SPF
-// would say nothing.
-func (c Config) publicSourceIPs() ([]netip.Addr, error) {
+// spfMechanism is the SPF term that allows ip: "ip4:…" or "ip6:…".
+func spfMechanism(ip netip.Addr) string {
+	if ip.Is4() {
+		return "ip4:" + ip.String()
+	}
+	return "ip6:" + ip.String()
+}
+
+// sourceIPs returns the configured outbound addresses, whatever their range:
+// they are the addresses Sesame's connections come from, so they are what
+// the SPF record must allow and what Check judges it against. (Behind NAT
+// receivers see another address; docs/dns.md says what to do then.)
+func (c Config) sourceIPs() ([]netip.Addr, error) {
 	var out []netip.Addr
 	for _, s := range c.SourceIPs {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
 			return nil, fmt.Errorf("source IP %q: %w", s, err)
 		}
-		ip = ip.Unmap()
-		if publicIP(ip) {
-			out = append(out, ip)
-		}
+		out = append(out, ip.Unmap())
 	}
 	return out, nil
-}
-
-// publicIP reports whether receivers on the Internet can see ip as a
-// sender. RFC 6598's carrier-grade NAT range 100.64.0.0/10 is not visible
-// either.
-func publicIP(ip netip.Addr) bool {
-	return ip.IsGlobalUnicast() && !ip.IsPrivate() && !netip.MustParsePrefix("100.64.0.0/10").Contains(ip)
 }

@@ -19,9 +19,9 @@ func TestRecords(t *testing.T) {
 	}
 	want := []Record{
 		{Type: "TXT", Name: dk.Name, Value: dk.Value, Required: true},
-		{Type: "TXT", Name: "example.com", Value: "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all"},
+		{Type: "TXT", Name: "example.com", Value: "v=spf1 ip4:203.0.113.5 ip4:10.0.0.7 ip6:2001:db8::5 ip4:127.0.0.1 ip4:100.64.1.1 ~all"},
 		{Type: "MX", Name: "bounce.example.com", Value: "10 relay.example.net"},
-		{Type: "TXT", Name: "bounce.example.com", Value: "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all"},
+		{Type: "TXT", Name: "bounce.example.com", Value: "v=spf1 ip4:203.0.113.5 ip4:10.0.0.7 ip6:2001:db8::5 ip4:127.0.0.1 ip4:100.64.1.1 ~all"},
 		{Type: "TXT", Name: "_dmarc.example.com", Value: "v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com"},
 	}
 	if len(recs) != len(want) {
@@ -40,15 +40,15 @@ func TestRecords(t *testing.T) {
 		t.Errorf("purposes do not cite their RFCs: %q, %q, %q", recs[0].Purpose, recs[1].Purpose, recs[4].Purpose)
 	}
 
-	// No public source IP: the host name stands for Sesame; a custom
-	// subdomain and report address in another domain.
-	cfg = Config{Hostname: "relay.example.net", SourceIPs: []string{"192.168.1.2"}, MailFromSubdomain: "mail", DMARCReportAddress: "reports@example.org"}
+	// No source IP: the host name stands for Sesame; a custom subdomain
+	// and report address in another domain.
+	cfg = Config{Hostname: "relay.example.net", MailFromSubdomain: "mail", DMARCReportAddress: "reports@example.org"}
 	recs, err = cfg.Records(d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := recs[1].Value; got != "v=spf1 a:relay.example.net ~all" {
-		t.Errorf("SPF without public IPs = %q", got)
+		t.Errorf("SPF without source IPs = %q", got)
 	}
 	if recs[2].Name != "mail.example.com" || recs[3].Name != "mail.example.com" {
 		t.Errorf("MAIL FROM records at %s and %s, want mail.example.com", recs[2].Name, recs[3].Name)

@@ -1,6 +1,10 @@
-// Package store keeps Sesame's durable state: SMTP credentials, sending
-// domains with their DKIM keys, and the mail queue (one message, one row per
-// recipient).
+// Package store keeps Sesame's durable state: SMTP credentials and the
+// recipients each submitted per hour (for the quotas), sending domains with
+// their DKIM keys, sender addresses, the mail queue (one message, one row
+// per recipient), the event log, the suppression list, the outbound IPs'
+// sends, suspensions and pauses with the mail parked for want of their
+// capacity, the bounces and complaints that came back (inbound), and each
+// webhook endpoint's cursor into the event log.
 //
 // The promises every implementation keeps:
 //   - Enqueue returns nil only once the message and all its recipients are on
@@ -8,11 +12,28 @@
 //     commit), so durability does not cost one fsync per message.
 //   - A recipient handed out by Claim is leased to the caller and is not handed
 //     out again until Complete records its outcome or the lease runs out, so a
-//     crashed node's mail is picked up by the next one.
-//   - Message bytes come back from Claim exactly as they were enqueued.
+//     crashed process's mail is picked up again.
+//   - Message bytes come back from MessageData exactly as they were enqueued
+//     (Claim leaves them out).
+//   - Complete and RecordInbound write everything an outcome or a report
+//     leaves behind (states, events, suppressions, a DSN) in one transaction.
 //
-// SQLite (sqlite.go) is the embedded default. A PostgreSQL implementation for
-// several nodes is a second type satisfying Store, not a rewrite.
+// The store persists what it is handed; the rules are its callers'. One
+// exception remains: Complete itself puts the address of a hard bounce
+// (Outcome.BounceType BounceHard, not Simulated) on the suppression list.
+//
+// SQLite (sqlite.go) is the only implementation. cmd/sesame opens a
+// *SQLite and hands it to every package, each of which declares the small
+// interface it uses (smtpd.Queue, relay.Queue, events.Store, …); the Store
+// interface below groups most of the methods but not all: the queue's
+// administration (QueueMessages, RetryNow, DeleteMessage, ReleaseLeases),
+// the webhook cursors, the disk-space checks (CheckStorage) and the
+// suppression scope (SetSuppressionPerCredential) are *SQLite's alone, and
+// the operator commands call them on *SQLite directly. A second
+// implementation (PostgreSQL, for several nodes) would therefore need every
+// method those interfaces and commands use, the same tests run against it
+// (today they are SQLite's), and cmd/sesame changed to choose between the
+// two; it is not a drop-in type satisfying Store yet.
 package store
 
 import (
@@ -303,8 +324,9 @@ type Queue interface {
 }
 
 // Event types: what happened to a recipient (or, for a reject, to a
-// submission). The queue records send, delivery, deferral, bounce and
-// expired events in the same transaction as the state they describe.
+// submission). The queue records send, delivery, deferral, bounce, expired
+// and suppressed events in the same transaction as the state they describe;
+// RecordInbound records the bounces and complaints that come back.
 const (
 	EventSend       = "send"       // accepted for delivery
 	EventDelivery   = "delivery"   // accepted by the recipient's server
@@ -320,8 +342,8 @@ const (
 var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject, EventSuppressed,
 	EventComplaint}
 
-// Event is one thing that happened, for operators, statistics and (later)
-// webhooks.
+// Event is one thing that happened, for operators, statistics, the
+// reputation guard and webhooks.
 type Event struct {
 	ID         int64 // increasing: a cursor for consumers
 	At         time.Time

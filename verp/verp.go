@@ -8,6 +8,9 @@
 // HMAC in it tells Sesame's own return paths from forged or altered ones.
 // Tokens are lower case, because some servers change the case of local
 // parts.
+//
+// Which mail gets one is decided here too (ForVerifiedDomains): mail from a
+// verified domain, whose bounce subdomain the operator points at Sesame.
 package verp
 
 import (

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -151,6 +152,27 @@ func DefaultProviders() []Provider {
 		{Name: "yahoo", MX: []string{"yahoodns.net", "yahoo.com", "aol.com"}, WarmupHourly: 500, PerConnection: 20},
 		{Name: "apple", MX: []string{"icloud.com", "me.com", "apple.com"}, WarmupHourly: 500, PerConnection: 20},
 	}
+}
+
+// MergeProviders returns base with own applied over it: a group of own
+// replaces the group of base with the same name, in base's place; the
+// others follow in their order. This is how an operator's [[provider]]
+// changes one of DefaultProviders or adds one. MX suffixes are compared
+// without case and without a final dot, so they are stored that way.
+func MergeProviders(base, own []Provider) []Provider {
+	out := slices.Clone(base)
+	for _, p := range own {
+		p.MX = slices.Clone(p.MX)
+		for i, h := range p.MX {
+			p.MX[i] = strings.ToLower(strings.TrimSuffix(h, "."))
+		}
+		if i := slices.IndexFunc(out, func(q Provider) bool { return q.Name == p.Name }); i >= 0 {
+			out[i] = p
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Config is what a Limiter needs.

@@ -1,6 +1,6 @@
-// Package web is Sesame's HTTP side: /metrics, /healthz and /readyz, and
-// the address verification pages under /verify/. The management API will
-// live here too.
+// Package web is Sesame's operator HTTP listener: /metrics, /healthz and
+// /readyz, the address verification pages under /verify/, and with
+// [http] pprof Go's profiler under /debug/pprof/.
 package web
 
 import (

@@ -194,10 +194,20 @@ func domainCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	problems := 0
+	// Only a record known to be missing or wrong fails the check. An
+	// unknown one is reported but not counted: Sesame could not judge it
+	// (an SPF term it does not evaluate), and the operator may have checked
+	// it by hand. A lookup that failed fails the check apart: it says
+	// nothing about the records, but nothing was checked either.
+	var problems, unjudged, unlooked int
 	for _, f := range findings {
-		if f.Status != "ok" {
+		switch {
+		case f.Status == identity.StatusMissing || f.Status == identity.StatusWrong:
 			problems++
+		case f.Status == identity.StatusUnknown && f.LookupErr != nil:
+			unlooked++
+		case f.Status == identity.StatusUnknown:
+			unjudged++
 		}
 	}
 	if e.json {
@@ -208,15 +218,15 @@ func domainCheck(e *env, args []string) error {
 		for _, f := range findings {
 			mark := "OK     "
 			switch f.Status {
-			case "missing":
+			case identity.StatusMissing:
 				mark = "MISSING"
-			case "wrong":
+			case identity.StatusWrong:
 				mark = "WRONG  "
-			case "unknown":
+			case identity.StatusUnknown:
 				mark = "UNKNOWN"
 			}
 			fmt.Fprintf(e.stdout, "%s  %s %s (%s)\n", mark, f.Type, f.Name, f.Purpose)
-			if f.Status != "ok" {
+			if f.Status != identity.StatusOK {
 				if len(f.Found) > 0 {
 					fmt.Fprintf(e.stdout, "         found: %s\n", strings.Join(f.Found, " | "))
 				}
@@ -224,11 +234,18 @@ func domainCheck(e *env, args []string) error {
 			}
 		}
 	}
-	if problems > 0 {
+	switch {
+	case problems > 0:
 		return fmt.Errorf("%s: %d record(s) missing or wrong", name, problems)
+	case unlooked > 0:
+		return fmt.Errorf("%s: %d record(s) could not be looked up (DNS trouble, see the UNKNOWN lines); check [relay] dns_servers and try again", name, unlooked)
 	}
 	if !e.json {
-		fmt.Fprintf(e.stdout, "\nEvery record of %s is in place.\n", name)
+		if unjudged > 0 {
+			fmt.Fprintf(e.stdout, "\nNothing of %s is missing or wrong; Sesame cannot judge %d record(s) marked UNKNOWN: check them by hand.\n", name, unjudged)
+		} else {
+			fmt.Fprintf(e.stdout, "\nEvery record of %s is in place.\n", name)
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sesame-mail/sesame/events"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -32,19 +33,6 @@ func parseSince(v string, def time.Duration) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("--since %q: expected a duration such as 24h or 7d, or a time such as 2026-11-27T08:00:00Z", v)
-}
-
-type eventJSON struct {
-	ID         int64     `json:"id"`
-	At         time.Time `json:"at"`
-	Type       string    `json:"type"`
-	Credential string    `json:"credential"`
-	QueueID    string    `json:"queue_id"`
-	MessageID  string    `json:"message_id"`
-	Recipient  string    `json:"recipient"`
-	RemoteMTA  string    `json:"remote_mta"`
-	Reply      string    `json:"reply"`
-	BounceType string    `json:"bounce_type,omitempty"`
 }
 
 func eventsList(e *env, _ []string) error {
@@ -71,10 +59,10 @@ func eventsList(e *env, _ []string) error {
 		return err
 	}
 	if e.json {
-		out := []eventJSON{}
+		// The webhooks' shape, so one consumer reads both.
+		out := []events.Payload{}
 		for _, ev := range list {
-			out = append(out, eventJSON(ev))
-			out[len(out)-1].At = ev.At.UTC()
+			out = append(out, events.NewPayload(ev))
 		}
 		return e.printJSON(out)
 	}
@@ -138,8 +126,8 @@ func stats(e *env, _ []string) error {
 		return err
 	}
 	out := statsJSON{Since: since.UTC(), Credential: e.values["user"], Sends: counts[store.EventSend],
-		Deliveries: counts[store.EventDelivery], Bounces: counts[store.EventBounce], Rejects: counts[store.EventReject],
-		Deferrals: counts[store.EventDeferral], Expired: counts[store.EventExpired]}
+		Deliveries: counts[store.EventDelivery], Bounces: counts[store.EventBounce], Complaints: counts[store.EventComplaint],
+		Rejects: counts[store.EventReject], Deferrals: counts[store.EventDeferral], Expired: counts[store.EventExpired]}
 	if ended := out.Deliveries + out.Bounces + out.Expired; ended > 0 {
 		out.BounceRate = float64(out.Bounces+out.Expired) / float64(ended)
 	}

@@ -6,54 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
-	"github.com/sesame-mail/sesame/verp"
 )
-
-// verifiedReturnPath gives mail from a verified domain a VERP return path
-// per recipient; mail from a verified address of another domain keeps its
-// sender (bounce.THATDOMAIN is not ours). Domain statuses are cached for a
-// minute: a lookup per recipient would cost a read each.
-func verifiedReturnPath(st *store.SQLite, signer *verp.Signer) func(sender, queueID, rcpt string) string {
-	type entry struct {
-		ok bool
-		at time.Time
-	}
-	var mu sync.Mutex
-	cache := map[string]entry{}
-	verified := func(domain string) bool {
-		mu.Lock()
-		e, found := cache[domain]
-		mu.Unlock()
-		if found && time.Since(e.at) < time.Minute {
-			return e.ok
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d, err := st.DomainStatusOf(ctx, domain)
-		ok := err == nil && d.Status == store.IdentityVerified
-		if err == nil || errors.Is(err, store.ErrNotFound) {
-			mu.Lock()
-			if len(cache) > 10000 {
-				clear(cache)
-			}
-			cache[domain] = entry{ok, time.Now()}
-			mu.Unlock()
-		}
-		return ok
-	}
-	return func(sender, queueID, rcpt string) string {
-		domain := store.AddressDomain(sender)
-		if !verified(domain) {
-			return ""
-		}
-		return signer.ReturnPath(domain, queueID, rcpt)
-	}
-}
 
 type inboundJSON struct {
 	ID         int64     `json:"id"`

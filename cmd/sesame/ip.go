@@ -15,9 +15,12 @@ import (
 	"github.com/sesame-mail/sesame/warmup"
 )
 
-// shaperConfig turns the configuration's [[ip]], relay.source_ips,
-// [warmup] and [[provider]] into the Limiter's. Without any IP, one
-// implicit IP in the default pool lets the operating system choose.
+// shaperConfig translates the configuration's [[ip]], relay.source_ips,
+// [warmup] and [[provider]] into the Limiter's, as docs/configuration.md
+// describes them: source_ips are warm IPs of the default pool, an empty
+// schedule is warmup.DefaultDaily, and without any IP one implicit IP in the
+// default pool lets the operating system choose. How the operator's
+// providers combine with the default ones is warmup's (MergeProviders).
 func shaperConfig(cfg *config.Config) warmup.Config {
 	w := warmup.Config{
 		Schedule:   warmup.Schedule{Daily: cfg.Warmup.Schedule, SpreadHours: cfg.Warmup.SpreadHours},
@@ -46,24 +49,15 @@ func shaperConfig(cfg *config.Config) warmup.Config {
 	if len(w.IPs) == 0 {
 		w.IPs = []warmup.IP{{Pool: warmup.DefaultPool}}
 	}
+	var base, own []warmup.Provider
 	if cfg.Warmup.DefaultProviders {
-		w.Providers = warmup.DefaultProviders()
+		base = warmup.DefaultProviders()
 	}
 	for _, p := range cfg.Providers {
-		prov := warmup.Provider{Name: p.Name, WarmupHourly: p.WarmupHourly, Hourly: p.Hourly, PerConnection: p.PerConnection}
-		for _, h := range p.MX {
-			prov.MX = append(prov.MX, strings.ToLower(strings.TrimSuffix(h, ".")))
-		}
-		replaced := false
-		for i := range w.Providers {
-			if w.Providers[i].Name == p.Name {
-				w.Providers[i], replaced = prov, true
-			}
-		}
-		if !replaced {
-			w.Providers = append(w.Providers, prov)
-		}
+		own = append(own, warmup.Provider{Name: p.Name, MX: p.MX, WarmupHourly: p.WarmupHourly, Hourly: p.Hourly,
+			PerConnection: p.PerConnection})
 	}
+	w.Providers = warmup.MergeProviders(base, own)
 	return w
 }
 

@@ -3,8 +3,14 @@
 // queue. `sesame serve` runs the service; the other commands administer it
 // and work while it runs (they open the same store).
 //
-// This package only parses flags, wires the concrete types together and
-// handles signals; the work is done by the packages it assembles.
+// This package parses flags, translates the configuration into each
+// package's own Config, builds the concrete types and wires them together
+// (serve.go), and runs what belongs to the process rather than to mail:
+// signals and reload, systemd's readiness and watchdog, the Go runtime's
+// tuning, and the hourly pruning of events past their retention. The
+// operator commands format what the packages return. The rules of mail (who
+// may send as whom, signing, queueing, delivery, retries, bounces, return
+// paths, warm-up) live in the packages it assembles.
 package main
 
 import (
@@ -252,8 +258,11 @@ docs: README.md and docs/ in the source tree
 `, config.DefaultPath)
 }
 
-// printJSON writes v as one line of JSON.
+// printJSON writes v as one line of JSON. <, > and & stay as they are (a
+// Message-ID reads <1@example.com>, as in a webhook body): the output is
+// for terminals and programs, not for HTML.
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }

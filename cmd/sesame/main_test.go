@@ -22,6 +22,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/sesame-mail/sesame/config"
+	"github.com/sesame-mail/sesame/events"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -478,7 +479,7 @@ func TestEventsAndStats(t *testing.T) {
 		t.Fatalf("stats: %s", out)
 	}
 	out, _, _ = sesame(t, "events", "--config", cfgPath, "--json", "--type", "delivery", "--since", "1h")
-	var evs []eventJSON
+	var evs []events.Payload
 	if err := json.Unmarshal([]byte(out), &evs); err != nil || len(evs) != 2 || evs[0].Credential != "app" ||
 		evs[0].Recipient != "a@example.net" || evs[0].RemoteMTA != "127.0.0.2" || !strings.HasPrefix(evs[0].Reply, "250") {
 		t.Fatalf("events: %s %v", out, err)

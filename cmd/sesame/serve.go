@@ -202,8 +202,10 @@ type hooks struct {
 }
 
 // serve assembles the whole service: store → (auth, signer, policy, quotas)
-// → submission listeners → queue → relay, plus the HTTP listener and the
-// domain verifier; then it runs until ctx ends.
+// → submission listeners → queue → relay, plus the inbound listener (with
+// [inbound] listen), the HTTP listener, the domain verifier, the webhook
+// dispatcher, the reputation guard and event pruning; then it runs until
+// ctx ends.
 func serve(ctx context.Context, e *env, h hooks) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -280,7 +282,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			return err
 		}
 		signer := verp.New(key, cfg.Identity.MailFromSubdomain)
-		returnPath = verifiedReturnPath(st, signer)
+		returnPath = signer.ForVerifiedDomains(st, time.Now)
 		// Feedback reporters' DKIM keys, through the relay's DNS servers.
 		resolver, err := dnsclient.New(dnsServers, 0)
 		if err != nil {
