@@ -207,7 +207,17 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 			}
 		}(i)
 	}
-	time.Sleep(700 * time.Millisecond)
+	// Stop once the load is running: some messages acknowledged (waited
+	// for, since a loaded machine may take seconds for the first), with
+	// transactions still in flight.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= clients || time.Now().After(deadline) {
+			break
+		}
+	}
 	stopped := time.Now()
 	stop()
 	if d := time.Since(stopped); d > 10*time.Second {
