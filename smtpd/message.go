@@ -16,8 +16,9 @@ import (
 // bare CR, a bare LF or a NUL anywhere. Such bytes are how SMTP smuggling
 // hides a second message in the first (receivers disagree on where a line
 // ends); fixing them after the fact would change what the client meant, so
-// the message is refused whole. The reader must still be drained by the
-// caller's framework (go-smtp does that after Data returns).
+// the message is refused whole. It returns at the first refusal: the
+// caller drains the rest (dotReader.drain for DATA; go-smtp discards the
+// rest of a BDAT chunk itself).
 func readMessage(r io.Reader, buf *bytes.Buffer, maxLine int) error {
 	prevCR := false
 	for {

@@ -294,6 +294,17 @@ func (s *rawSession) starttls() {
 	s.conn, s.r = tc, bufio.NewReader(tc)
 }
 
+// dialAuthed is a raw session on the STARTTLS listener, after STARTTLS,
+// EHLO and a successful AUTH PLAIN.
+func (te *testEnv) dialAuthed(t *testing.T) *rawSession {
+	t.Helper()
+	s := dialRaw(t, te.starttls)
+	s.starttls()
+	s.cmd("EHLO client.test", "250")
+	s.cmd("AUTH PLAIN "+plainIR(te.username, te.password), "235")
+	return s
+}
+
 // reply reads one (possibly multi-line) reply.
 func (s *rawSession) reply() string {
 	s.t.Helper()
@@ -364,13 +375,7 @@ func TestBeforeTLS(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	te := newTestEnv(t, nil)
-	authed := func(t *testing.T) *rawSession {
-		s := dialRaw(t, te.starttls)
-		s.starttls()
-		s.cmd("EHLO client.test", "250")
-		s.cmd("AUTH PLAIN "+plainIR(te.username, te.password), "235")
-		return s
-	}
+	authed := te.dialAuthed
 	data := func(t *testing.T, s *rawSession, body, want string) {
 		s.cmd("MAIL FROM:<shop@example.com>", "250")
 		s.cmd("RCPT TO:<a@example.net>", "250")
@@ -427,9 +432,8 @@ func TestRefusals(t *testing.T) {
 			{"bare CR", "From: shop@example.com\r\n\r\nline\r.\rMAIL FROM:<x@example.com>\r\n.\r\n", "554 5.6.0 Message refused: it contains a bare CR"},
 			{"LF in header", "From: shop@example.com\nTo: a@example.net\r\n\r\nx\r\n.\r\n", "554 5.6.0 Message refused: it contains a bare LF"},
 			{"NUL", "From: shop@example.com\r\n\r\nx\x00y\r\n.\r\n", "554 5.6.0 Message refused: it contains a NUL"},
-			// go-smtp does not take "\r\r\n.\r\n" as the end of data; the
-			// next proper end ends it, with one reply.
-			{"CR before end", "From: shop@example.com\r\n\r\nx\r\r\n.\r\n\r\n.\r\n", "554 5.6.0 Message refused: it contains a bare CR"},
+			// "\r\r\n.\r\n" ends the data (TestEndOfData has every variant).
+			{"CR before end", "From: shop@example.com\r\n\r\nx\r\r\n.\r\n", "554 5.6.0 Message refused: it contains a bare CR"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				s := authed(t)

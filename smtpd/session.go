@@ -22,8 +22,12 @@ import (
 	"github.com/sesame-mail/sesame/store"
 )
 
-// Replies of the submission service. go-smtp's own defaults differ (see
-// GO-SMTP-NOTES.md); these are the codes RFC 4954 and SES clients expect.
+// Replies of the submission service. go-smtp's own defaults differ: a
+// plain error from Session.Data becomes 554 5.0.0 (permanent, so a failed
+// store must answer 451 itself), a plain error from the AUTH PLAIN callback
+// 454 4.7.0 (temporary, for wrong credentials too), ErrAuthRequired is
+// 502 5.7.0, and AUTH before TLS gets 523 5.7.10. These are the codes
+// RFC 4954 and SES clients expect.
 var (
 	errTLSFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
 		Message: "Must issue a STARTTLS command first"}
@@ -312,7 +316,9 @@ func (s *session) Logout() error { return nil }
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Data receives the message, signs it and queues it durably: the 250 reply
-// is written only after the message is on disk.
+// is written only after the message is on disk. After DATA the message is
+// read from the client's bytes by a dotReader, not by go-smtp's reader r,
+// which changes some of them (dotreader.go); BDAT chunks come raw.
 func (s *session) Data(r io.Reader) error {
 	buf := buffers.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -321,7 +327,21 @@ func (s *session) Data(r io.Reader) error {
 			buffers.Put(buf)
 		}
 	}()
+	var dr *dotReader
+	if !isBDAT(r) {
+		br, ok := dataSource(r)
+		if !ok {
+			s.log.Error("the message of DATA cannot be read: go-smtp's reader of it is not the one this build of Sesame knows (smtpd/dotreader.go); build Sesame with the go-smtp version in its go.mod",
+				"reader", fmt.Sprintf("%T", r))
+			return s.refuse(reasonTemporary, errReader)
+		}
+		dr = newDotReader(br, s.srv.cfg.MaxMessageBytes)
+		r = dr
+	}
 	err := readMessage(r, buf, s.srv.maxLineLength())
+	if dr != nil {
+		dr.drain() // up to the end line, where go-smtp's own reader stops
+	}
 	if lc := s.limitedConn(); err == nil && lc != nil && lc.ended.Load() {
 		err = errIncomplete // a BDAT chunk cut short: go-smtp ends it as if whole
 	}
