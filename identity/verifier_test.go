@@ -187,7 +187,12 @@ func TestVerifyDomainWithoutKeys(t *testing.T) {
 
 func TestRun(t *testing.T) {
 	s := newVerifierSetup(t)
-	s.cfg.Now = time.Now // Run sleeps on real timers
+	// Run sleeps on real timers, so its clock must move with the wall
+	// clock; it starts at the test clock's time, which the domains were
+	// created at, so a pending domain is not already past its timeout
+	// whatever today's date is.
+	start, base := time.Now(), s.clock.Now()
+	s.cfg.Now = func() time.Time { return base.Add(time.Since(start)) }
 	s.cfg.PendingCheckInterval = 50 * time.Millisecond
 	s.cfg.VerifiedCheckInterval = time.Hour
 	checker, err := NewChecker(s.cfg)
