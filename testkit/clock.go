@@ -51,7 +51,7 @@ func startAt(now time.Time, shift string) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("testkit: %s=%q is not a Go duration; set it to one such as 8760h or -8760h, or unset it: %w", ClockShiftVar, shift, err)
 		}
 	}
-	return now.UTC().Truncate(24*time.Hour).Add(startHour*time.Hour + d), nil
+	return now.UTC().Truncate(24 * time.Hour).Add(startHour*time.Hour + d), nil
 }
 
 // Day is midnight UTC at the start of Start's date, for a test that needs a
