@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // fakeCreds is an in-memory CredentialLookup, standing in for the store
@@ -73,27 +74,9 @@ func (f *fakeCreds) touchCount() int {
 	return len(f.touched)
 }
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // newTestAuth returns an Authenticator whose argon2 checks are counted.
-func newTestAuth(creds CredentialLookup, clk *clock, ttl time.Duration) (*Authenticator, *atomic.Int64) {
-	a := NewAuthenticator(creds, clk.now, ttl)
+func newTestAuth(creds CredentialLookup, clk *testkit.Clock, ttl time.Duration) (*Authenticator, *atomic.Int64) {
+	a := NewAuthenticator(creds, clk.Now, ttl)
 	var n atomic.Int64
 	a.check = func(hash, password string) (bool, error) {
 		n.Add(1)
@@ -124,14 +107,14 @@ func mustFail(t *testing.T, a *Authenticator, username, password string) {
 func TestAuthenticateCacheHit(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := testkit.NewClock(t)
 	a, checks := newTestAuth(creds, clk, 5*time.Minute)
 
 	mustLogin(t, a, "SMUSER", "pw", "shop")
-	if got := creds.touched["shop"]; !got.Equal(clk.now()) {
-		t.Errorf("last used = %v, want %v", got, clk.now())
+	if got := creds.touched["shop"]; !got.Equal(clk.Now()) {
+		t.Errorf("last used = %v, want %v", got, clk.Now())
 	}
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	for range 3 {
 		mustLogin(t, a, "SMUSER", "pw", "shop")
 	}
@@ -141,7 +124,7 @@ func TestAuthenticateCacheHit(t *testing.T) {
 	if creds.lookups != 4 {
 		t.Errorf("store lookups = %d, want 4 (one per login, cache or not)", creds.lookups)
 	}
-	if got := creds.touched["shop"]; !got.Equal(clk.now().Add(-time.Minute)) {
+	if got := creds.touched["shop"]; !got.Equal(clk.Now().Add(-time.Minute)) {
 		t.Errorf("cache hit touched the credential: last used = %v", got)
 	}
 
@@ -161,7 +144,7 @@ func TestAuthenticateCacheHit(t *testing.T) {
 func TestAuthenticateRotation(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "old")
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := testkit.NewClock(t)
 	a, checks := newTestAuth(creds, clk, 5*time.Minute)
 
 	mustLogin(t, a, "SMUSER", "old", "shop")
@@ -180,7 +163,7 @@ func TestAuthenticateRotation(t *testing.T) {
 func TestAuthenticateDeletion(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := testkit.NewClock(t)
 	a, _ := newTestAuth(creds, clk, 5*time.Minute)
 
 	mustLogin(t, a, "SMUSER", "pw", "shop")
@@ -196,26 +179,26 @@ func TestAuthenticateDeletion(t *testing.T) {
 func TestAuthenticateExpiry(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := testkit.NewClock(t)
 	const ttl = 5 * time.Minute
 	a, checks := newTestAuth(creds, clk, ttl)
 
 	mustLogin(t, a, "SMUSER", "pw", "shop")
-	clk.advance(ttl - time.Nanosecond)
+	clk.Advance(ttl - time.Nanosecond)
 	mustLogin(t, a, "SMUSER", "pw", "shop")
 	if n := checks.Load(); n != 1 {
 		t.Fatalf("argon2 checks = %d just before expiry, want 1", n)
 	}
-	clk.advance(time.Nanosecond)
+	clk.Advance(time.Nanosecond)
 	mustLogin(t, a, "SMUSER", "pw", "shop")
 	if n := checks.Load(); n != 2 {
 		t.Fatalf("argon2 checks = %d at expiry, want 2", n)
 	}
-	if got := creds.touched["shop"]; !got.Equal(clk.now()) {
-		t.Errorf("slow path after expiry did not touch: last used = %v, want %v", got, clk.now())
+	if got := creds.touched["shop"]; !got.Equal(clk.Now()) {
+		t.Errorf("slow path after expiry did not touch: last used = %v, want %v", got, clk.Now())
 	}
 	// The fresh entry is good for another ttl.
-	clk.advance(ttl / 2)
+	clk.Advance(ttl / 2)
 	mustLogin(t, a, "SMUSER", "pw", "shop")
 	if n := checks.Load(); n != 2 {
 		t.Errorf("argon2 checks = %d, want 2", n)
@@ -225,7 +208,7 @@ func TestAuthenticateExpiry(t *testing.T) {
 func TestAuthenticateNoCache(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	a, checks := newTestAuth(creds, &clock{}, 0)
+	a, checks := newTestAuth(creds, testkit.NewClock(t), 0)
 	mustLogin(t, a, "SMUSER", "pw", "shop")
 	mustLogin(t, a, "SMUSER", "pw", "shop")
 	if n := checks.Load(); n != 2 {
@@ -236,7 +219,7 @@ func TestAuthenticateNoCache(t *testing.T) {
 func TestAuthenticateUnknownUser(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	a, checks := newTestAuth(creds, &clock{}, 5*time.Minute)
+	a, checks := newTestAuth(creds, testkit.NewClock(t), 5*time.Minute)
 
 	_, errUnknown := a.Authenticate(context.Background(), "SMNOBODY", "pw")
 	_, errWrong := a.Authenticate(context.Background(), "SMUSER", "nope")
@@ -260,7 +243,7 @@ func TestAuthenticateUnknownUser(t *testing.T) {
 func TestAuthenticateStoreErrors(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	a, _ := newTestAuth(creds, &clock{}, 5*time.Minute)
+	a, _ := newTestAuth(creds, testkit.NewClock(t), 5*time.Minute)
 
 	creds.touchErr = errors.New("disk full")
 	mustLogin(t, a, "SMUSER", "pw", "shop") // touch failure is not a login failure
@@ -283,7 +266,7 @@ func TestAuthenticateStoreErrors(t *testing.T) {
 func TestAuthenticateContextWhileWaiting(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	a, checks := newTestAuth(creds, &clock{}, 5*time.Minute)
+	a, checks := newTestAuth(creds, testkit.NewClock(t), 5*time.Minute)
 	// Take every slot, as a burst of logins would.
 	for range cap(a.slots) {
 		a.slots <- struct{}{}
@@ -323,7 +306,7 @@ func tally(t *testing.T, errs <-chan error, n int) (ok, bad int) {
 func TestAuthenticateConcurrencyBound(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	a := NewAuthenticator(creds, (&clock{}).now, 0)
+	a := NewAuthenticator(creds, testkit.NewClock(t).Now, 0)
 	const slots = 2
 	a.slots = make(chan struct{}, slots)
 	var inFlight, peak atomic.Int64
@@ -385,7 +368,7 @@ func TestAuthenticateConcurrencyBound(t *testing.T) {
 func TestAuthenticateBurstSharesOneCheck(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "shop", "SMUSER", "pw")
-	a, checks := newTestAuth(creds, &clock{t: time.Unix(1e9, 0)}, 5*time.Minute)
+	a, checks := newTestAuth(creds, testkit.NewClock(t), 5*time.Minute)
 	a.slots = make(chan struct{}, 1)
 	const right, wrong = 10, 2
 	entered := make(chan struct{}, right+wrong)
@@ -449,7 +432,7 @@ func TestAuthenticateParallel(t *testing.T) {
 	creds := newFakeCreds()
 	creds.add(t, "a", "SMA", "pa")
 	creds.add(t, "b", "SMB", "pb")
-	a := NewAuthenticator(creds, (&clock{t: time.Unix(1e9, 0)}).now, time.Minute)
+	a := NewAuthenticator(creds, testkit.NewClock(t).Now, time.Minute)
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
@@ -469,7 +452,7 @@ func TestAuthenticateParallel(t *testing.T) {
 
 func TestAuthenticateCacheBound(t *testing.T) {
 	creds := newFakeCreds()
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := testkit.NewClock(t)
 	a, checks := newTestAuth(creds, clk, 5*time.Minute)
 	a.maxSize = 2
 	for _, u := range []string{"SM1", "SM2", "SM3"} {
@@ -477,9 +460,9 @@ func TestAuthenticateCacheBound(t *testing.T) {
 	}
 
 	mustLogin(t, a, "SM1", "pw", "SM1")
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	mustLogin(t, a, "SM2", "pw", "SM2")
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	mustLogin(t, a, "SM3", "pw", "SM3") // evicts SM1, the oldest
 	if n := len(a.cache); n != 2 {
 		t.Fatalf("cache holds %d entries, want 2", n)
@@ -501,18 +484,18 @@ func TestAuthenticateCacheBound(t *testing.T) {
 // expired entry before it evicts a live one.
 func TestAuthenticateCacheDropsExpired(t *testing.T) {
 	creds := newFakeCreds()
-	clk := &clock{t: time.Unix(1e9, 0)}
+	clk := testkit.NewClock(t)
 	a, _ := newTestAuth(creds, clk, 5*time.Minute)
 	a.maxSize = 3
 	for _, u := range []string{"SM1", "SM2", "SM3", "SM4"} {
 		creds.add(t, u, u, "pw")
 	}
 	mustLogin(t, a, "SM1", "pw", "SM1")
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	mustLogin(t, a, "SM2", "pw", "SM2")
-	clk.advance(3 * time.Minute)
+	clk.Advance(3 * time.Minute)
 	mustLogin(t, a, "SM3", "pw", "SM3")
-	clk.advance(2 * time.Minute) // SM1 and SM2 have expired, SM3 has not
+	clk.Advance(2 * time.Minute) // SM1 and SM2 have expired, SM3 has not
 	mustLogin(t, a, "SM4", "pw", "SM4")
 	if len(a.cache) != 2 {
 		t.Errorf("cache holds %d entries, want 2 (SM3, SM4)", len(a.cache))

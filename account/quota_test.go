@@ -9,21 +9,10 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 var testDefaults = QuotaDefaults{Daily: 1000, Rate: 14, SandboxDaily: 200, SandboxRate: 1}
-
-type quotaClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *quotaClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *quotaClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // send reserves and, when admitted, queues a message with n recipients in
 // the real store, as the submission service does.
@@ -58,30 +47,30 @@ func openStore(t *testing.T) (*store.SQLite, string) {
 
 func TestSandboxRateAndDailyQuota(t *testing.T) {
 	st, path := openStore(t)
-	clk := &quotaClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-	q := NewQuotas(st, testDefaults, clk.now)
+	clk := testkit.NewClock(t)
+	q := NewQuotas(st, testDefaults, clk.Now)
 	c := store.Credential{Name: "shop", Sandbox: true}
 
-	if err := send(t, q, st, c, clk.now(), 1); err != nil {
+	if err := send(t, q, st, c, clk.Now(), 1); err != nil {
 		t.Fatal(err)
 	}
 	// The second message within the same second.
-	clk.add(300 * time.Millisecond)
-	if err := send(t, q, st, c, clk.now(), 1); !errors.Is(err, ErrSendRate) {
+	clk.Advance(300 * time.Millisecond)
+	if err := send(t, q, st, c, clk.Now(), 1); !errors.Is(err, ErrSendRate) {
 		t.Fatalf("second message within a second: %v", err)
 	}
-	clk.add(time.Second)
-	if err := send(t, q, st, c, clk.now(), 1); err != nil {
+	clk.Advance(time.Second)
+	if err := send(t, q, st, c, clk.Now(), 1); err != nil {
 		t.Fatalf("after a second: %v", err)
 	}
 	for i := 2; i < 200; i++ {
-		clk.add(time.Second)
-		if err := send(t, q, st, c, clk.now(), 1); err != nil {
+		clk.Advance(time.Second)
+		if err := send(t, q, st, c, clk.Now(), 1); err != nil {
 			t.Fatalf("message %d: %v", i+1, err)
 		}
 	}
-	clk.add(time.Second)
-	if err := send(t, q, st, c, clk.now(), 1); !errors.Is(err, ErrDailyQuota) {
+	clk.Advance(time.Second)
+	if err := send(t, q, st, c, clk.Now(), 1); !errors.Is(err, ErrDailyQuota) {
 		t.Fatalf("201st message of the day: %v", err)
 	}
 
@@ -92,22 +81,22 @@ func TestSandboxRateAndDailyQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st2.Close()
-	q2 := NewQuotas(st2, testDefaults, clk.now)
-	clk.add(time.Second)
-	if err := send(t, q2, st2, c, clk.now(), 1); !errors.Is(err, ErrDailyQuota) {
+	q2 := NewQuotas(st2, testDefaults, clk.Now)
+	clk.Advance(time.Second)
+	if err := send(t, q2, st2, c, clk.Now(), 1); !errors.Is(err, ErrDailyQuota) {
 		t.Fatalf("after restart: %v", err)
 	}
 	// A rolling day later the quota is free again.
-	clk.add(25 * time.Hour)
-	if err := send(t, q2, st2, c, clk.now(), 1); err != nil {
+	clk.Advance(25 * time.Hour)
+	if err := send(t, q2, st2, c, clk.Now(), 1); err != nil {
 		t.Fatalf("next day: %v", err)
 	}
 }
 
 func TestProductionLimitsAndOverrides(t *testing.T) {
 	st, _ := openStore(t)
-	clk := &quotaClock{t: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
-	q := NewQuotas(st, testDefaults, clk.now)
+	clk := testkit.NewClock(t)
+	q := NewQuotas(st, testDefaults, clk.Now)
 	if l := testDefaults.Limits(store.Credential{}); l != (Limits{1000, 14}) {
 		t.Fatalf("defaults %+v", l)
 	}
@@ -119,27 +108,27 @@ func TestProductionLimitsAndOverrides(t *testing.T) {
 	}
 	c := store.Credential{Name: "bulk", DailyQuota: 30, MaxSendRate: 10}
 	// Recipients count, not messages: 10 at once empties the bucket.
-	if err := send(t, q, st, c, clk.now(), 10); err != nil {
+	if err := send(t, q, st, c, clk.Now(), 10); err != nil {
 		t.Fatal(err)
 	}
-	if err := send(t, q, st, c, clk.now(), 1); !errors.Is(err, ErrSendRate) {
+	if err := send(t, q, st, c, clk.Now(), 1); !errors.Is(err, ErrSendRate) {
 		t.Fatalf("over the rate: %v", err)
 	}
-	clk.add(time.Second)
+	clk.Advance(time.Second)
 	// A message larger than the bucket goes when the bucket is full...
-	if err := send(t, q, st, c, clk.now(), 15); err != nil {
+	if err := send(t, q, st, c, clk.Now(), 15); err != nil {
 		t.Fatalf("large message: %v", err)
 	}
 	// ...and its debt (5 recipients, half a second) holds back the next one.
-	clk.add(200 * time.Millisecond)
-	if err := send(t, q, st, c, clk.now(), 1); !errors.Is(err, ErrSendRate) {
+	clk.Advance(200 * time.Millisecond)
+	if err := send(t, q, st, c, clk.Now(), 1); !errors.Is(err, ErrSendRate) {
 		t.Fatalf("after the debt: %v", err)
 	}
-	clk.add(10 * time.Second)
-	if err := send(t, q, st, c, clk.now(), 6); !errors.Is(err, ErrDailyQuota) {
+	clk.Advance(10 * time.Second)
+	if err := send(t, q, st, c, clk.Now(), 6); !errors.Is(err, ErrDailyQuota) {
 		t.Fatalf("25 + 6 > 30: %v", err)
 	}
-	if err := send(t, q, st, c, clk.now(), 5); err != nil {
+	if err := send(t, q, st, c, clk.Now(), 5); err != nil {
 		t.Fatalf("25 + 5 = 30: %v", err)
 	}
 }

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // newTestKey returns a fresh key for alg with the given selector.
 func newTestKey(t testing.TB, alg, selector string) store.DKIMKey {
 	t.Helper()
-	k, err := NewKey(alg, time.Date(2026, 11, 27, 23, 30, 0, 0, time.UTC))
+	k, err := NewKey(alg, testkit.Start(t))
 	if err != nil {
 		t.Fatalf("NewKey(%s): %v", alg, err)
 	}
@@ -60,10 +61,15 @@ func TestGenerateKey(t *testing.T) {
 
 func TestSelector(t *testing.T) {
 	// 23:30 in UTC-5 is the next day in UTC: the selector uses the UTC date.
-	now := time.Date(2026, 11, 26, 23, 30, 0, 0, time.FixedZone("EST", -5*3600))
+	day := testkit.Day(t)
+	now := day.Add(4*time.Hour + 30*time.Minute).In(time.FixedZone("EST", -5*3600))
+	if now.Hour() != 23 || now.Minute() != 30 || now.Day() == day.Day() {
+		t.Fatalf("%v is not 23:30 on the day before %v", now, day)
+	}
+	date := day.Format("20060102")
 	for alg, want := range map[string]string{
-		store.AlgRSA:     "sesame-rsa-20261127",
-		store.AlgEd25519: "sesame-ed25519-20261127",
+		store.AlgRSA:     "sesame-rsa-" + date,
+		store.AlgEd25519: "sesame-ed25519-" + date,
 	} {
 		if got := Selector(alg, now); got != want {
 			t.Errorf("Selector(%s) = %q, want %q", alg, got, want)
@@ -72,12 +78,12 @@ func TestSelector(t *testing.T) {
 }
 
 func TestNewKey(t *testing.T) {
-	now := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+	now := testkit.Start(t)
 	k, err := NewKey(store.AlgEd25519, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Selector != "sesame-ed25519-20261127" || k.Algorithm != store.AlgEd25519 || !k.CreatedAt.Equal(now) {
+	if k.Selector != "sesame-ed25519-"+now.Format("20060102") || k.Algorithm != store.AlgEd25519 || !k.CreatedAt.Equal(now) {
 		t.Errorf("NewKey = %+v", k)
 	}
 	if _, err := parseKey(k); err != nil {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 const testSecret = "0123456789abcdef-test-secret"
@@ -164,7 +165,14 @@ func caughtUp(t *testing.T, st *store.SQLite, e Endpoint) {
 
 func reject(t *testing.T, st *store.SQLite, credential, recipient string) {
 	t.Helper()
-	err := st.RecordEvent(context.Background(), store.Event{At: time.Now(), Type: store.EventReject,
+	rejectAt(t, st, time.Now(), credential, recipient)
+}
+
+// rejectAt records a reject event at the time at, for a test whose webhooks
+// run on a test clock.
+func rejectAt(t *testing.T, st *store.SQLite, at time.Time, credential, recipient string) {
+	t.Helper()
+	err := st.RecordEvent(context.Background(), store.Event{At: at, Type: store.EventReject,
 		Credential: credential, Recipient: recipient, Reply: "554 5.7.1 not verified"})
 	if err != nil {
 		t.Fatal(err)
@@ -528,28 +536,10 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// clock is a settable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestWebhookGiveUp(t *testing.T) {
 	st := openStore(t)
 	ctx := context.Background()
-	clk := &clock{t: time.Now()}
+	clk := testkit.NewClock(t)
 	var attempts sync.Map // event id → *atomic.Int64
 	rc := newReceiver(t, func(n int, r *http.Request, p Payload) int {
 		v, _ := attempts.LoadOrStore(p.ID, new(atomic.Int64))
@@ -571,12 +561,9 @@ func TestWebhookGiveUp(t *testing.T) {
 	// Event 1 fails for good. Event 2 fails too, but it is a day younger
 	// (its time is what the clock will say after the first jump). Event 3
 	// is fine.
-	reject(t, st, "shop", "bad1@example.org")
-	if err := st.RecordEvent(ctx, store.Event{At: clk.Now().Add(25 * time.Hour), Type: store.EventReject,
-		Recipient: "bad2@example.org"}); err != nil {
-		t.Fatal(err)
-	}
-	reject(t, st, "shop", "good@example.org")
+	rejectAt(t, st, clk.Now(), "shop", "bad1@example.org")
+	rejectAt(t, st, clk.Now().Add(25*time.Hour), "", "bad2@example.org")
+	rejectAt(t, st, clk.Now(), "shop", "good@example.org")
 	es := allEvents(t, st)
 	first, second, third := es[0].ID, es[1].ID, es[2].ID
 
@@ -589,7 +576,7 @@ func TestWebhookGiveUp(t *testing.T) {
 	// A day later, event 1 (a day old, failing for a day) is given up at
 	// its next failure; event 2 is failing, and the endpoint has been for
 	// a day, but event 2 is new: it is retried.
-	clk.Add(25 * time.Hour)
+	clk.Advance(25 * time.Hour)
 	eventually(t, "attempts of the second event", func() bool { return tries(second) >= 5 })
 	if tries(third) != 0 {
 		t.Fatalf("event %d, failing but new, was given up", second)
@@ -605,7 +592,7 @@ func TestWebhookGiveUp(t *testing.T) {
 	}
 
 	// Another day: event 2 is given up too, and event 3 goes through.
-	clk.Add(25 * time.Hour)
+	clk.Advance(25 * time.Hour)
 	caughtUp(t, st, ep)
 	if got := rc.delivered(); !slices.Equal(got, []int64{third}) {
 		t.Fatalf("delivered %v, want only %d", got, third)

@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 var linkRE = regexp.MustCompile(`https://relay\.example\.net/verify/([A-Za-z0-9_-]+)`)
 
 type addressSetup struct {
-	clock *clock
+	clock *testkit.Clock
 	log   *logBuffer
 	st    *store.SQLite
 	dir   string
@@ -29,7 +30,7 @@ type addressSetup struct {
 
 func newAddressSetup(t *testing.T) *addressSetup {
 	t.Helper()
-	s := &addressSetup{clock: newClock(), log: &logBuffer{}, dir: t.TempDir()}
+	s := &addressSetup{clock: testkit.NewClock(t), log: &logBuffer{}, dir: t.TempDir()}
 	var err error
 	if s.st, err = store.OpenSQLite(filepath.Join(s.dir, "sesame.db")); err != nil {
 		t.Fatal(err)
@@ -137,7 +138,9 @@ func TestAddressAdd(t *testing.T) {
 	}
 	body := new(bytes.Buffer)
 	body.ReadFrom(msg.Body)
-	for _, want := range []string{link, "Sat, 28 Nov 2026 09:00 UTC", "ignore it: nothing happens"} {
+	// The link's expiry, a day on, in UTC ("Sat, 28 Nov 2026 09:00 UTC").
+	expires := s.clock.Now().Add(24 * time.Hour).UTC().Format("Mon, 2 Jan 2006 15:04 MST")
+	for _, want := range []string{link, expires, "ignore it: nothing happens"} {
 		if !strings.Contains(body.String(), want) {
 			t.Errorf("body lacks %q:\n%s", want, body)
 		}
@@ -150,7 +153,7 @@ func TestAddressAdd(t *testing.T) {
 	if a, _ := s.st.Address(ctx, addr); a.Status != store.IdentityPending {
 		t.Errorf("Lookup changed the status to %s", a.Status)
 	}
-	s.clock.advance(time.Hour)
+	s.clock.Advance(time.Hour)
 	got, err = s.av.Confirm(ctx, token)
 	if err != nil || got.Address != addr || got.Status != store.IdentityVerified {
 		t.Fatalf("Confirm = %+v, %v", got, err)
@@ -191,7 +194,7 @@ func TestAddressTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.clock.advance(time.Hour)
+	s.clock.Advance(time.Hour)
 	_, link2, err := s.av.Add(ctx, "bob@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -207,11 +210,11 @@ func TestAddressTokens(t *testing.T) {
 		t.Errorf("old link after a new Add: %v, want ErrUnknownToken", err)
 	}
 	// Expiry counts from the new link.
-	s.clock.advance(24*time.Hour - time.Second)
+	s.clock.Advance(24*time.Hour - time.Second)
 	if _, err := s.av.Lookup(ctx, tok2); err != nil {
 		t.Errorf("new link a second before it expires: %v", err)
 	}
-	s.clock.advance(time.Second)
+	s.clock.Advance(time.Second)
 	a, err := s.av.Lookup(ctx, tok2)
 	if !errors.Is(err, ErrTokenExpired) || a.Address != "bob@example.com" || !strings.Contains(err.Error(), "sesame address add bob@example.com") {
 		t.Errorf("Lookup of an expired link = %+v, %v; want ErrTokenExpired with the address", a, err)

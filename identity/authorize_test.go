@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 func TestAuthorizer(t *testing.T) {
 	st := openStore(t)
 	ctx := context.Background()
-	now := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	now := testkit.Start(t)
 	for name, status := range map[string]string{
 		"example.com":           store.IdentityVerified,
 		"pending.example":       store.IdentityPending,

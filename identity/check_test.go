@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // Indexes of a one-key domain's records, in the order of Records.
@@ -20,7 +21,7 @@ const (
 )
 
 func TestCheck(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock(t)
 	d := newDomain(t, "example.com", c.Now(), store.AlgEd25519)
 	other := newDomain(t, "example.com", c.Now(), store.AlgEd25519) // a different key, same selector
 	dk, otherKey := dkimRecord(t, d, 0), dkimRecord(t, other, 0)
@@ -189,7 +190,7 @@ func TestCheck(t *testing.T) {
 // An RSA key is longer than one character-string, and a name with much text
 // needs TCP.
 func TestCheckRSAOverTCP(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock(t)
 	d := newDomain(t, "example.com", c.Now(), store.AlgRSA, store.AlgEd25519)
 	z := startZone(t)
 	cfg := testConfig(z, c, nil)
@@ -224,7 +225,7 @@ func TestCheckRSAOverTCP(t *testing.T) {
 }
 
 func TestCheckTimeout(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock(t)
 	d := newDomain(t, "example.com", c.Now(), store.AlgEd25519)
 	z := startZone(t)
 	cfg := testConfig(z, c, nil)

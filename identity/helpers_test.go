@@ -11,29 +11,10 @@ import (
 	"github.com/miekg/dns"
 	"github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 const testHost = "relay.example.net"
-
-// clock is a clock that moves only when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // logBuffer collects log output from several goroutines.
 type logBuffer struct {
@@ -54,7 +35,7 @@ func (l *logBuffer) String() string {
 }
 
 // testConfig points at z, with a fake clock and a log the test can read.
-func testConfig(z *zone, c *clock, log *logBuffer) Config {
+func testConfig(z *zone, c *testkit.Clock, log *logBuffer) Config {
 	cfg := Config{
 		Hostname:   testHost,
 		SourceIPs:  []string{"203.0.113.5", "2001:db8::5", "10.0.0.7"},

@@ -5,10 +5,11 @@ import (
 	"testing"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 func TestRecords(t *testing.T) {
-	c := newClock()
+	c := testkit.NewClock(t)
 	d := newDomain(t, "example.com", c.Now(), store.AlgEd25519)
 	dk := dkimRecord(t, d, 0)
 

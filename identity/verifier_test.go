@@ -9,12 +9,13 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // verifierSetup is a domain in a real store, its DNS zone, and a Verifier.
 type verifierSetup struct {
 	z     *zone
-	clock *clock
+	clock *testkit.Clock
 	log   *logBuffer
 	st    *store.SQLite
 	cfg   Config
@@ -26,7 +27,7 @@ type verifierSetup struct {
 
 func newVerifierSetup(t *testing.T) *verifierSetup {
 	t.Helper()
-	s := &verifierSetup{z: startZone(t), clock: newClock(), log: &logBuffer{}, st: openStore(t)}
+	s := &verifierSetup{z: startZone(t), clock: testkit.NewClock(t), log: &logBuffer{}, st: openStore(t)}
 	s.cfg = testConfig(s.z, s.clock, s.log)
 	s.d = newDomain(t, "example.com", s.clock.Now(), store.AlgEd25519)
 	if err := s.st.CreateDomain(context.Background(), s.d); err != nil {
@@ -74,7 +75,7 @@ func TestVerifyPendingToVerified(t *testing.T) {
 	if !d.StatusSince.Equal(s.d.StatusSince) {
 		t.Errorf("a check that changes nothing moved StatusSince to %v", d.StatusSince)
 	}
-	s.clock.advance(time.Hour)
+	s.clock.Advance(time.Hour)
 	s.z.setTXT(s.dkim, s.value) // only the DKIM record: the others are guidance
 	d = s.verify(t, store.IdentityVerified, 0)
 	if !d.StatusSince.Equal(s.clock.Now()) {
@@ -90,9 +91,9 @@ func TestVerifyWrongKeyExpires(t *testing.T) {
 	other := newDomain(t, "example.com", s.clock.Now(), store.AlgEd25519)
 	s.z.setTXT(s.dkim, dkimRecord(t, other, 0).Value)
 	s.verify(t, store.IdentityPending, 0)
-	s.clock.advance(72*time.Hour - time.Second)
+	s.clock.Advance(72*time.Hour - time.Second)
 	s.verify(t, store.IdentityPending, 0)
-	s.clock.advance(time.Second)
+	s.clock.Advance(time.Second)
 	d := s.verify(t, store.IdentityFailed, 0)
 	if !d.StatusSince.Equal(s.clock.Now()) {
 		t.Errorf("StatusSince %v, want %v", d.StatusSince, s.clock.Now())
@@ -101,7 +102,7 @@ func TestVerifyWrongKeyExpires(t *testing.T) {
 		t.Errorf("the failure log does not say what to do:\n%s", s.log)
 	}
 	// Failed stays failed while not proven, however often it is checked.
-	s.clock.advance(time.Hour)
+	s.clock.Advance(time.Hour)
 	s.verify(t, store.IdentityFailed, 0)
 	// Published at last: verified again.
 	s.z.setTXT(s.dkim, s.value)
@@ -114,7 +115,7 @@ func TestVerifyVerifiedLosesRecord(t *testing.T) {
 	s.verify(t, store.IdentityVerified, 0)
 	s.z.setTXT(s.dkim) // removed
 	for i := 1; i < 3; i++ {
-		s.clock.advance(24 * time.Hour)
+		s.clock.Advance(24 * time.Hour)
 		s.verify(t, store.IdentityVerified, i)
 	}
 	if strings.Contains(s.log.String(), "no longer verified") {
@@ -122,14 +123,14 @@ func TestVerifyVerifiedLosesRecord(t *testing.T) {
 	}
 	// Back for one check: the count starts again.
 	s.z.setTXT(s.dkim, s.value)
-	s.clock.advance(24 * time.Hour)
+	s.clock.Advance(24 * time.Hour)
 	s.verify(t, store.IdentityVerified, 0)
 	s.z.setTXT(s.dkim)
 	for i := 1; i < 3; i++ {
-		s.clock.advance(24 * time.Hour)
+		s.clock.Advance(24 * time.Hour)
 		s.verify(t, store.IdentityVerified, i)
 	}
-	s.clock.advance(24 * time.Hour)
+	s.clock.Advance(24 * time.Hour)
 	s.verify(t, store.IdentityFailed, 3)
 	want := "domain example.com is no longer verified: its DKIM record " + s.dkim + " is missing"
 	if log := s.log.String(); !strings.Contains(log, want) || !strings.Contains(log, "level=WARN") ||
@@ -144,7 +145,7 @@ func TestVerifyVerifiedLosesRecord(t *testing.T) {
 func TestVerifyLookupFailureChangesNothing(t *testing.T) {
 	s := newVerifierSetup(t)
 	s.z.fail(s.dkim, dns.RcodeServerFailure)
-	s.clock.advance(80 * time.Hour) // past the pending timeout: still no proof either way
+	s.clock.Advance(80 * time.Hour) // past the pending timeout: still no proof either way
 	d := s.verify(t, store.IdentityPending, 0)
 	if !d.StatusSince.Equal(s.d.StatusSince) {
 		t.Errorf("StatusSince moved to %v", d.StatusSince)
@@ -157,7 +158,7 @@ func TestVerifyLookupFailureChangesNothing(t *testing.T) {
 	s.verify(t, store.IdentityVerified, 1)
 	s.z.fail(s.dkim, dns.RcodeServerFailure)
 	for range 5 {
-		s.clock.advance(24 * time.Hour)
+		s.clock.Advance(24 * time.Hour)
 		s.verify(t, store.IdentityVerified, 1)
 	}
 }
@@ -187,7 +188,12 @@ func TestVerifyDomainWithoutKeys(t *testing.T) {
 
 func TestRun(t *testing.T) {
 	s := newVerifierSetup(t)
-	s.cfg.Now = time.Now // Run sleeps on real timers
+	// Run sleeps on real timers, so its clock must move with the wall
+	// clock; it starts at the test clock's time, which the domains were
+	// created at, so a pending domain is not already past its timeout
+	// whatever today's date is.
+	start, base := time.Now(), s.clock.Now()
+	s.cfg.Now = func() time.Time { return base.Add(time.Since(start)) }
 	s.cfg.PendingCheckInterval = 50 * time.Millisecond
 	s.cfg.VerifiedCheckInterval = time.Hour
 	checker, err := NewChecker(s.cfg)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // zoneSOA goes in the authority section of negative answers: negative
@@ -179,29 +181,9 @@ func (z *zoneServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	w.WriteMsg(m)
 }
 
-// stepClock is a clock that moves only when told.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newStepClock() *stepClock { return &stepClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *stepClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stepClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func testResolver(t *testing.T, clock *stepClock, servers ...string) *resolver {
+func testResolver(t *testing.T, clock *testkit.Clock, servers ...string) *resolver {
 	t.Helper()
-	r, err := newResolver(servers, 5*time.Second, clock.now)
+	r, err := newResolver(servers, 5*time.Second, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +239,7 @@ func TestResolverMXPriorities(t *testing.T) {
 		"mx-b.prio.test. 300 IN A 192.0.2.2",
 		"mx-c.prio.test. 300 IN A 192.0.2.3",
 	)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	orders := make(map[string]int)
 	for range 64 {
 		xs, err := r.exchangers(t.Context(), "prio.test")
@@ -291,7 +273,7 @@ func TestResolverLimitsExchangers(t *testing.T) {
 			fmt.Sprintf("mx%d.many.test. 300 IN A 192.0.2.%d", i, i+1))
 	}
 	z := startZoneServer(t, records...)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	xs, err := r.exchangers(t.Context(), "many.test")
 	if err != nil {
 		t.Fatal(err)
@@ -319,7 +301,7 @@ func TestResolverExchangerWithoutAddressSkipped(t *testing.T) {
 		"flaky.test. 300 IN MX 20 broken.flaky.test.",
 	)
 	z.setRcode("broken.flaky.test.", dns.RcodeServerFailure)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 
 	xs, err := r.exchangers(t.Context(), "skip.test")
 	if err != nil {
@@ -341,7 +323,7 @@ func TestResolverImplicitMX(t *testing.T) {
 		"bare.test. 300 IN A 192.0.2.40",
 		"bare.test. 300 IN AAAA 2001:db8::40",
 	)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	xs, err := r.exchangers(t.Context(), "bare.test")
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +342,7 @@ func TestResolverNullMX(t *testing.T) {
 		"mixed.test. 300 IN MX 0 .",
 		"mx.mixed.test. 300 IN A 192.0.2.51",
 	)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	for _, domain := range []string{"nomail.test", "mixed.test"} {
 		_, err := r.exchangers(t.Context(), domain)
 		wantFailure(t, err, true, smtp.EnhancedCode{5, 1, 10}, "domain "+domain+" accepts no mail (null MX)")
@@ -372,21 +354,21 @@ func TestResolverNullMX(t *testing.T) {
 
 func TestResolverNXDOMAIN(t *testing.T) {
 	z := startZoneServer(t)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	_, err := r.exchangers(t.Context(), "nowhere.test")
 	wantFailure(t, err, true, smtp.EnhancedCode{5, 1, 2}, "domain nowhere.test does not exist")
 }
 
 func TestResolverNoMXNoAddress(t *testing.T) {
 	z := startZoneServer(t, "txtonly.test. 300 IN TXT \"v=spf1 -all\"")
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	_, err := r.exchangers(t.Context(), "txtonly.test")
 	wantFailure(t, err, true, smtp.EnhancedCode{5, 4, 4}, "domain txtonly.test has no MX and no address record")
 }
 
 func TestResolverInvalidDomain(t *testing.T) {
 	z := startZoneServer(t)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	for _, domain := range []string{"", strings.Repeat("a", 64) + ".test"} {
 		_, err := r.exchangers(t.Context(), domain)
 		wantFailure(t, err, true, smtp.EnhancedCode{5, 1, 2}, "not a valid DNS name")
@@ -402,7 +384,7 @@ func TestResolverServfailNotCached(t *testing.T) {
 		"mx.sf.test. 300 IN A 192.0.2.60",
 	)
 	z.setRcode("sf.test.", dns.RcodeServerFailure)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	_, err := r.exchangers(t.Context(), "sf.test")
 	wantFailure(t, err, false, smtp.EnhancedCode{4, 4, 3}, "DNS lookup of sf.test MX failed: server answered SERVFAIL")
 
@@ -420,7 +402,7 @@ func TestResolverAllServersDead(t *testing.T) {
 	refusing := startZoneServer(t, "dead.test. 300 IN MX 10 mx.dead.test.")
 	refusing.setRcode("*", dns.RcodeRefused)
 	closed := closedUDPPort(t)
-	r := testResolver(t, newStepClock(), refusing.addr, closed)
+	r := testResolver(t, testkit.NewClock(t), refusing.addr, closed)
 	for range 2 { // whichever server is asked first
 		_, err := r.exchangers(t.Context(), "dead.test")
 		wantFailure(t, err, false, smtp.EnhancedCode{4, 4, 3}, "DNS lookup of dead.test MX failed: ")
@@ -449,7 +431,7 @@ func TestResolverFollowsCNAME(t *testing.T) {
 	z.answer(t, "chased.test.", dns.TypeA,
 		"chased.test. 300 IN CNAME target.test.",
 		"target.test. 300 IN A 192.0.2.91")
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 
 	xs, err := r.exchangers(t.Context(), "alias.test")
 	if err != nil {
@@ -479,7 +461,7 @@ func TestResolverCachesByTTL(t *testing.T) {
 		"cache.test. 600 IN MX 10 mx.cache.test.",
 		"mx.cache.test. 120 IN A 192.0.2.100",
 	)
-	clock := newStepClock()
+	clock := testkit.NewClock(t)
 	r := testResolver(t, clock, z.addr)
 	lookup := func() {
 		t.Helper()
@@ -502,23 +484,23 @@ func TestResolverCachesByTTL(t *testing.T) {
 	}
 	lookup()
 	want(1, 2)
-	clock.advance(29 * time.Second)
+	clock.Advance(29 * time.Second)
 	lookup()
 	want(1, 2)
-	clock.advance(time.Second) // t=30s: the AAAA NODATA (SOA minimum 30s) is over
+	clock.Advance(time.Second) // t=30s: the AAAA NODATA (SOA minimum 30s) is over
 	lookup()
 	want(1, 3)
-	clock.advance(90 * time.Second) // t=120s: the A record's TTL is over, and the AAAA's again
+	clock.Advance(90 * time.Second) // t=120s: the A record's TTL is over, and the AAAA's again
 	lookup()
 	want(1, 5)
-	clock.advance(480 * time.Second) // t=600s: the MX record's TTL is over
+	clock.Advance(480 * time.Second) // t=600s: the MX record's TTL is over
 	lookup()
 	want(2, 7)
 }
 
 func TestResolverNegativeCache(t *testing.T) {
 	z := startZoneServer(t)
-	clock := newStepClock()
+	clock := testkit.NewClock(t)
 	r := testResolver(t, clock, z.addr)
 	lookup := func() {
 		t.Helper()
@@ -526,12 +508,12 @@ func TestResolverNegativeCache(t *testing.T) {
 		wantFailure(t, err, true, smtp.EnhancedCode{5, 1, 2}, "does not exist")
 	}
 	lookup()
-	clock.advance(29 * time.Second)
+	clock.Advance(29 * time.Second)
 	lookup()
 	if n := z.count("gone.test."); n != 1 {
 		t.Fatalf("%d queries within the SOA minimum, want 1", n)
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	lookup()
 	if n := z.count("gone.test."); n != 2 {
 		t.Fatalf("%d queries after the SOA minimum, want 2", n)
@@ -543,12 +525,12 @@ func TestResolverNegativeCache(t *testing.T) {
 	z.mu.Unlock()
 	_, err := r.lookupHost(t.Context(), "nosoa.test")
 	wantFailure(t, err, true, smtp.EnhancedCode{5, 4, 4}, "host nosoa.test has no address record")
-	clock.advance(59 * time.Second)
+	clock.Advance(59 * time.Second)
 	r.lookupHost(t.Context(), "nosoa.test")
 	if n := z.count("nosoa.test."); n != 2 {
 		t.Fatalf("%d queries (A and AAAA) within a minute, want 2", n)
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	r.lookupHost(t.Context(), "nosoa.test")
 	if n := z.count("nosoa.test."); n != 4 {
 		t.Fatalf("%d queries (A and AAAA) after a minute, want 4", n)
@@ -562,7 +544,7 @@ func TestResolverIPv6AfterIPv4(t *testing.T) {
 		"dual.test. 300 IN A 192.0.2.110",
 		"v6.test. 300 IN AAAA 2001:db8::3",
 	)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	ips, err := r.lookupHost(t.Context(), "dual.test")
 	if err != nil {
 		t.Fatal(err)
@@ -581,7 +563,7 @@ func TestResolverIPv6AfterIPv4(t *testing.T) {
 
 func TestResolverOneFamilyFailing(t *testing.T) {
 	z := startZoneServer(t, "half.test. 300 IN A 192.0.2.120")
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	z.setRcode("half.test.", dns.RcodeServerFailure)
 	_, err := r.lookupHost(t.Context(), "half.test")
 	wantFailure(t, err, false, smtp.EnhancedCode{4, 4, 3}, "DNS lookup of half.test")
@@ -603,7 +585,7 @@ func TestResolverOneFamilyFailing(t *testing.T) {
 
 func TestResolverLookupHostIPLiteral(t *testing.T) {
 	z := startZoneServer(t)
-	r := testResolver(t, newStepClock(), z.addr)
+	r := testResolver(t, testkit.NewClock(t), z.addr)
 	for in, want := range map[string]string{"192.0.2.1": "192.0.2.1", "2001:db8::1": "2001:db8::1", "::ffff:192.0.2.2": "192.0.2.2"} {
 		ips, err := r.lookupHost(t.Context(), in)
 		if err != nil {
@@ -625,7 +607,7 @@ func TestResolverConcurrent(t *testing.T) {
 		"mx1.conc.test. 300 IN A 192.0.2.130",
 		"mx2.conc.test. 300 IN A 192.0.2.131",
 	)
-	clock := newStepClock()
+	clock := testkit.NewClock(t)
 	r := testResolver(t, clock, z.addr)
 	r.cacheMax = 3 // evictions too
 	var wg sync.WaitGroup
@@ -638,7 +620,7 @@ func TestResolverConcurrent(t *testing.T) {
 					return
 				}
 				if i%4 == 0 {
-					clock.advance(time.Minute)
+					clock.Advance(time.Minute)
 				}
 			}
 		})
@@ -652,7 +634,7 @@ func TestResolverCacheBounded(t *testing.T) {
 		z.add(t, fmt.Sprintf("h%d.test. 300 IN A 192.0.2.%d", i, i+1))
 	}
 	z.add(t, "fresh.test. 300 IN A 192.0.2.200")
-	clock := newStepClock()
+	clock := testkit.NewClock(t)
 	r := testResolver(t, clock, z.addr)
 	r.cacheMax = 10
 	for i := range 30 {
@@ -665,7 +647,7 @@ func TestResolverCacheBounded(t *testing.T) {
 	}
 	// Expired entries go first: once they all expired, a new entry
 	// evicts them all.
-	clock.advance(301 * time.Second)
+	clock.Advance(301 * time.Second)
 	if _, err := r.lookup(t.Context(), "fresh.test", dns.TypeA); err != nil {
 		t.Fatal(err)
 	}

@@ -19,34 +19,17 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 	"github.com/sesame-mail/sesame/warmup"
 )
 
-// testClock is a settable clock.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
+// newTestClock starts at 10:01 on testkit's day: mid-morning, hours from
+// either end of the day.
+func newTestClock(t *testing.T) *testkit.Clock {
+	c := testkit.NewClock(t)
+	c.Set(testkit.Day(t).Add(10*time.Hour + time.Minute))
+	return c
 }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-// testDay is the UTC day the tests' clock starts in: tomorrow, so that
-// every message a test enqueues (with the real time) is already due.
-func testDay() time.Time { return time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour) }
-
-// newTestClock starts at 10:01 on testDay: mid-morning, hours from either
-// end of the day.
-func newTestClock() *testClock { return &testClock{t: testDay().Add(10*time.Hour + time.Minute)} }
 
 // wakeQueue is a recorder whose Ready the test can fire, so the
 // dispatcher looks again after the test clock moved.
@@ -84,7 +67,7 @@ func (w *wakeQueue) wake() {
 // shapedSetup is one warm-up test's world.
 type shapedSetup struct {
 	t     *testing.T
-	clock *testClock
+	clock *testkit.Clock
 	q     *wakeQueue
 	sink  *sink
 	cfg   Config
@@ -100,7 +83,7 @@ func newShaped(t *testing.T, wcfg warmup.Config, wrap func(*sink) smtp.Backend, 
 	s := sinkOn(t, lns["127.0.0.2"], wrap)
 	zone = append(zone, "dest.test. 300 IN MX 10 mx.dest.test.", "mx.dest.test. 300 IN A 127.0.0.2")
 	z := startZoneServer(t, zone...)
-	clock := newTestClock()
+	clock := newTestClock(t)
 	cfg := mxConfig(t, z, port)
 	cfg.Workers = 1
 	cfg.Now = clock.Now
@@ -111,7 +94,7 @@ func newShaped(t *testing.T, wcfg warmup.Config, wrap func(*sink) smtp.Backend, 
 
 // advance moves the clock and wakes the relay.
 func (s *shapedSetup) advance(d time.Duration) {
-	s.clock.set(s.clock.Now().Add(d))
+	s.clock.Advance(d)
 	s.q.wake()
 }
 
@@ -120,7 +103,7 @@ func (s *shapedSetup) advance(d time.Duration) {
 func (s *shapedSetup) enqueueFrom(credential string, rcpts ...string) []string {
 	s.t.Helper()
 	for _, r := range rcpts {
-		m := &store.Message{Credential: credential, Sender: mxSender, Recipients: []string{r}, ReceivedAt: time.Now(),
+		m := &store.Message{Credential: credential, Sender: mxSender, Recipients: []string{r}, ReceivedAt: s.clock.Now(),
 			Data: []byte(mxBody)}
 		if err := s.q.Enqueue(context.Background(), m); err != nil {
 			s.t.Fatal(err)
@@ -214,7 +197,7 @@ func oneIP(addr string, start time.Time) warmup.IP {
 // reason warm-up) and leaves in the next windows in arrival order, until
 // the daily cap; the next day's window takes the remainder.
 func TestWarmupCapsAndArrivalOrder(t *testing.T) {
-	today := testDay()
+	today := testkit.Day(t)
 	s := newShaped(t, warmup.Config{
 		IPs:      []warmup.IP{oneIP("127.0.0.4", today)},
 		Schedule: warmup.Schedule{Daily: []int{10, 100}, SpreadHours: 2}, // day 1: 5 an hour, 10 a day
@@ -254,7 +237,7 @@ func TestWarmupCapsAndArrivalOrder(t *testing.T) {
 // Two IPs share the load by head-room: the one with more room left goes
 // first, then they alternate; neither exceeds its cap.
 func TestWarmupHeadroomSharing(t *testing.T) {
-	today := testDay()
+	today := testkit.Day(t)
 	s := newShaped(t, warmup.Config{
 		IPs: []warmup.IP{oneIP("127.0.0.4", today), oneIP("127.0.0.5", today.Add(-48*time.Hour))},
 		// day 1: 4 an hour; day 3: 10 an hour
@@ -315,7 +298,7 @@ func TestWarmupPools(t *testing.T) {
 // sends 5 an hour (50 a day over 12 hours), the second is not held back by
 // 10 messages.
 func TestWarmupDay1AndDay30(t *testing.T) {
-	today := testDay()
+	today := testkit.Day(t)
 	s := newShaped(t, warmup.Config{
 		IPs: []warmup.IP{oneIP("127.0.0.4", today),
 			{Addr: mustAddr("127.0.0.5"), Pool: "old", Start: today.Add(-29 * 24 * time.Hour)}},
@@ -467,7 +450,7 @@ func TestWarmupThrottleSuspendsIPProvider(t *testing.T) {
 // The counters are in the store: a relay restarted in the middle of an
 // hour goes on from what was sent, neither from zero nor counting twice.
 func TestWarmupCountersSurviveRestart(t *testing.T) {
-	today := testDay()
+	today := testkit.Day(t)
 	wcfg := warmup.Config{
 		IPs:      []warmup.IP{oneIP("127.0.0.4", today)},
 		Schedule: warmup.Schedule{Daily: []int{10}, SpreadHours: 2}, // 5 an hour

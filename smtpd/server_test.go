@@ -28,6 +28,7 @@ import (
 	sesamedkim "github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // testEnv is a submission server on loopback with a real store, real
@@ -767,9 +768,9 @@ func TestPasswordGuessing(t *testing.T) {
 // The guard's arithmetic, with a test clock: growing delays, blocks past
 // the limits, and forgetting after the window.
 func TestAuthGuard(t *testing.T) {
-	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	clock := testkit.NewClock(t)
 	g := newAuthGuard(AuthLimits{PerNetwork: 3, PerUsername: 5, Window: time.Minute, BlockFor: 10 * time.Minute}.withDefaults(),
-		func() time.Time { return now })
+		clock.Now)
 	var delays []time.Duration
 	for i := 0; i < 4; i++ {
 		delays = append(delays, g.failed("192.0.2.1", "SMUSER"))
@@ -798,7 +799,7 @@ func TestAuthGuard(t *testing.T) {
 		t.Errorf("delay %s for a username under attack, want 4s to %s", d, maxAuthDelay)
 	}
 	// Blocks end; old failures are forgotten.
-	now = now.Add(11 * time.Minute)
+	clock.Advance(11 * time.Minute)
 	if g.networkBlocked("192.0.2.1") || g.userBlocked("SMUSER") {
 		t.Error("blocks did not end")
 	}

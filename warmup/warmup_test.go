@@ -6,9 +6,8 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
-
-var day1 = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 
 func TestDefaultSchedule(t *testing.T) {
 	d := DefaultDaily
@@ -36,6 +35,8 @@ func TestDefaultSchedule(t *testing.T) {
 }
 
 func TestDay(t *testing.T) {
+	// The warm-up counts in UTC days: the tests start from a midnight.
+	day1 := testkit.Day(t)
 	ip := IP{Start: day1}
 	for _, c := range []struct {
 		at   time.Time
@@ -99,6 +100,7 @@ func TestIsThrottle(t *testing.T) {
 }
 
 func TestAcquireOpensAndBackoff(t *testing.T) {
+	day1 := testkit.Day(t)
 	a := IP{Addr: netip.MustParseAddr("192.0.2.1"), Pool: DefaultPool, Start: day1}
 	l := NewLimiter(Config{IPs: []IP{a}, Schedule: Schedule{Daily: []int{6, 12}, SpreadHours: 2},
 		Providers: []Provider{{Name: "google", MX: []string{"google.com"}, WarmupHourly: 2}},
@@ -156,6 +158,7 @@ func TestAcquireOpensAndBackoff(t *testing.T) {
 }
 
 func TestLoadCountsOnlyToday(t *testing.T) {
+	day1 := testkit.Day(t)
 	a := IP{Addr: netip.MustParseAddr("192.0.2.1"), Pool: DefaultPool, Start: day1}
 	l := NewLimiter(Config{IPs: []IP{a}, Schedule: Schedule{Daily: []int{100, 100}, SpreadHours: 10}})
 	now := day1.Add(24*time.Hour + 5*time.Hour + 10*time.Minute)

@@ -17,25 +17,8 @@ import (
 
 	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
-
-// testClock moves only when told.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // syncBuffer is a log destination for several goroutines.
 type syncBuffer struct {
@@ -116,7 +99,7 @@ func TestVerifyPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	clock := &testClock{t: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(t)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
@@ -201,7 +184,7 @@ func TestVerifyPages(t *testing.T) {
 	}
 
 	expired := linkTo("bob@example.com")
-	clock.advance(24 * time.Hour)
+	clock.Advance(24 * time.Hour)
 	do(t, "GET", expired).check(t, "GET expired", http.StatusGone, "expired", "sesame address add bob@example.com")
 	do(t, "POST", expired).check(t, "POST expired", http.StatusGone, "sesame address add bob@example.com")
 	if s := status("bob@example.com"); s != store.IdentityPending {

@@ -22,6 +22,8 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // syncBuffer is a bytes.Buffer the sink's goroutines may log to.
@@ -93,9 +95,10 @@ func TestSendToSink(t *testing.T) {
 // 5,000-byte line and a message without the bench header must all be
 // accepted, and the end-to-end time is read with the sink's clock.
 func TestSinkToleratesSloppyInput(t *testing.T) {
-	now := time.Unix(1700000000, 0)
+	clock := testkit.NewClock(t)
+	now := clock.Now()
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 2, Timeout: 30 * time.Second},
-		func() time.Time { return now }, &syncBuffer{})
+		clock.Now, &syncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
