@@ -28,8 +28,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"golang.org/x/net/netutil"
 
+	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/report"
 	"github.com/sesame-mail/sesame/store"
@@ -50,19 +50,23 @@ type Config struct {
 	// FeedbackAddresses receive ARF reports from feedback loops (the
 	// address registered with each provider's program).
 	FeedbackAddresses []string
-	MaxMessageBytes   int64         // default 10 MiB (report.MaxSize)
-	ReadTimeout       time.Duration // default 5m
-	WriteTimeout      time.Duration // default 1m
-	Logger            *slog.Logger
-	Now               func() time.Time
+	MaxMessageBytes   int64 // default 10 MiB (report.MaxSize)
+	// ReadTimeout is the wait for a client's next bytes (moved forward by
+	// every read, so a slow upload that keeps sending is not cut).
+	ReadTimeout  time.Duration // default 5m
+	WriteTimeout time.Duration // default 1m
+	// The connection caps, in total and per client network (/32, /64).
+	// Nobody logs in here, so when the total is reached the connection
+	// idle longest is closed to make room (package netguard).
+	MaxConnections      int              // default 200
+	MaxConnectionsPerIP int              // default 20
+	Metrics             netguard.Metrics // nil: none
+	Logger              *slog.Logger
+	Now                 func() time.Time
 }
 
 // maxRecipients bounds RCPT per transaction; a report has one.
 const maxRecipients = 10
-
-// maxConnections bounds the listener's open connections; more wait in the
-// kernel's accept queue.
-const maxConnections = 200
 
 // Server is the inbound listener.
 type Server struct {
@@ -70,6 +74,7 @@ type Server struct {
 	st     Store
 	signer *verp.Signer
 	log    *slog.Logger
+	conns  *netguard.Guard
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -93,8 +98,19 @@ func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 200
+	}
+	if cfg.MaxConnectionsPerIP <= 0 {
+		cfg.MaxConnectionsPerIP = 20
+	}
+	conns := netguard.New(netguard.Config{Name: "inbound", MaxConns: cfg.MaxConnections, MaxPerIP: cfg.MaxConnectionsPerIP,
+		ReadTimeout: cfg.ReadTimeout, Logger: cfg.Logger, Metrics: cfg.Metrics})
+	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger, conns: conns}
 }
+
+// ConnStats returns the open inbound connections.
+func (s *Server) ConnStats() netguard.Stats { return s.conns.Stats() }
 
 // Listen binds every address; it fails if one cannot be bound.
 func (s *Server) Listen() error {
@@ -106,9 +122,11 @@ func (s *Server) Listen() error {
 			}
 			return fmt.Errorf("inbound: listen on %s: %w", addr, err)
 		}
-		// Port 25 is open to anyone: bound the connections at once, so a
-		// flood cannot use up the process's file descriptors.
-		s.lns = append(s.lns, netutil.LimitListener(ln, maxConnections))
+		// Port 25 is open to anyone: cap the connections, so a flood
+		// cannot use up the process's file descriptors.
+		s.lns = append(s.lns, s.conns.Wrap(ln, func(c net.Conn, _ string) {
+			io.WriteString(c, "421 4.7.0 "+s.cfg.Hostname+" Too many connections, try again later\r\n")
+		}))
 	}
 	return nil
 }
