@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RefuseFunc tells a refused client why before its connection is closed
@@ -45,8 +47,10 @@ func (l *listener) Accept() (net.Conn, error) {
 			if !retryable(err) {
 				return nil, err
 			}
+			if l.g.acceptFailed(err, l.Listener) {
+				continue // a descriptor was freed for the client waiting
+			}
 			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			l.g.acceptFailed(err, backoff)
 			select {
 			case <-time.After(backoff):
 				continue
@@ -93,24 +97,43 @@ func retryable(err error) bool {
 	return !errors.Is(err, net.ErrClosed) && errors.As(err, &t) && t.Temporary()
 }
 
-// acceptFailed logs and counts an accept error, and on running out of
-// descriptors sheds the longest idle unauthenticated connection: the
-// descriptor it frees lets the next client in.
-func (g *Guard) acceptFailed(err error, backoff time.Duration) {
+// acceptFailed logs and counts an accept error. When the process is out of
+// descriptors and a client waits in the listener's queue, it sheds the
+// longest idle unauthenticated connection, so that the descriptor freed
+// lets the client in, and reports true. (Out of descriptors, accept fails
+// whether or not a client waits, so nobody is shed for nothing.)
+func (g *Guard) acceptFailed(err error, l net.Listener) bool {
 	g.cfg.Metrics.AcceptError(g.cfg.Name)
 	outOfFiles := errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 	if ok, skipped := g.acceptLog.allow(); ok {
-		hint := "retrying"
+		hint := "retrying after a backoff"
 		if outOfFiles {
 			hint = "out of file descriptors: new connections wait in the kernel's queue; raise the open-file limit " +
 				"(LimitNOFILE in the systemd unit, ulimit -n) or lower the connection caps (docs/operations.md)"
 		}
-		g.log.Error("accepting a connection failed", "listener", g.cfg.Name, "err", err, "retry_in", backoff,
-			"hint", hint, "left_out", skipped)
+		g.log.Error("accepting a connection failed", "listener", g.cfg.Name, "err", err, "hint", hint, "left_out", skipped)
 	}
-	if outOfFiles {
-		g.shedIdlest()
+	return outOfFiles && waiting(l) && g.shedIdlest()
+}
+
+// waiting reports whether a connection waits in l's accept queue (false
+// when l cannot tell).
+func waiting(l net.Listener) bool {
+	sc, ok := l.(syscall.Conn)
+	if !ok {
+		return false
 	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ready := false
+	rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(p, 0)
+		ready = err == nil && n > 0 && p[0].Revents&unix.POLLIN != 0
+	})
+	return ready
 }
 
 // Conn is a guarded connection. Its Close gives its slot back.

@@ -29,9 +29,9 @@
 // Accept errors such as EMFILE (the process is out of file descriptors)
 // are logged at ERROR, counted, and retried with a backoff (5 ms doubling
 // to 1 s) instead of being handed to the server, which would log them
-// quietly or spin; on EMFILE and ENFILE the longest idle unauthenticated
-// connection is shed as well, so the descriptor it frees lets the next
-// client in.
+// quietly or spin. Out of descriptors with a client waiting in the accept
+// queue, the longest idle unauthenticated connection is shed as well, so
+// the descriptor it frees lets that client in.
 //
 // A Conn can also carry the read timeout: each Read sets a deadline
 // ReadTimeout ahead (UnauthenticatedReadTimeout before Authenticated), so an

@@ -301,50 +301,52 @@ func TestReadTimeouts(t *testing.T) {
 	client.Close()
 }
 
-// Out of file descriptors, Accept logs at ERROR, counts it, sheds the
-// longest idle unauthenticated connection so that the next client gets
-// its descriptor, and otherwise backs off rather than spinning.
+// Out of file descriptors, Accept logs at ERROR and counts it; with a
+// client waiting it sheds the longest idle unauthenticated connection, whose
+// descriptor lets the client in; with none waiting it sheds nobody. It
+// backs off rather than spinning.
 func TestAcceptOutOfFiles(t *testing.T) {
 	s := newServer(t, Config{}).serve(t)
 	idleClient, _ := s.connect(t, "127.0.0.2")
 	exhaustFiles(t)
 	freeOne(t)
-	dial(t, s.ln.Addr(), "127.0.0.3") // takes the descriptor just freed
-	if c := s.next(t); c.Addr().String() != "127.0.0.3" {
+	newClient := dial(t, s.ln.Addr(), "127.0.0.3") // takes the descriptor just freed
+	c := s.next(t)
+	if c.Addr().String() != "127.0.0.3" {
 		t.Fatalf("accepted %s, want 127.0.0.3", c.Addr())
 	}
 	if !closedByServer(t, idleClient) {
 		t.Error("the idle unauthenticated connection was not shed to free a descriptor")
-	}
-	_, shed, errs := s.m.get()
-	if errs < 1 || shed != 1 {
-		t.Errorf("accept errors %d, shed %d; want at least 1 and 1", errs, shed)
 	}
 	log := s.log.String()
 	if !strings.Contains(log, "level=ERROR") || !strings.Contains(log, "too many open files") {
 		t.Errorf("EMFILE not logged at ERROR:\n%s", log)
 	}
 
-	// Nothing left to shed: Accept backs off, 5 ms doubling to 1 s, so a
-	// few errors a second rather than thousands.
-	s.g.mu.Lock()
-	var open []*Conn
-	for c := range s.g.open {
-		open = append(open, c)
-	}
-	s.g.mu.Unlock()
-	for _, c := range open {
-		c.Authenticated()
-	}
-	freeOne(t)
-	dial(t, s.ln.Addr(), "127.0.0.4")
+	// Still out of descriptors, but nobody waits: accept keeps failing
+	// (with a backoff: 5 ms doubling to 1 s, a few errors a second rather
+	// than thousands) and sheds nobody.
+	_, _, before := s.m.get()
 	time.Sleep(500 * time.Millisecond)
-	_, _, now := s.m.get()
-	if n := now - errs; n < 1 || n > 20 {
+	_, shed, after := s.m.get()
+	if shed != 1 || !stillOpen(t, newClient) {
+		t.Errorf("%d connections shed, the new client's open: %v; want 1 shed, open (nobody waits)", shed, stillOpen(t, newClient))
+	}
+	if n := after - before; n < 1 || n > 20 {
 		t.Errorf("%d accept errors in 500 ms out of descriptors; want a few (backoff)", n)
 	}
 	if lines := strings.Count(s.log.String(), "accepting a connection failed"); lines > 3 {
 		t.Errorf("%d log lines for the accept errors of about a second; want at most one a second", lines)
+	}
+
+	// Nothing to shed (the only connection logged in): the client waits
+	// for a descriptor.
+	c.Authenticated()
+	freeOne(t)
+	dial(t, s.ln.Addr(), "127.0.0.4")
+	time.Sleep(100 * time.Millisecond)
+	if !stillOpen(t, newClient) {
+		t.Error("a logged-in connection was shed")
 	}
 	freeOne(t)
 	if c := s.next(t); c.Addr().String() != "127.0.0.4" {
