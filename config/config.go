@@ -66,6 +66,10 @@ type Submission struct {
 	WriteTimeout        Duration `toml:"write_timeout"`
 	AuthCacheTTL        Duration `toml:"auth_cache_ttl"`
 
+	MaxUnauthenticatedConnections      int      `toml:"max_unauthenticated_connections"`
+	MaxUnauthenticatedConnectionsPerIP int      `toml:"max_unauthenticated_connections_per_ip"`
+	UnauthenticatedReadTimeout         Duration `toml:"unauthenticated_read_timeout"`
+
 	AuthFailuresPerConnection int      `toml:"auth_failures_per_connection"`
 	AuthFailuresPerNetwork    int      `toml:"auth_failures_per_network"`
 	AuthFailuresPerUsername   int      `toml:"auth_failures_per_username"`
@@ -92,9 +96,15 @@ type Relay struct {
 
 // HTTP configures the HTTP listener (/healthz, verification links).
 type HTTP struct {
-	Listen    string `toml:"listen"`
-	PublicURL string `toml:"public_url"`
-	Pprof     bool   `toml:"pprof"`
+	Listen              string   `toml:"listen"`
+	PublicURL           string   `toml:"public_url"`
+	Pprof               bool     `toml:"pprof"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	ReadTimeout         Duration `toml:"read_timeout"`
+	WriteTimeout        Duration `toml:"write_timeout"`
+	IdleTimeout         Duration `toml:"idle_timeout"`
+	MaxBodyBytes        int64    `toml:"max_body_bytes"`
 }
 
 // DKIM configures signing.
@@ -135,9 +145,13 @@ type Webhook struct {
 
 // Inbound configures the listener for bounces and feedback reports.
 type Inbound struct {
-	Listen            []string `toml:"listen"`
-	FeedbackAddresses []string `toml:"feedback_addresses"`
-	MaxMessageBytes   int64    `toml:"max_message_bytes"`
+	Listen              []string `toml:"listen"`
+	FeedbackAddresses   []string `toml:"feedback_addresses"`
+	MaxMessageBytes     int64    `toml:"max_message_bytes"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	ReadTimeout         Duration `toml:"read_timeout"`
+	WriteTimeout        Duration `toml:"write_timeout"`
 	// FeedbackReporters are the addresses, or domains, whose DKIM-signed
 	// complaints are believed; FeedbackReporterIPs the networks (CIDR or
 	// single addresses) whose complaints are believed unsigned.
@@ -275,6 +289,11 @@ func Default() *Config {
 			ReadTimeout:         Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2.7 server timeout
 			WriteTimeout:        Duration{time.Minute},
 			AuthCacheTTL:        Duration{5 * time.Minute},
+			// A quarter of the slots for clients that have not logged in
+			// yet (deriveDefaults); an app logs in within a second.
+			MaxUnauthenticatedConnections:      250,
+			MaxUnauthenticatedConnectionsPerIP: 25,
+			UnauthenticatedReadTimeout:         Duration{30 * time.Second},
 
 			AuthFailuresPerConnection: 3,
 			AuthFailuresPerNetwork:    10,
@@ -295,7 +314,15 @@ func Default() *Config {
 			ConnectTimeout: Duration{30 * time.Second},
 			CommandTimeout: Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2
 		},
-		HTTP: HTTP{Listen: "127.0.0.1:8025"},
+		HTTP: HTTP{
+			Listen:              "127.0.0.1:8025",
+			MaxConnections:      256,
+			MaxConnectionsPerIP: 64,
+			ReadTimeout:         Duration{30 * time.Second},
+			WriteTimeout:        Duration{time.Minute},
+			IdleTimeout:         Duration{time.Minute},
+			MaxBodyBytes:        1 << 20,
+		},
 		// As SES: new credentials start in the sandbox (200 a day, 1 a
 		// second); production starts at 50,000 a day and 14 a second.
 		Policy: Policy{
@@ -315,8 +342,15 @@ func Default() *Config {
 			AddressLinkTTL:        Duration{24 * time.Hour},
 			MailFromSubdomain:     "bounce",
 		},
-		Events:  Events{Retention: Duration{30 * 24 * time.Hour}},
-		Inbound: Inbound{MaxMessageBytes: 10 << 20, FeedbackReporters: slices.Clone(DefaultFeedbackReporters)},
+		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
+		Inbound: Inbound{
+			MaxMessageBytes:     10 << 20,
+			FeedbackReporters:   slices.Clone(DefaultFeedbackReporters),
+			MaxConnections:      200,
+			MaxConnectionsPerIP: 20,
+			ReadTimeout:         Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2.7
+			WriteTimeout:        Duration{time.Minute},
+		},
 		Warmup: Warmup{
 			SpreadHours:        12,
 			ThrottleBackoff:    Duration{15 * time.Minute},
@@ -380,6 +414,7 @@ func (c *Config) parse(data []byte) error {
 		}
 		return &Error{Path: c.Path, Problems: []string{err.Error()}}
 	}
+	c.deriveDefaults(md)
 	var problems []string
 	for _, key := range md.Undecoded() {
 		problems = append(problems, fmt.Sprintf("%s: unknown key; see docs/configuration.md for the keys Sesame knows", key))
@@ -391,6 +426,23 @@ func (c *Config) parse(data []byte) error {
 		return &Error{Path: c.Path, Problems: problems}
 	}
 	return nil
+}
+
+// deriveDefaults sets the keys whose default follows another key the file
+// set: the caps on clients not logged in are a quarter of the caps on all
+// connections, and their read timeout at most read_timeout, so a file that
+// lowers those still works.
+func (c *Config) deriveDefaults(md toml.MetaData) {
+	s := &c.Submission
+	if !md.IsDefined("submission", "max_unauthenticated_connections") {
+		s.MaxUnauthenticatedConnections = max(1, s.MaxConnections/4)
+	}
+	if !md.IsDefined("submission", "max_unauthenticated_connections_per_ip") {
+		s.MaxUnauthenticatedConnectionsPerIP = max(1, s.MaxConnectionsPerIP/4)
+	}
+	if !md.IsDefined("submission", "unauthenticated_read_timeout") {
+		s.UnauthenticatedReadTimeout.Duration = min(s.UnauthenticatedReadTimeout.Duration, s.ReadTimeout.Duration)
+	}
 }
 
 // parseErrorText shows a TOML syntax error with the lines around it. The
@@ -465,6 +517,17 @@ func (c *Config) Validate() error {
 	}
 	positive("submission.read_timeout", s.ReadTimeout)
 	positive("submission.write_timeout", s.WriteTimeout)
+	if s.MaxUnauthenticatedConnections < 1 || s.MaxUnauthenticatedConnections > s.MaxConnections {
+		bad("submission.max_unauthenticated_connections", "%d: expected 1 to max_connections (%d)", s.MaxUnauthenticatedConnections, s.MaxConnections)
+	}
+	if s.MaxUnauthenticatedConnectionsPerIP < 1 || s.MaxUnauthenticatedConnectionsPerIP > s.MaxConnectionsPerIP {
+		bad("submission.max_unauthenticated_connections_per_ip", "%d: expected 1 to max_connections_per_ip (%d)",
+			s.MaxUnauthenticatedConnectionsPerIP, s.MaxConnectionsPerIP)
+	}
+	positive("submission.unauthenticated_read_timeout", s.UnauthenticatedReadTimeout)
+	if s.UnauthenticatedReadTimeout.Duration > s.ReadTimeout.Duration {
+		bad("submission.unauthenticated_read_timeout", "%s is longer than read_timeout (%s): a client that has not logged in gets the shorter wait", s.UnauthenticatedReadTimeout, s.ReadTimeout)
+	}
 	for key, v := range map[string]int{"submission.auth_failures_per_connection": s.AuthFailuresPerConnection,
 		"submission.auth_failures_per_network": s.AuthFailuresPerNetwork, "submission.auth_failures_per_username": s.AuthFailuresPerUsername} {
 		if v < 1 {
@@ -552,11 +615,21 @@ func (c *Config) Validate() error {
 	if c.Inbound.MaxMessageBytes < 64<<10 {
 		bad("inbound.max_message_bytes", "%d: expected at least 65536 (a report carries the original message)", c.Inbound.MaxMessageBytes)
 	}
+	connCaps("inbound", c.Inbound.MaxConnections, c.Inbound.MaxConnectionsPerIP, bad)
+	positive("inbound.read_timeout", c.Inbound.ReadTimeout)
+	positive("inbound.write_timeout", c.Inbound.WriteTimeout)
 
 	if c.HTTP.Listen != "" {
 		if err := checkListen(c.HTTP.Listen); err != nil {
 			bad("http.listen", "%v (or \"\" to turn the HTTP listener off)", err)
 		}
+	}
+	connCaps("http", c.HTTP.MaxConnections, c.HTTP.MaxConnectionsPerIP, bad)
+	positive("http.read_timeout", c.HTTP.ReadTimeout)
+	positive("http.write_timeout", c.HTTP.WriteTimeout)
+	positive("http.idle_timeout", c.HTTP.IdleTimeout)
+	if c.HTTP.MaxBodyBytes < 1024 {
+		bad("http.max_body_bytes", "%d: expected a size in bytes of at least 1024", c.HTTP.MaxBodyBytes)
 	}
 	if u := c.HTTP.PublicURL; u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" ||
@@ -649,6 +722,16 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return p.Masked(), nil
+}
+
+// connCaps checks a listener's max_connections and max_connections_per_ip.
+func connCaps(section string, total, perIP int, bad func(key, format string, args ...any)) {
+	if total < 1 {
+		bad(section+".max_connections", "%d: expected at least 1", total)
+	}
+	if perIP < 1 || perIP > total {
+		bad(section+".max_connections_per_ip", "%d: expected 1 to max_connections (%d)", perIP, total)
+	}
 }
 
 // DNSServerAddr turns "192.0.2.1" or "192.0.2.1:5353" or "[2001:db8::1]:53"

@@ -126,6 +126,31 @@ feedback_reporter_ips = ["192.0.2.0/24", "2001:db8::1", "192.0.2.0/33", "mail.ex
 			`inbound.feedback_reporter_ips[2]: "192.0.2.0/33"`,
 			`inbound.feedback_reporter_ips[3]: "mail.example"`,
 		}},
+		{"connection caps", `
+[submission]
+max_connections = 100
+max_unauthenticated_connections = 101
+max_unauthenticated_connections_per_ip = 0
+read_timeout = "20s"
+unauthenticated_read_timeout = "1m"
+[inbound]
+max_connections = 10
+max_connections_per_ip = 11
+read_timeout = "0s"
+[http]
+max_connections = 0
+idle_timeout = "-1s"
+max_body_bytes = 10
+`, []string{
+			"submission.max_unauthenticated_connections: 101: expected 1 to max_connections (100)",
+			"submission.max_unauthenticated_connections_per_ip: 0: expected 1 to max_connections_per_ip (100)",
+			"submission.unauthenticated_read_timeout: 1m0s is longer than read_timeout (20s)",
+			"inbound.max_connections_per_ip: 11: expected 1 to max_connections (10)",
+			"inbound.read_timeout: 0s",
+			"http.max_connections: 0",
+			"http.idle_timeout: -1s",
+			"http.max_body_bytes: 10",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,6 +190,29 @@ func TestFeedbackReporters(t *testing.T) {
 		if p, err := ParsePrefix(tc.in); err != nil || p.String() != tc.want {
 			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
 		}
+	}
+}
+
+// The caps and the read timeout for clients not logged in follow the caps
+// and read_timeout a file sets, unless it sets them too.
+func TestDerivedDefaults(t *testing.T) {
+	cfg, err := Parse("[submission]\nmax_connections = 40\nmax_connections_per_ip = 8\nread_timeout = \"10s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Submission
+	if s.MaxUnauthenticatedConnections != 10 || s.MaxUnauthenticatedConnectionsPerIP != 2 || s.UnauthenticatedReadTimeout.Duration != 10*time.Second {
+		t.Errorf("derived %d, %d, %s; want 10, 2, 10s", s.MaxUnauthenticatedConnections, s.MaxUnauthenticatedConnectionsPerIP, s.UnauthenticatedReadTimeout)
+	}
+	cfg, err = Parse("[submission]\nmax_connections = 40\nmax_unauthenticated_connections = 30\nunauthenticated_read_timeout = \"5s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Submission; s.MaxUnauthenticatedConnections != 30 || s.UnauthenticatedReadTimeout.Duration != 5*time.Second {
+		t.Errorf("set values not kept: %d, %s", s.MaxUnauthenticatedConnections, s.UnauthenticatedReadTimeout)
+	}
+	if d := Default().Submission; d.MaxUnauthenticatedConnections != d.MaxConnections/4 || d.MaxUnauthenticatedConnectionsPerIP != d.MaxConnectionsPerIP/4 {
+		t.Errorf("the built-in defaults do not follow the rule deriveDefaults applies: %+v", d)
 	}
 }
 

@@ -32,8 +32,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"golang.org/x/net/netutil"
 
+	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/report"
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/verp"
@@ -70,31 +70,38 @@ type Config struct {
 	ReportBudgetRate float64
 	ReportTimeout    time.Duration // examining one report; default 30s
 	MaxMessageBytes  int64         // default 10 MiB (report.MaxSize)
-	ReadTimeout      time.Duration // default 5m
-	WriteTimeout     time.Duration // default 1m
-	Metrics          Metrics
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// ReadTimeout is the wait for a client's next bytes (moved forward by
+	// every read, so a slow upload that keeps sending is not cut).
+	ReadTimeout  time.Duration // default 5m
+	WriteTimeout time.Duration // default 1m
+	// The connection caps, in total and per client network (/32, /64).
+	// Nobody logs in here, so when the total is reached the connection
+	// idle longest is closed to make room (package netguard).
+	MaxConnections      int              // default 200
+	MaxConnectionsPerIP int              // default 20
+	Metrics             Metrics          // nil: none
+	Logger              *slog.Logger
+	Now                 func() time.Time
 }
 
-// Metrics counts what the listener does with reports (metrics.Metrics has
-// it): per report its kind ("dsn", "arf", "" unparsed), the verdict
-// (verified, unverified, over_budget, none), the store lookups it cost and
-// the time it took.
+// Metrics counts what the listener does (metrics.Metrics has it): its
+// connections (netguard.Metrics) and, per report, its kind ("dsn", "arf",
+// "" unparsed), the verdict (verified, unverified, over_budget, none), the
+// store lookups it cost and the time it took.
 type Metrics interface {
+	netguard.Metrics
 	InboundReport(kind, verdict string, lookups int, took time.Duration)
 }
 
 type noMetrics struct{}
 
 func (noMetrics) InboundReport(string, string, int, time.Duration) {}
+func (noMetrics) ConnRefused(string, string)                       {}
+func (noMetrics) ConnShed(string)                                  {}
+func (noMetrics) AcceptError(string)                               {}
 
 // maxRecipients bounds RCPT per transaction; a report has one.
 const maxRecipients = 10
-
-// maxConnections bounds the listener's open connections; more wait in the
-// kernel's accept queue.
-const maxConnections = 200
 
 // Server is the inbound listener.
 type Server struct {
@@ -107,6 +114,7 @@ type Server struct {
 	reporters   []reporter
 	reporterIPs []netip.Prefix
 	budget      *budget
+	conns       *netguard.Guard
 
 	mu      sync.Mutex
 	servers []*smtp.Server
@@ -142,10 +150,21 @@ func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	if cfg.ReportTimeout <= 0 {
 		cfg.ReportTimeout = defaultReportTimeout
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 200
+	}
+	if cfg.MaxConnectionsPerIP <= 0 {
+		cfg.MaxConnectionsPerIP = 20
+	}
+	conns := netguard.New(netguard.Config{Name: "inbound", MaxConns: cfg.MaxConnections, MaxPerIP: cfg.MaxConnectionsPerIP,
+		ReadTimeout: cfg.ReadTimeout, Logger: cfg.Logger, Metrics: cfg.Metrics})
 	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger, metrics: cfg.Metrics, dns: cfg.DNS,
 		reporters: parseReporters(cfg.FeedbackReporters), reporterIPs: cfg.FeedbackReporterIPs,
-		budget: newBudget(cfg.ReportBudget, cfg.ReportBudgetRate)}
+		budget: newBudget(cfg.ReportBudget, cfg.ReportBudgetRate), conns: conns}
 }
+
+// ConnStats returns the open inbound connections.
+func (s *Server) ConnStats() netguard.Stats { return s.conns.Stats() }
 
 // Listen binds every address; it fails if one cannot be bound.
 func (s *Server) Listen() error {
@@ -157,9 +176,11 @@ func (s *Server) Listen() error {
 			}
 			return fmt.Errorf("inbound: listen on %s: %w", addr, err)
 		}
-		// Port 25 is open to anyone: bound the connections at once, so a
-		// flood cannot use up the process's file descriptors.
-		s.lns = append(s.lns, netutil.LimitListener(ln, maxConnections))
+		// Port 25 is open to anyone: cap the connections, so a flood
+		// cannot use up the process's file descriptors.
+		s.lns = append(s.lns, s.conns.Wrap(ln, func(c net.Conn, _ string) {
+			io.WriteString(c, "421 4.7.0 "+s.cfg.Hostname+" Too many connections, try again later\r\n")
+		}))
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/warmup"
 )
 
@@ -34,6 +35,9 @@ type Metrics struct {
 	latency       prometheus.Histogram
 	outboundConns *prometheus.CounterVec
 	inbound       inboundMetrics
+	refused       *prometheus.CounterVec
+	shed          *prometheus.CounterVec
+	acceptErrors  *prometheus.CounterVec
 }
 
 // QueueStats is what the queue gauges read at each scrape.
@@ -77,8 +81,21 @@ func New(queue QueueStats) *Metrics {
 			Name: "sesame_outbound_connections_total",
 			Help: "Outbound SMTP connections opened, by TLS version (none: plain text).",
 		}, []string{"tls_version"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_listener_refused_connections_total",
+			Help: "Connections refused at accept, by listener (submission, inbound, http) and cap reached (per_ip, unauthenticated_per_ip, total).",
+		}, []string{"listener", "reason"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_listener_shed_connections_total",
+			Help: "Unauthenticated connections closed to make room for new ones (caps reached, or out of file descriptors), by listener.",
+		}, []string{"listener"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sesame_listener_accept_errors_total",
+			Help: "Failed accepts (e.g. out of file descriptors: EMFILE), by listener; each is retried after a backoff.",
+		}, []string{"listener"}),
 	}
 	reg.MustRegister(m.connections, m.handshakes, m.authFailures, m.submissions, m.recipients, m.latency, m.outboundConns,
+		m.refused, m.shed, m.acceptErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerInbound()
 	if queue != nil {
@@ -122,6 +139,38 @@ func (m *Metrics) Handler() http.Handler {
 
 // Connection counts an accepted submission connection.
 func (m *Metrics) Connection() { m.connections.Inc() }
+
+// ConnRefused counts a connection refused at accept.
+func (m *Metrics) ConnRefused(listener, reason string) {
+	m.refused.WithLabelValues(listener, reason).Inc()
+}
+
+// ConnShed counts an unauthenticated connection closed to make room.
+func (m *Metrics) ConnShed(listener string) { m.shed.WithLabelValues(listener).Inc() }
+
+// AcceptError counts a failed accept.
+func (m *Metrics) AcceptError(listener string) { m.acceptErrors.WithLabelValues(listener).Inc() }
+
+// Listeners exports, at each scrape, the open connections of each guarded
+// listener, logged in and not.
+func (m *Metrics) Listeners(stats func() []netguard.Stats) {
+	m.reg.MustRegister(&listenerCollector{stats: stats})
+}
+
+var listenerConnsDesc = prometheus.NewDesc("sesame_listener_open_connections",
+	"Open connections by listener and whether the client has authenticated (SMTP AUTH; the inbound and HTTP listeners have no login).",
+	[]string{"listener", "state"}, nil)
+
+type listenerCollector struct{ stats func() []netguard.Stats }
+
+func (c *listenerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- listenerConnsDesc }
+
+func (c *listenerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.stats() {
+		ch <- prometheus.MustNewConstMetric(listenerConnsDesc, prometheus.GaugeValue, float64(s.Authenticated), s.Listener, "authenticated")
+		ch <- prometheus.MustNewConstMetric(listenerConnsDesc, prometheus.GaugeValue, float64(s.Unauthenticated), s.Listener, "unauthenticated")
+	}
+}
 
 // TLSHandshake counts an inbound TLS handshake.
 func (m *Metrics) TLSHandshake(version string) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -39,6 +40,12 @@ func TestExposition(t *testing.T) {
 	m.Delivery("deferred", "mx.example.net", "192.0.2.10", 0)
 	m.Delivery("deferred", "", "", 0)
 	m.OutboundConnection("")
+	m.ConnRefused("submission", "unauthenticated_per_ip")
+	m.ConnShed("http")
+	m.AcceptError("inbound")
+	m.Listeners(func() []netguard.Stats {
+		return []netguard.Stats{{Listener: "submission", Authenticated: 3, Unauthenticated: 4}}
+	})
 
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -63,6 +70,11 @@ func TestExposition(t *testing.T) {
 		`sesame_queue_recipients{state="queued"} 1`,
 		`sesame_queue_recipients{state="deferred"} 2`,
 		"sesame_queue_oldest_message_age_seconds 9",
+		`sesame_listener_refused_connections_total{listener="submission",reason="unauthenticated_per_ip"} 1`,
+		`sesame_listener_shed_connections_total{listener="http"} 1`,
+		`sesame_listener_accept_errors_total{listener="inbound"} 1`,
+		`sesame_listener_open_connections{listener="submission",state="authenticated"} 3`,
+		`sesame_listener_open_connections{listener="submission",state="unauthenticated"} 4`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -1,10 +1,11 @@
 package smtpd
 
 import (
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sesame-mail/sesame/netguard"
 )
 
 // AuthLimits bound password guessing. go-smtp does not count failed AUTH
@@ -72,19 +73,8 @@ func newAuthGuard(l AuthLimits, now func() time.Time) *authGuard {
 	return &authGuard{limits: l, now: now, network: map[string]*failures{}, user: map[string]*failures{}}
 }
 
-// networkOf is the client's /32 or /64.
-func networkOf(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap()
-	if a.Is4() {
-		return a.String()
-	}
-	p, _ := a.Prefix(64)
-	return p.String()
-}
+// networkOf is the client's /32 or /64, as the connection caps count it.
+func networkOf(ip string) string { return netguard.NetworkOf(ip) }
 
 // networkBlocked reports whether connections from ip are refused for now.
 func (g *authGuard) networkBlocked(ip string) bool {

@@ -7,79 +7,95 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sesame-mail/sesame/netguard"
 )
 
-// connLimits counts open connections in total and per client IP, and keeps
-// them, so a shutdown can close the idle ones. go-smtp creates a session
-// only at EHLO, so this lives in a net.Listener wrapper that sees every
-// connection as it is accepted.
-type connLimits struct {
-	max, maxPerIP int
+// The connection caps, the shedding of unauthenticated connections and the
+// read deadlines (ReadTimeout after AUTH, the shorter
+// UnauthenticatedReadTimeout before) are netguard's, shared with every other
+// listener. go-smtp creates a session only at EHLO, so what is left here
+// lives in a net.Listener wrapper above netguard's that sees every
+// connection as it is accepted: the refusal of networks blocked for
+// password guessing, and the state a shutdown and the session need.
 
-	mu    sync.Mutex
-	total int
-	perIP map[string]int
-	open  map[*limitedConn]struct{}
+// newConnGuard returns the guard of the submission listeners.
+func newConnGuard(cfg Config, m netguard.Metrics, log *slog.Logger) *netguard.Guard {
+	return netguard.New(netguard.Config{
+		Name:                       "submission",
+		MaxConns:                   cfg.MaxConnections,
+		MaxPerIP:                   cfg.MaxConnectionsPerIP,
+		MaxUnauthenticated:         cfg.MaxUnauthenticatedConnections,
+		MaxUnauthenticatedPerIP:    cfg.MaxUnauthenticatedConnectionsPerIP,
+		ReadTimeout:                cfg.ReadTimeout,
+		UnauthenticatedReadTimeout: cfg.UnauthenticatedReadTimeout,
+		Logger:                     log,
+		Metrics:                    m,
+	})
 }
 
-func newConnLimits(max, maxPerIP int) *connLimits {
-	return &connLimits{max: max, maxPerIP: maxPerIP, perIP: map[string]int{}, open: map[*limitedConn]struct{}{}}
+// refuse421 tells a client refused at connect why, on the plain-text
+// listeners (on an implicit-TLS one nothing can be said before the
+// handshake).
+func refuse421(hostname string) netguard.RefuseFunc {
+	return func(c net.Conn, reason string) {
+		text := "Too many connections from your network, try again later"
+		if reason == netguard.RefusedTotal {
+			text = "Too many connections, try again later"
+		}
+		io.WriteString(c, "421 4.7.0 "+hostname+" "+text+"\r\n")
+	}
 }
+
+// openConns keeps the open connections, so a shutdown can close the idle
+// ones.
+type openConns struct {
+	mu   sync.Mutex
+	open map[*limitedConn]struct{}
+}
+
+func newOpenConns() *openConns { return &openConns{open: map[*limitedConn]struct{}{}} }
 
 // closeIdle closes the connections not in the middle of a mail
 // transaction (all of them when all is set) and reports how many are left.
-func (l *connLimits) closeIdle(all bool) int {
-	l.mu.Lock()
+func (o *openConns) closeIdle(all bool) int {
+	o.mu.Lock()
 	var idle []*limitedConn
-	for c := range l.open {
+	for c := range o.open {
 		if all || c.state.CompareAndSwap(connIdle, connClosing) {
 			idle = append(idle, c)
 		}
 	}
-	left := len(l.open) - len(idle)
-	l.mu.Unlock()
+	left := len(o.open) - len(idle)
+	o.mu.Unlock()
 	for _, c := range idle {
 		c.Close()
 	}
 	return left
 }
 
-// acquire reserves a slot for ip, reporting false when a cap is reached.
-func (l *connLimits) acquire(ip string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if (l.max > 0 && l.total >= l.max) || (l.maxPerIP > 0 && l.perIP[ip] >= l.maxPerIP) {
-		return false
-	}
-	l.total++
-	l.perIP[ip]++
-	return true
+func (o *openConns) add(c *limitedConn) {
+	o.mu.Lock()
+	o.open[c] = struct{}{}
+	o.mu.Unlock()
 }
 
-func (l *connLimits) release(c *limitedConn) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.open, c)
-	ip := c.ip
-	l.total--
-	if l.perIP[ip]--; l.perIP[ip] <= 0 {
-		delete(l.perIP, ip)
-	}
+func (o *openConns) remove(c *limitedConn) {
+	o.mu.Lock()
+	delete(o.open, c)
+	o.mu.Unlock()
 }
 
-// limitedListener enforces connLimits and gives each connection a read
-// deadline that moves forward with every read. go-smtp sets a deadline per
-// command only, which would cut off a slow but live upload of a large
-// message; here an upload lasts as long as bytes keep coming.
+// limitedListener refuses networks blocked for password guessing and keeps
+// each connection's state, on top of a netguard listener.
 type limitedListener struct {
-	net.Listener
-	limits   *connLimits
-	guard    *authGuard
-	timeout  time.Duration
-	greet    bool // plain-text listener: tell a refused client why
-	hostname string
-	log      *slog.Logger
-	accepted func() // counts an accepted connection
+	net.Listener // netguard's
+	open         *openConns
+	guard        *authGuard
+	greet        bool // plain-text listener: tell a refused client why
+	hostname     string
+	log          *slog.Logger
+	accepted     func() // counts an accepted connection
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
@@ -98,20 +114,12 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if !l.limits.acquire(ip) {
-			l.log.Warn("connection refused: too many connections", "client", ip)
-			if l.greet {
-				c.SetWriteDeadline(time.Now().Add(time.Second))
-				c.Write([]byte("421 4.7.0 " + l.hostname + " Too many connections, try again later\r\n"))
-			}
-			c.Close()
-			continue
-		}
 		l.accepted()
-		lc := &limitedConn{Conn: c, ip: ip, limits: l.limits, timeout: l.timeout}
-		l.limits.mu.Lock()
-		l.limits.open[lc] = struct{}{}
-		l.limits.mu.Unlock()
+		lc := &limitedConn{Conn: c, open: l.open}
+		if gc, ok := c.(*netguard.Conn); ok {
+			lc.guarded = gc
+		}
+		l.open.add(lc)
 		return lc, nil
 	}
 }
@@ -125,9 +133,8 @@ const (
 
 type limitedConn struct {
 	net.Conn
-	ip      string
-	limits  *connLimits
-	timeout time.Duration
+	guarded *netguard.Conn // the same connection, for its authentication
+	open    *openConns
 	once    sync.Once
 	// state is connIdle, connInTransaction (from MAIL to the end of DATA:
 	// a shutdown lets it finish) or connClosing (a shutdown is closing it:
@@ -149,9 +156,6 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 	if c.hangUp.Load() {
 		return 0, io.EOF
 	}
-	if c.timeout > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
-	}
 	n, err := c.Conn.Read(p)
 	if err != nil {
 		c.ended.Store(true)
@@ -159,7 +163,15 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// authenticated moves the connection out of the unauthenticated caps and
+// onto the longer read timeout.
+func (c *limitedConn) authenticated() {
+	if c.guarded != nil {
+		c.guarded.Authenticated()
+	}
+}
+
 func (c *limitedConn) Close() error {
-	c.once.Do(func() { c.limits.release(c) })
+	c.once.Do(func() { c.open.remove(c) })
 	return c.Conn.Close()
 }

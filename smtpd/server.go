@@ -41,6 +41,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -85,7 +86,9 @@ type Quotas interface {
 
 // Metrics counts what the submission service does. Reasons are one of a
 // small fixed set (see the reason constants), so label values stay bounded.
+// The netguard methods count what the connection caps do.
 type Metrics interface {
+	netguard.Metrics
 	Connection()
 	TLSHandshake(version string)
 	AuthFailure()
@@ -133,24 +136,36 @@ type Deps struct {
 
 type noMetrics struct{}
 
-func (noMetrics) Connection()             {}
-func (noMetrics) TLSHandshake(string)     {}
-func (noMetrics) AuthFailure()            {}
-func (noMetrics) Submission(bool, string) {}
+func (noMetrics) Connection()                {}
+func (noMetrics) TLSHandshake(string)        {}
+func (noMetrics) AuthFailure()               {}
+func (noMetrics) Submission(bool, string)    {}
+func (noMetrics) ConnRefused(string, string) {}
+func (noMetrics) ConnShed(string)            {}
+func (noMetrics) AcceptError(string)         {}
 
 // Config is what the submission service needs from the configuration.
 type Config struct {
-	Hostname            string
-	StartTLSListen      []string
-	TLSListen           []string
-	TLS                 *tls.Config
-	MaxMessageBytes     int64
-	MaxRecipients       int
-	MaxConnections      int
-	MaxConnectionsPerIP int
-	ReadTimeout         time.Duration
-	WriteTimeout        time.Duration
-	AuthLimits          AuthLimits
+	Hostname        string
+	StartTLSListen  []string
+	TLSListen       []string
+	TLS             *tls.Config
+	MaxMessageBytes int64
+	MaxRecipients   int
+	// The connection caps, in total and per client network (/32, /64):
+	// all connections, and those not logged in yet, which are shed first
+	// when the caps are reached (package netguard). 0: no cap.
+	MaxConnections                     int
+	MaxConnectionsPerIP                int
+	MaxUnauthenticatedConnections      int
+	MaxUnauthenticatedConnectionsPerIP int
+	// ReadTimeout is the wait for the next bytes from a client that
+	// logged in; UnauthenticatedReadTimeout from one that has not (0:
+	// ReadTimeout).
+	ReadTimeout                time.Duration
+	UnauthenticatedReadTimeout time.Duration
+	WriteTimeout               time.Duration
+	AuthLimits                 AuthLimits
 	// FallbackSigningDomain signs mail whose From domain has no keys (a
 	// verified address in someone else's domain); "" refuses such mail.
 	FallbackSigningDomain string
@@ -168,11 +183,12 @@ const maxLineLength = 2000
 
 // Server is the submission service.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    *slog.Logger
-	limits *connLimits
-	guard  *authGuard
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	conns *netguard.Guard
+	open  *openConns
+	guard *authGuard
 
 	mu        sync.Mutex
 	servers   []*smtp.Server
@@ -206,11 +222,12 @@ func New(cfg Config, deps Deps) *Server {
 		cfg.TLS = tlsCfg
 	}
 	return &Server{
-		cfg:    cfg,
-		deps:   deps,
-		log:    cfg.Logger,
-		limits: newConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
-		guard:  newAuthGuard(cfg.AuthLimits, cfg.Now),
+		cfg:   cfg,
+		deps:  deps,
+		log:   cfg.Logger,
+		conns: newConnGuard(cfg, deps.Metrics, cfg.Logger),
+		open:  newOpenConns(),
+		guard: newAuthGuard(cfg.AuthLimits, cfg.Now),
 	}
 }
 
@@ -252,7 +269,11 @@ func (s *Server) Listen() error {
 		if err != nil {
 			return fmt.Errorf("smtpd: listen on %s: %w%s", addr, err, bindHint(err))
 		}
-		var ln net.Listener = &limitedListener{Listener: l, limits: s.limits, guard: s.guard, timeout: s.cfg.ReadTimeout,
+		var refuse netguard.RefuseFunc
+		if !implicitTLS {
+			refuse = refuse421(s.cfg.Hostname)
+		}
+		var ln net.Listener = &limitedListener{Listener: s.conns.Wrap(l, refuse), open: s.open, guard: s.guard,
 			greet: !implicitTLS, hostname: s.cfg.Hostname, log: s.log, accepted: s.deps.Metrics.Connection}
 		if implicitTLS {
 			ln = tls.NewListener(ln, s.cfg.TLS)
@@ -289,6 +310,9 @@ func (s *Server) closeListeners() {
 	}
 	s.listeners, s.servers = nil, nil
 }
+
+// ConnStats returns the open submission connections, logged in and not.
+func (s *Server) ConnStats() netguard.Stats { return s.conns.Stats() }
 
 // Addrs returns the bound addresses, STARTTLS listeners first, in
 // configuration order.
@@ -344,12 +368,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for {
 		// A connection between transactions (or before its first) is closed
 		// now; one inside a transaction when that ends.
-		s.limits.closeIdle(false)
+		s.open.closeIdle(false)
 		select {
 		case <-done:
 			return nil
 		case <-ctx.Done():
-			s.limits.closeIdle(true)
+			s.open.closeIdle(true)
 			<-done
 			return ctx.Err()
 		case <-tick.C:

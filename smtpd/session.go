@@ -133,6 +133,9 @@ func (s *session) authenticate(username, password string) error {
 		return errAuthTemporary
 	}
 	s.cred = cred
+	if lc := s.limitedConn(); lc != nil {
+		lc.authenticated() // out of the unauthenticated caps, onto read_timeout
+	}
 	s.log = s.log.With("credential", cred.Name)
 	s.log.Debug("auth ok")
 	return nil

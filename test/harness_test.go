@@ -233,6 +233,7 @@ type instance struct {
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the current serve process has exited
 	serveLg  syncBuffer    // serve's stdout and stderr, across restarts
+	nofile   int           // serve's open-file limit (soft and hard) when > 0
 }
 
 // newInstance writes a config for a fresh installation; it does not start
@@ -558,6 +559,12 @@ func (i *instance) startOnce() error {
 	}
 	fmt.Fprintf(&i.serveLg, "----- %s: sesame serve --config %s\n", time.Now().Format(time.RFC3339Nano), i.cfgPath)
 	cmd := exec.Command(sesameBin, "serve", "--config", i.cfgPath)
+	if i.nofile > 0 {
+		// Both limits: a Go program raises its soft limit to the hard one
+		// at start. The shell execs serve, so signals reach it directly.
+		cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, i.nofile),
+			sesameBin, "serve", "--config", i.cfgPath)
+	}
 	cmd.Stdout, cmd.Stderr = &i.serveLg, &i.serveLg
 	if err := cmd.Start(); err != nil {
 		i.mu.Unlock()

@@ -26,8 +26,11 @@ func TestIdleConnections(t *testing.T) {
 	raiseNofile(t, 4*idleConns)
 	inst := newInstance(t)
 	inst.configure(map[string]any{
-		"submission.max_connections":        idleConns + 100,
-		"submission.max_connections_per_ip": idleConns + 100,
+		"submission.max_connections":                        idleConns + 100,
+		"submission.max_connections_per_ip":                 idleConns + 100,
+		"submission.max_unauthenticated_connections":        idleConns + 100,
+		"submission.max_unauthenticated_connections_per_ip": idleConns + 100,
+		"submission.unauthenticated_read_timeout":           "5m",
 	})
 	user := inst.standard(senderDomain, "idle")
 
@@ -60,8 +63,11 @@ func TestIdleConnectionsPerIPCap(t *testing.T) {
 	raiseNofile(t, 4*idleConns)
 	inst := newInstance(t)
 	inst.configure(map[string]any{
-		"submission.max_connections":        idleConns + 100,
-		"submission.max_connections_per_ip": idleConns,
+		"submission.max_connections":                        idleConns + 100,
+		"submission.max_connections_per_ip":                 idleConns,
+		"submission.max_unauthenticated_connections":        idleConns + 100,
+		"submission.max_unauthenticated_connections_per_ip": idleConns,
+		"submission.unauthenticated_read_timeout":           "5m",
 	})
 	user := inst.standard(senderDomain, "capped")
 
@@ -150,8 +156,8 @@ func greeting(t *testing.T, addr, source string) string {
 }
 
 // stillOpen checks that serve has not dropped the idle connections: a
-// read must time out rather than see the end of the stream. (Their read
-// timeout is read_timeout, 5 minutes by default.)
+// read must time out rather than see the end of the stream. (The tests set
+// unauthenticated_read_timeout to 5 minutes.)
 func stillOpen(t *testing.T, conns []net.Conn) {
 	t.Helper()
 	closed := 0

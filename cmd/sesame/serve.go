@@ -27,6 +27,7 @@ import (
 	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/inbound"
 	"github.com/sesame-mail/sesame/metrics"
+	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/smtpd"
 	"github.com/sesame-mail/sesame/verp"
@@ -138,6 +139,33 @@ func setLevel(level *slog.LevelVar, cfg *config.Config) {
 	level.Set(l)
 }
 
+// fileReserve is the file descriptors serve needs besides client
+// connections: the store's files, the relay's connections, DNS, webhooks.
+const fileReserve = 200
+
+// checkFileLimit warns when the connection caps of every listener add up to
+// more file descriptors than the process may open: a flood would then make
+// accept fail with EMFILE (logged and retried, but new clients wait) before
+// the caps shed anyone.
+func checkFileLimit(cfg *config.Config, log *slog.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	caps := cfg.Submission.MaxConnections
+	if len(cfg.Inbound.Listen) > 0 {
+		caps += cfg.Inbound.MaxConnections
+	}
+	if cfg.HTTP.Listen != "" {
+		caps += cfg.HTTP.MaxConnections
+	}
+	if need := uint64(caps + fileReserve); lim.Cur < need {
+		log.Warn("the connection caps add up to more open files than the process may have; raise the limit "+
+			"(LimitNOFILE in the systemd unit, ulimit -n) or lower the max_connections keys",
+			"open_file_limit", lim.Cur, "connection_caps", caps, "needed", need)
+	}
+}
+
 // runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
 func runServe(e *env, _ []string) error {
 	tuneGC()
@@ -233,16 +261,19 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		return err
 	}
 	sub := smtpd.New(smtpd.Config{
-		Hostname:            cfg.Hostname,
-		StartTLSListen:      cfg.Submission.StartTLSListen,
-		TLSListen:           cfg.Submission.TLSListen,
-		TLS:                 cert.TLSConfig(),
-		MaxMessageBytes:     cfg.Submission.MaxMessageBytes,
-		MaxRecipients:       cfg.Submission.MaxRecipients,
-		MaxConnections:      cfg.Submission.MaxConnections,
-		MaxConnectionsPerIP: cfg.Submission.MaxConnectionsPerIP,
-		ReadTimeout:         cfg.Submission.ReadTimeout.Duration,
-		WriteTimeout:        cfg.Submission.WriteTimeout.Duration,
+		Hostname:                           cfg.Hostname,
+		StartTLSListen:                     cfg.Submission.StartTLSListen,
+		TLSListen:                          cfg.Submission.TLSListen,
+		TLS:                                cert.TLSConfig(),
+		MaxMessageBytes:                    cfg.Submission.MaxMessageBytes,
+		MaxRecipients:                      cfg.Submission.MaxRecipients,
+		MaxConnections:                     cfg.Submission.MaxConnections,
+		MaxConnectionsPerIP:                cfg.Submission.MaxConnectionsPerIP,
+		MaxUnauthenticatedConnections:      cfg.Submission.MaxUnauthenticatedConnections,
+		MaxUnauthenticatedConnectionsPerIP: cfg.Submission.MaxUnauthenticatedConnectionsPerIP,
+		ReadTimeout:                        cfg.Submission.ReadTimeout.Duration,
+		UnauthenticatedReadTimeout:         cfg.Submission.UnauthenticatedReadTimeout.Duration,
+		WriteTimeout:                       cfg.Submission.WriteTimeout.Duration,
 		AuthLimits: smtpd.AuthLimits{
 			PerConnection: cfg.Submission.AuthFailuresPerConnection,
 			PerNetwork:    cfg.Submission.AuthFailuresPerNetwork,
@@ -302,6 +333,10 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			FeedbackReporterIPs: reporterIPs,
 			DNS:                 resolver,
 			MaxMessageBytes:     cfg.Inbound.MaxMessageBytes,
+			ReadTimeout:         cfg.Inbound.ReadTimeout.Duration,
+			WriteTimeout:        cfg.Inbound.WriteTimeout.Duration,
+			MaxConnections:      cfg.Inbound.MaxConnections,
+			MaxConnectionsPerIP: cfg.Inbound.MaxConnectionsPerIP,
 			Metrics:             m,
 			Logger:              log.With("part", "inbound"),
 		}, st, signer)
@@ -345,21 +380,38 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	addresses := identity.NewAddressVerifier(idCfg, st, st)
 
 	var httpSrv *http.Server
+	var httpConns *netguard.Guard
 	if cfg.HTTP.Listen != "" {
 		l, err := net.Listen("tcp", cfg.HTTP.Listen)
 		if err != nil {
 			return fmt.Errorf("http: listen on %s: %w", cfg.HTTP.Listen, err)
 		}
+		webLog := log.With("part", "web")
 		handler := web.Handler(web.Deps{Store: st, Ready: ready.err, Addresses: addresses, Metrics: m.Handler(),
-			Pprof: cfg.HTTP.Pprof, Log: log.With("part", "web")})
-		httpSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+			Pprof: cfg.HTTP.Pprof, Log: webLog})
+		httpSrv = netguard.HTTPServer(handler, netguard.HTTPConfig{ReadTimeout: cfg.HTTP.ReadTimeout.Duration,
+			WriteTimeout: cfg.HTTP.WriteTimeout.Duration, IdleTimeout: cfg.HTTP.IdleTimeout.Duration,
+			MaxBodyBytes: cfg.HTTP.MaxBodyBytes, Logger: webLog})
+		httpConns = netguard.New(netguard.Config{Name: "http", MaxConns: cfg.HTTP.MaxConnections,
+			MaxPerIP: cfg.HTTP.MaxConnectionsPerIP, Logger: webLog, Metrics: m})
 		log.Info("http listening", "addr", l.Addr().String())
 		go func() {
-			if err := httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := httpSrv.Serve(httpConns.Wrap(l, nil)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server failed", "err", err)
 			}
 		}()
 	}
+	m.Listeners(func() []netguard.Stats {
+		out := []netguard.Stats{sub.ConnStats()}
+		if in != nil {
+			out = append(out, in.ConnStats())
+		}
+		if httpConns != nil {
+			out = append(out, httpConns.Stats())
+		}
+		return out
+	})
+	checkFileLimit(cfg, log)
 
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- rel.Run(ctx) }()
