@@ -138,6 +138,14 @@ type Inbound struct {
 	Listen            []string `toml:"listen"`
 	FeedbackAddresses []string `toml:"feedback_addresses"`
 	MaxMessageBytes   int64    `toml:"max_message_bytes"`
+	// What is kept of what arrives: the start of each message, and in
+	// total, per client and per hour, bounded counts and bytes.
+	KeepRawBytes          int64 `toml:"keep_raw_bytes"`
+	MaxStoredMessages     int   `toml:"max_stored_messages"`
+	MaxStoredBytes        int64 `toml:"max_stored_bytes"`
+	ClientMessagesPerHour int   `toml:"client_messages_per_hour"` // 0: no per-client cap
+	ClientBytesPerHour    int64 `toml:"client_bytes_per_hour"`    // 0: no per-client cap
+	MinFreeBytes          int64 `toml:"min_free_bytes"`           // 0: no reserve
 }
 
 // IP is one outbound address ([[ip]] tables).
@@ -296,7 +304,20 @@ func Default() *Config {
 			MailFromSubdomain:     "bounce",
 		},
 		Events:  Events{Retention: Duration{30 * 24 * time.Hour}},
-		Inbound: Inbound{MaxMessageBytes: 10 << 20},
+		// Reports are small (a DSN is a few KiB, an ARF report with the
+		// original message rarely over a few hundred), and anyone may send
+		// to the inbound listener: it takes 1 MiB, keeps the first 64 KiB
+		// of each message and 64 MiB in all, and leaves 256 MiB of the
+		// disk to the queue.
+		Inbound: Inbound{
+			MaxMessageBytes:       1 << 20,
+			KeepRawBytes:          64 << 10,
+			MaxStoredMessages:     10000,
+			MaxStoredBytes:        64 << 20,
+			ClientMessagesPerHour: 100,
+			ClientBytesPerHour:    4 << 20,
+			MinFreeBytes:          256 << 20,
+		},
 		Warmup: Warmup{
 			SpreadHours:        12,
 			ThrottleBackoff:    Duration{15 * time.Minute},
@@ -511,9 +532,7 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("inbound.feedback_addresses[%d]", i), "%q is not an email address", a)
 		}
 	}
-	if c.Inbound.MaxMessageBytes < 64<<10 {
-		bad("inbound.max_message_bytes", "%d: expected at least 65536 (a report carries the original message)", c.Inbound.MaxMessageBytes)
-	}
+	c.validateInbound(bad)
 
 	if c.HTTP.Listen != "" {
 		if err := checkListen(c.HTTP.Listen); err != nil {
@@ -748,5 +767,36 @@ func (c *Config) validateIPs(bad func(key, format string, args ...any), positive
 				bad(key+"."+f.key, "%d: expected 0 (no cap) or more", f.v)
 			}
 		}
+	}
+}
+
+// maxInboundMessageBytes is the most the report parser reads (package
+// report's MaxSize).
+const maxInboundMessageBytes = 10 << 20
+
+func (c *Config) validateInbound(bad func(key, format string, args ...any)) {
+	in := c.Inbound
+	if in.MaxMessageBytes < 64<<10 || in.MaxMessageBytes > maxInboundMessageBytes {
+		bad("inbound.max_message_bytes", "%d: expected a size in bytes from 65536 (a report carries the original message's header) to %d (the most a report is read)",
+			in.MaxMessageBytes, maxInboundMessageBytes)
+	}
+	if in.KeepRawBytes < 1024 || in.KeepRawBytes > in.MaxMessageBytes {
+		bad("inbound.keep_raw_bytes", "%d: expected a size in bytes from 1024 to inbound.max_message_bytes (%d)", in.KeepRawBytes, in.MaxMessageBytes)
+	}
+	if in.MaxStoredMessages < 1 {
+		bad("inbound.max_stored_messages", "%d: expected a positive number (what the inbound listener keeps must be bounded)", in.MaxStoredMessages)
+	}
+	if in.MaxStoredBytes < 1<<20 {
+		bad("inbound.max_stored_bytes", "%d: expected a size in bytes of at least 1048576 (what the inbound listener keeps must be bounded)", in.MaxStoredBytes)
+	}
+	if in.ClientMessagesPerHour < 0 {
+		bad("inbound.client_messages_per_hour", "%d: expected a positive number, or 0 for no per-client cap", in.ClientMessagesPerHour)
+	}
+	if in.ClientBytesPerHour != 0 && in.ClientBytesPerHour < in.KeepRawBytes {
+		bad("inbound.client_bytes_per_hour", "%d: expected at least inbound.keep_raw_bytes (%d), so one message fits, or 0 for no per-client cap",
+			in.ClientBytesPerHour, in.KeepRawBytes)
+	}
+	if in.MinFreeBytes < 0 {
+		bad("inbound.min_free_bytes", "%d: expected a size in bytes, or 0 for no reserve", in.MinFreeBytes)
 	}
 }

@@ -10,7 +10,9 @@
 // found through the token or the returned message's header, and hard
 // bounces and complaints put the recipient on the suppression list. Every
 // message accepted is stored with what was made of it, so one that cannot
-// be read is kept for the operator (sesame inbound list), not lost.
+// be read is kept for the operator (sesame inbound list), not lost; what is
+// kept is bounded per message, per client and in total, whatever strangers
+// send (limits.go).
 package inbound
 
 import (
@@ -22,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/mail"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -38,7 +41,8 @@ import (
 
 // Store is what the listener needs from the store (store.SQLite has it).
 type Store interface {
-	RecordInbound(ctx context.Context, m store.InboundMessage, events []store.Event, sups []store.Suppression) (int64, error)
+	RecordInbound(ctx context.Context, m store.InboundMessage, events []store.Event, sups []store.Suppression, limit store.InboundLimit) (int64, error)
+	InboundTotals(ctx context.Context) (store.InboundTotals, error)
 	SendEvents(ctx context.Context, queueID, messageID string) ([]store.Event, error)
 }
 
@@ -50,9 +54,11 @@ type Config struct {
 	// FeedbackAddresses receive ARF reports from feedback loops (the
 	// address registered with each provider's program).
 	FeedbackAddresses []string
-	MaxMessageBytes   int64         // default 10 MiB (report.MaxSize)
+	MaxMessageBytes   int64         // default DefaultMaxMessageBytes
 	ReadTimeout       time.Duration // default 5m
 	WriteTimeout      time.Duration // default 1m
+	Limits            Limits        // what is kept (limits.go)
+	Metrics           Metrics       // counts what is kept and refused; nil: nothing counted
 	Logger            *slog.Logger
 	Now               func() time.Time
 }
@@ -71,6 +77,11 @@ type Server struct {
 	signer *verp.Signer
 	log    *slog.Logger
 
+	metrics Metrics
+	clients *clientLimiter       // the per-client caps
+	warnMu  sync.Mutex           // guards warned
+	warned  map[string]time.Time // when each kind of refusal was last logged at Warn
+
 	mu      sync.Mutex
 	servers []*smtp.Server
 	lns     []net.Listener
@@ -79,7 +90,11 @@ type Server struct {
 // New returns a Server; Listen binds it.
 func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = report.MaxSize
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	cfg.Limits.defaults()
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 5 * time.Minute
@@ -93,7 +108,8 @@ func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger}
+	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger, metrics: cfg.Metrics,
+		clients: newClientLimiter(cfg.Limits.ClientMessagesPerHour, cfg.Limits.ClientBytesPerHour, cfg.Now), warned: map[string]time.Time{}}
 }
 
 // Listen binds every address; it fails if one cannot be bound.
@@ -160,12 +176,14 @@ func (w slogWriter) Println(v ...any) {
 
 // NewSession starts a session: no authentication, nobody is trusted.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{s: s, remote: c.Conn().RemoteAddr().String()}, nil
+	addr := c.Conn().RemoteAddr()
+	return &session{s: s, remote: addr.String(), client: clientKey(addr)}, nil
 }
 
 type session struct {
 	s        *Server
 	remote   string
+	client   netip.Prefix // what the per-client caps count by
 	from     string
 	rcpts    []string
 	tokens   []verp.Token
@@ -176,6 +194,11 @@ var errNoSuchUser = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5
 	Message: "No such user here; this server only takes bounces and feedback reports for mail it sent"}
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ss.s.admit(ctx, ss.client); err != nil {
+		return err
+	}
 	ss.from = from
 	return nil
 }
@@ -211,20 +234,25 @@ func (s *Server) isFeedback(addr string) bool {
 func (ss *session) Data(r io.Reader) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return err // go-smtp answers 552 for a message over the size limit
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			ss.s.refuse(refusedTooLarge, smtp.ErrDataTooLarge, "client", ss.remote)
+		}
+		return err // go-smtp answers 552 5.3.4 for a message over the size limit
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, events, sups := ss.s.process(ctx, raw, ss.tokens)
 	m.MailFrom, m.RcptTo = ss.from, strings.Join(ss.rcpts, " ")
-	id, err := ss.s.st.RecordInbound(ctx, m, events, sups)
+	if ap, err := netip.ParseAddrPort(ss.remote); err == nil {
+		m.Client = ap.Addr().Unmap().String()
+	}
+	ss.s.keep(&m)
+	id, err := ss.store(ctx, m, events, sups)
 	if err != nil {
-		ss.s.log.Error("inbound: storing a report failed", "err", err)
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
-			Message: "Temporary failure storing the report; try again later"}
+		return err
 	}
 	ss.s.log.Info("inbound: report", "id", id, "client", ss.remote, "kind", m.Kind, "status", m.Status,
-		"events", len(events), "suppressed", len(sups), "detail", m.Detail)
+		"size", m.Size, "kept", len(m.Raw), "events", len(events), "suppressed", len(sups), "detail", m.Detail)
 	return nil
 }
 

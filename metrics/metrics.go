@@ -33,6 +33,7 @@ type Metrics struct {
 	recipients    *prometheus.CounterVec
 	latency       prometheus.Histogram
 	outboundConns *prometheus.CounterVec
+	inbound       inboundMetrics
 }
 
 // QueueStats is what the queue gauges read at each scrape.
@@ -79,6 +80,7 @@ func New(queue QueueStats) *Metrics {
 	}
 	reg.MustRegister(m.connections, m.handshakes, m.authFailures, m.submissions, m.recipients, m.latency, m.outboundConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.inbound = newInboundMetrics(reg)
 	if queue != nil {
 		reg.MustRegister(&queueCollector{queue: queue})
 	}

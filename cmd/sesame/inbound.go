@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sesame-mail/sesame/config"
+	"github.com/sesame-mail/sesame/inbound"
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/verp"
 )
@@ -52,6 +54,21 @@ func verifiedReturnPath(st *store.SQLite, signer *verp.Signer) func(sender, queu
 			return ""
 		}
 		return signer.ReturnPath(domain, queueID, rcpt)
+	}
+}
+
+// inboundLimits are the configured bounds on what the inbound listener
+// keeps.
+func inboundLimits(cfg *config.Config) inbound.Limits {
+	in := cfg.Inbound
+	return inbound.Limits{
+		KeepRawBytes:          in.KeepRawBytes,
+		MaxStoredMessages:     in.MaxStoredMessages,
+		MaxStoredBytes:        in.MaxStoredBytes,
+		ClientMessagesPerHour: in.ClientMessagesPerHour,
+		ClientBytesPerHour:    in.ClientBytesPerHour,
+		MinFreeBytes:          in.MinFreeBytes,
+		DataDir:               cfg.DataDir,
 	}
 }
 
