@@ -193,10 +193,14 @@ type session struct {
 var errNoSuchUser = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
 	Message: "No such user here; this server only takes bounces and feedback reports for mail it sent"}
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := ss.s.admit(ctx, ss.client); err != nil {
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if err := ss.s.admit(ctx, ss.client, size); err != nil {
 		return err
 	}
 	ss.from = from

@@ -10,7 +10,9 @@ package inbound
 //     the headers and the report parts are; the rest is dropped;
 //   - per client address (an IPv4 address, an IPv6 /64), the messages and
 //     bytes kept per hour: 450 4.7.1 at MAIL FROM, as Postfix answers a
-//     client over its message rate, before the client sends a body;
+//     client over its message rate, before the client sends a body (and at
+//     the end of DATA if what is kept of the message does not fit after
+//     all);
 //   - in total, the messages and bytes kept (store.InboundLimit, checked in
 //     the transaction that stores, so concurrent sessions cannot pass it
 //     together), and a reserve of free disk space the queue keeps for
@@ -107,9 +109,16 @@ var (
 )
 
 // admit decides at MAIL FROM whether a transaction from client may start:
-// the checks that need no body, so a refused client sends none.
-func (s *Server) admit(ctx context.Context, client netip.Prefix) error {
-	if !s.clients.allow(client) {
+// the checks that need no body, so a refused client sends none. size is
+// the message size the client declared (SIZE=, RFC 1870), 0 if none: the
+// client's allowance must hold what would be kept of such a message, or of
+// the largest when none is declared.
+func (s *Server) admit(ctx context.Context, client netip.Prefix, size int64) error {
+	need := s.cfg.Limits.KeepRawBytes
+	if size > 0 {
+		need = min(size, need)
+	}
+	if !s.clients.allow(client, need) {
 		return s.refuse(refusedClientRate, errClientRate, "client", client)
 	}
 	if err := s.checkReserve(); err != nil {
@@ -278,8 +287,8 @@ func (l *clientLimiter) refill(b *bucket, now time.Time) bool {
 	return b.msgs >= l.msgs && b.bytes >= l.bytes
 }
 
-// allow reports whether client has room for a message at all.
-func (l *clientLimiter) allow(client netip.Prefix) bool {
+// allow reports whether client has room for a message of n bytes.
+func (l *clientLimiter) allow(client netip.Prefix, n int64) bool {
 	if l.off() {
 		return true
 	}
@@ -290,7 +299,7 @@ func (l *clientLimiter) allow(client netip.Prefix) bool {
 		return true
 	}
 	l.refill(b, l.now())
-	return (l.msgs <= 0 || b.msgs >= 1) && (l.bytes <= 0 || b.bytes >= 1)
+	return (l.msgs <= 0 || b.msgs >= 1) && (l.bytes <= 0 || b.bytes >= min(float64(n), l.bytes))
 }
 
 // take counts a message of n bytes kept from client, if its allowance has

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -93,6 +94,7 @@ func startListener(t *testing.T, cfg Config) *testListener {
 	cfg.FeedbackAddresses = []string{"fbl@example.com"}
 	cfg.Now = l.clock.Now
 	cfg.Metrics = l.metrics
+	cfg.Logger = slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if cfg.Limits.DataDir == "" {
 		cfg.Limits.DataDir = dir
 	}
@@ -112,6 +114,14 @@ func startListener(t *testing.T, cfg Config) *testListener {
 	return l
 }
 
+// testLog writes the listener's log to the test's.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 // junk is an unparseable message of about size bytes.
 func junk(size int) []byte {
 	var b bytes.Buffer
@@ -122,9 +132,16 @@ func junk(size int) []byte {
 	return b.Bytes()
 }
 
-// send delivers msg to the feedback address from the local address ip and
-// returns the error of the first command refused (nil when accepted).
+// send delivers msg to the feedback address from the local address ip,
+// declaring its size as MTAs do (SIZE=, RFC 1870), and returns the error of
+// the first command refused (nil when accepted).
 func (l *testListener) send(t *testing.T, ip string, msg []byte) error {
+	t.Helper()
+	return l.sendDeclaring(t, ip, msg, int64(len(msg)))
+}
+
+// sendDeclaring is send with the size declared at MAIL FROM (0: none).
+func (l *testListener) sendDeclaring(t *testing.T, ip string, msg []byte, size int64) error {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
 	conn, err := d.Dial("tcp", l.addr)
@@ -137,7 +154,7 @@ func (l *testListener) send(t *testing.T, ip string, msg []byte) error {
 	if err := c.Hello("mx.provider.test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Mail("", nil); err != nil {
+	if err := c.Mail("", &smtp.MailOptions{Size: size}); err != nil {
 		return err
 	}
 	if err := c.Rcpt("fbl@example.com", nil); err != nil {
@@ -208,12 +225,16 @@ func TestClientBytesCap(t *testing.T) {
 		}
 	}
 	// About 1.7 KiB of the 10,000 bytes are left: a large message no
-	// longer fits, and the next transaction is refused at MAIL FROM.
+	// longer fits (refused at MAIL FROM, by its declared SIZE), a small
+	// one does.
 	wantReply(t, "a third 4 KiB cut", l.send(t, "127.0.0.1", junk(200<<10)), 450, smtp.EnhancedCode{4, 7, 1})
 	if err := l.send(t, "127.0.0.1", junk(1000)); err != nil {
 		t.Fatalf("a small message within what is left: %v", err)
 	}
 	wantReply(t, "once the bytes are used", l.send(t, "127.0.0.1", junk(1000)), 450, smtp.EnhancedCode{4, 7, 1})
+	if n := l.metrics.refusedFor(refusedClientRate); n != 2 {
+		t.Errorf("%d client_rate refusals counted, want 2", n)
+	}
 	if got := l.totals(t); got.Messages != 3 || got.Bytes > 10000 {
 		t.Errorf("kept %+v, want 3 messages within 10000 bytes", got)
 	}
@@ -296,7 +317,10 @@ func TestKeepAndSizeLimit(t *testing.T) {
 		t.Errorf("%d truncations counted, want 1", l.metrics.truncated)
 	}
 
-	wantReply(t, "a message over max_message_bytes", l.send(t, "127.0.0.1", junk(150<<10)), 552, smtp.EnhancedCode{5, 3, 4})
+	// go-smtp refuses a declared size over the limit at MAIL FROM itself;
+	// an undeclared one at the end of DATA.
+	wantReply(t, "a message declared over max_message_bytes", l.send(t, "127.0.0.1", junk(150<<10)), 552, smtp.EnhancedCode{5, 3, 4})
+	wantReply(t, "a message over max_message_bytes", l.sendDeclaring(t, "127.0.0.1", junk(150<<10), 0), 552, smtp.EnhancedCode{5, 3, 4})
 	if got := l.totals(t); got.Messages != 1 {
 		t.Errorf("%d messages kept, want 1", got.Messages)
 	}
