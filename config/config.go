@@ -303,13 +303,12 @@ func Default() *Config {
 			AddressLinkTTL:        Duration{24 * time.Hour},
 			MailFromSubdomain:     "bounce",
 		},
-		Events:  Events{Retention: Duration{30 * 24 * time.Hour}},
-		// Reports are small (a DSN is a few KiB, an ARF report with the
-		// original message rarely over a few hundred), and anyone may send
-		// to the inbound listener: it takes 1 MiB, keeps the first 64 KiB
-		// of each message and 64 MiB in all, and leaves 256 MiB of the
-		// disk to the queue.
+		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
 		Inbound: Inbound{
+			// Reports are small (a DSN is a few KiB, an ARF report with
+			// the original message rarely over a few hundred), and anyone
+			// may send them: 1 MiB taken, the first 64 KiB of each kept,
+			// 64 MiB in all, and 256 MiB of the disk left to the queue.
 			MaxMessageBytes:       1 << 20,
 			KeepRawBytes:          64 << 10,
 			MaxStoredMessages:     10000,
