@@ -335,6 +335,33 @@ func TestInboundFloodDiskFull(t *testing.T) {
 	if accepted, refusal := flood(t, addr, "127.0.0.51", floodMessage(10<<10), 1); accepted != 1 {
 		t.Errorf("inbound mail after the purge: %v, want 250", refusal)
 	}
+
+	// What a stranger chose reaches the operator's terminal escaped (a
+	// message's text, a report's Final-Recipient), the bytes as they are
+	// only with --raw.
+	evil := &flooder{ip: "127.0.0.52", addr: addr}
+	defer evil.close()
+	body := []byte("Subject: \x1b[2J\x1b]0;pwned\x07hi\r\n\r\nbody\r\n")
+	if err := evil.send(t, body); err != nil {
+		t.Fatalf("a message with escape sequences: %v", err)
+	}
+	id = strconv.FormatInt(inboundEntries(t, inst)[0].ID, 10)
+	dsn := strings.ReplaceAll(postfixDSN("\x1b]0;pwned\x07gone@example.net", "5.1.1", "550 5.1.1 \x1b[2J no such user", "0123456789ABCDEF"), "\n", "\r\n")
+	if err := evil.send(t, []byte(dsn)); err != nil {
+		t.Fatalf("a DSN with escape sequences: %v", err)
+	}
+	for _, args := range [][]string{{"inbound", "list"}, {"inbound", "show", id}} {
+		out := string(inst.mustAdmin(t, args...))
+		if strings.ContainsAny(out, "\x1b\x07") {
+			t.Errorf("sesame %s prints the stranger's escape sequences raw:\n%q", strings.Join(args, " "), out)
+		}
+		if args[1] == "show" && !strings.Contains(out, `\x1b[2J\x1b]0;pwned\x07hi`) {
+			t.Errorf("sesame inbound show does not show the escaped subject:\n%q", out)
+		}
+	}
+	if out := inst.mustAdmin(t, "inbound", "show", id, "--raw"); string(out) != string(body) {
+		t.Errorf("sesame inbound show --raw printed %q, want the bytes received %q", out, body)
+	}
 }
 
 func boolInt(b bool) int {
