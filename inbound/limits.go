@@ -111,8 +111,9 @@ var (
 // admit decides at MAIL FROM whether a transaction from client may start:
 // the checks that need no body, so a refused client sends none. size is
 // the message size the client declared (SIZE=, RFC 1870), 0 if none: the
-// client's allowance must hold what would be kept of such a message, or of
-// the largest when none is declared.
+// client's allowance and the total must have room for what would be kept
+// of such a message, or of the largest when none is declared. (The store
+// makes the exact check when the message is stored.)
 func (s *Server) admit(ctx context.Context, client netip.Prefix, size int64) error {
 	need := s.cfg.Limits.KeepRawBytes
 	if size > 0 {
@@ -129,7 +130,7 @@ func (s *Server) admit(ctx context.Context, client netip.Prefix, size int64) err
 		s.log.Error("inbound: reading what is kept failed", "err", err)
 		return s.refuse(refusedStoreFailed, errStoreFailed)
 	}
-	if t.Messages >= s.cfg.Limits.MaxStoredMessages || t.Bytes >= s.cfg.Limits.MaxStoredBytes {
+	if t.Messages >= s.cfg.Limits.MaxStoredMessages || t.Bytes+need > s.cfg.Limits.MaxStoredBytes {
 		return s.refuse(refusedStorageCap, errStorageFull, "messages", t.Messages, "bytes", t.Bytes)
 	}
 	return nil

@@ -367,3 +367,22 @@ func TestClientLimiterForgets(t *testing.T) {
 		t.Errorf("%d buckets kept, want 1", len(l.buckets))
 	}
 }
+
+// keep cuts the message to KeepRawBytes and the detail to maxDetailBytes,
+// on a character boundary.
+func TestKeepCuts(t *testing.T) {
+	s := New(Config{Limits: Limits{KeepRawBytes: 1024}}, nil, nil)
+	m := store.InboundMessage{Raw: junk(5000), Detail: strings.Repeat("é", maxDetailBytes)}
+	s.keep(&m)
+	if len(m.Raw) != 1024 || m.Size < 5000 {
+		t.Errorf("kept %d of %d bytes, want 1024 of at least 5000", len(m.Raw), m.Size)
+	}
+	if len(m.Detail) > maxDetailBytes+len(" [...]") || !strings.HasSuffix(m.Detail, "é [...]") {
+		t.Errorf("detail cut to %d bytes, ending %q", len(m.Detail), m.Detail[len(m.Detail)-10:])
+	}
+	short := store.InboundMessage{Raw: []byte("small"), Detail: "fine"}
+	s.keep(&short)
+	if string(short.Raw) != "small" || short.Size != 5 || short.Detail != "fine" {
+		t.Errorf("a small message changed: %+v", short)
+	}
+}
