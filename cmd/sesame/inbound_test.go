@@ -59,6 +59,14 @@ func TestCLIEscapesStrangersText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A complaint not believed, kept in part: its verification names the
+	// stranger's From address.
+	uid, err := st.RecordInbound(ctx, store.InboundMessage{ReceivedAt: now, Client: "192.0.2.8", RcptTo: "fbl@example.com",
+		Kind: "arf", Status: store.InboundUnverified, Detail: "complaint (abuse) not recorded",
+		Verification: "From <f" + evil + "@example.org> is not a feedback reporter", Size: 1 << 20, Raw: raw}, nil, nil, store.InboundLimit{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ev := store.Event{At: now, Type: store.EventBounce, Credential: "app", QueueID: "Q1", Recipient: "r" + evil + "@example.net",
 		RemoteMTA: "mx" + evil, Reply: "550 " + evil}
 	if err := st.RecordEvent(ctx, ev); err != nil {
@@ -86,6 +94,7 @@ func TestCLIEscapesStrangersText(t *testing.T) {
 	for _, args := range [][]string{
 		{"inbound", "list"},
 		{"inbound", "show", ids},
+		{"inbound", "show", strconv.FormatInt(uid, 10)},
 		{"events", "--type", "bounce"},
 		{"suppression", "list"},
 		{"suppression", "show", "s" + evil + "@example.net"},
@@ -110,6 +119,15 @@ func TestCLIEscapesStrangersText(t *testing.T) {
 	if !strings.Contains(out, "192.0.2.7") || !strings.Contains(out, "unmatched") {
 		t.Errorf("inbound list lacks the client or the status:\n%s", out)
 	}
+	// The unverified one: its verdict and reason, and that it was cut.
+	if !strings.Contains(out, "VERIFIED") || !strings.Contains(out, "unverified  1.0 MiB (cut)") ||
+		!strings.Contains(out, `From <f\x1b]0;pwned`) {
+		t.Errorf("inbound list lacks the verdict, the reason or the cut:\n%s", out)
+	}
+	out, _, _ = sesame(t, "inbound", "show", strconv.FormatInt(uid, 10), "--config", cfgPath)
+	if !strings.Contains(out, "Verified: unverified: From <f\\x1b]0;pwned") || !strings.Contains(out, "only the first") {
+		t.Errorf("inbound show lacks the verdict or the cut:\n%s", out)
+	}
 	if out, _, code := sesame(t, "inbound", "show", ids, "--raw", "--config", cfgPath); code != 0 || out != string(raw) {
 		t.Errorf("inbound show --raw: exit %d, printed %q, want the stored bytes %q", code, out, raw)
 	}
@@ -117,8 +135,12 @@ func TestCLIEscapesStrangersText(t *testing.T) {
 	out, _, _ = sesame(t, "inbound", "list", "--json", "--config", cfgPath)
 	noControls(t, "inbound list --json", out)
 	var list []inboundJSON
-	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].MailFrom != "a"+evil+"@example.org" {
-		t.Errorf("inbound list --json: %v %+v", err, list)
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 2 || list[1].MailFrom != "a"+evil+"@example.org" {
+		t.Fatalf("inbound list --json: %v %+v", err, list)
+	}
+	if u := list[0]; u.Status != store.InboundUnverified || u.Verified || u.Verification != "From <f"+evil+"@example.org> is not a feedback reporter" ||
+		!u.Truncated || u.Size != 1<<20 {
+		t.Errorf("inbound list --json, the unverified message: %+v", u)
 	}
 }
 
@@ -142,6 +164,7 @@ func TestInboundDeleteAndPurge(t *testing.T) {
 	add("192.0.2.2", store.InboundProcessed, 0, 50)
 	add("192.0.2.3", store.InboundProcessed, 72*time.Hour, 50)
 	add("2001:db8::1", store.InboundUnmatched, 0, 50)
+	add("192.0.2.4", store.InboundUnverified, 0, 50)
 	st.Close()
 
 	count := func() int {
@@ -171,8 +194,8 @@ func TestInboundDeleteAndPurge(t *testing.T) {
 		!strings.Contains(errOut, "no inbound message") {
 		t.Errorf("inbound delete of a deleted message: %d %q", code, errOut)
 	}
-	if count() != 5 {
-		t.Fatalf("%d messages after a delete, want 5", count())
+	if count() != 6 {
+		t.Fatalf("%d messages after a delete, want 6", count())
 	}
 
 	for _, tt := range []struct {
@@ -189,7 +212,7 @@ func TestInboundDeleteAndPurge(t *testing.T) {
 			t.Errorf("inbound purge %v: exit %d %q, want 1 and %q", tt.args, code, errOut, tt.want)
 		}
 	}
-	if count() != 5 {
+	if count() != 6 {
 		t.Fatalf("refused purges deleted messages: %d left", count())
 	}
 	purge := func(want string, args ...string) {
@@ -203,6 +226,7 @@ func TestInboundDeleteAndPurge(t *testing.T) {
 	purge("Deleted 1 inbound message(s)", "--unparsed", "--client", "192.0.2.2")                      // not its processed one
 	purge("Deleted 1 inbound message(s)", "--client", "2001:DB8:0::1")                                // as list shows it
 	purge("Deleted 0 inbound message(s)", "--status", "ignored")                                      // none
+	purge("Deleted 1 inbound message(s)", "--status", "unverified")                                   // 192.0.2.4's
 	purge("Deleted 1 inbound message(s)", "--status", "unparsed", "--before", "2099-01-01T00:00:00Z") // 192.0.2.1's
 	if count() != 1 {
 		t.Errorf("%d messages left, want 1 (192.0.2.2's processed)", count())
