@@ -157,6 +157,14 @@ type Inbound struct {
 	// single addresses) whose complaints are believed unsigned.
 	FeedbackReporters   []string `toml:"feedback_reporters"`
 	FeedbackReporterIPs []string `toml:"feedback_reporter_ips"`
+	// What is kept of what arrives: the start of each message, and in
+	// total, per client and per hour, bounded counts and bytes.
+	KeepRawBytes          int64 `toml:"keep_raw_bytes"`
+	MaxStoredMessages     int   `toml:"max_stored_messages"`
+	MaxStoredBytes        int64 `toml:"max_stored_bytes"`
+	ClientMessagesPerHour int   `toml:"client_messages_per_hour"` // 0: no per-client cap
+	ClientBytesPerHour    int64 `toml:"client_bytes_per_hour"`    // 0: no per-client cap
+	MinFreeBytes          int64 `toml:"min_free_bytes"`           // 0: no reserve
 }
 
 // DefaultFeedbackReporters are the feedback loops whose signed complaints
@@ -344,12 +352,22 @@ func Default() *Config {
 		},
 		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
 		Inbound: Inbound{
-			MaxMessageBytes:     10 << 20,
-			FeedbackReporters:   slices.Clone(DefaultFeedbackReporters),
-			MaxConnections:      200,
-			MaxConnectionsPerIP: 20,
-			ReadTimeout:         Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2.7
-			WriteTimeout:        Duration{time.Minute},
+			FeedbackReporters: slices.Clone(DefaultFeedbackReporters),
+			// Reports are small (a DSN is a few KiB, an ARF report with
+			// the original message rarely over a few hundred), and anyone
+			// may send them: 1 MiB taken, the first 64 KiB of each kept,
+			// 64 MiB in all, and 256 MiB of the disk left to the queue.
+			MaxMessageBytes:       1 << 20,
+			KeepRawBytes:          64 << 10,
+			MaxStoredMessages:     10000,
+			MaxStoredBytes:        64 << 20,
+			ClientMessagesPerHour: 100,
+			ClientBytesPerHour:    4 << 20,
+			MinFreeBytes:          256 << 20,
+			MaxConnections:        200,
+			MaxConnectionsPerIP:   20,
+			ReadTimeout:           Duration{5 * time.Minute}, // RFC 5321 §4.5.3.2.7
+			WriteTimeout:          Duration{time.Minute},
 		},
 		Warmup: Warmup{
 			SpreadHours:        12,
@@ -594,27 +612,7 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("inbound.feedback_addresses[%d]", i), "%q is not an email address", a)
 		}
 	}
-	for i, r := range c.Inbound.FeedbackReporters {
-		domain := r
-		if local, d, ok := strings.Cut(r, "@"); ok {
-			if local == "" {
-				domain = ""
-			} else {
-				domain = d
-			}
-		}
-		if !validHostname(domain) || !strings.Contains(domain, ".") {
-			bad(fmt.Sprintf("inbound.feedback_reporters[%d]", i), "%q: expected a reporter's address (\"staff@hotmail.com\") or a domain all its addresses are the reporter's (\"arf.mail.yahoo.com\")", r)
-		}
-	}
-	for i, n := range c.Inbound.FeedbackReporterIPs {
-		if _, err := ParsePrefix(n); err != nil {
-			bad(fmt.Sprintf("inbound.feedback_reporter_ips[%d]", i), "%q: expected a network such as \"192.0.2.0/24\" or \"2001:db8::/32\", or one address", n)
-		}
-	}
-	if c.Inbound.MaxMessageBytes < 64<<10 {
-		bad("inbound.max_message_bytes", "%d: expected at least 65536 (a report carries the original message)", c.Inbound.MaxMessageBytes)
-	}
+	c.validateInbound(bad)
 	connCaps("inbound", c.Inbound.MaxConnections, c.Inbound.MaxConnectionsPerIP, bad)
 	positive("inbound.read_timeout", c.Inbound.ReadTimeout)
 	positive("inbound.write_timeout", c.Inbound.WriteTimeout)
@@ -882,5 +880,54 @@ func (c *Config) validateIPs(bad func(key, format string, args ...any), positive
 				bad(key+"."+f.key, "%d: expected 0 (no cap) or more", f.v)
 			}
 		}
+	}
+}
+
+// maxInboundMessageBytes is the most the report parser reads (package
+// report's MaxSize).
+const maxInboundMessageBytes = 10 << 20
+
+func (c *Config) validateInbound(bad func(key, format string, args ...any)) {
+	in := c.Inbound
+	for i, r := range in.FeedbackReporters {
+		domain := r
+		if local, d, ok := strings.Cut(r, "@"); ok {
+			if local == "" {
+				domain = ""
+			} else {
+				domain = d
+			}
+		}
+		if !validHostname(domain) || !strings.Contains(domain, ".") {
+			bad(fmt.Sprintf("inbound.feedback_reporters[%d]", i), "%q: expected a reporter's address (\"staff@hotmail.com\") or a domain all its addresses are the reporter's (\"arf.mail.yahoo.com\")", r)
+		}
+	}
+	for i, n := range in.FeedbackReporterIPs {
+		if _, err := ParsePrefix(n); err != nil {
+			bad(fmt.Sprintf("inbound.feedback_reporter_ips[%d]", i), "%q: expected a network such as \"192.0.2.0/24\" or \"2001:db8::/32\", or one address", n)
+		}
+	}
+	if in.MaxMessageBytes < 64<<10 || in.MaxMessageBytes > maxInboundMessageBytes {
+		bad("inbound.max_message_bytes", "%d: expected a size in bytes from 65536 (a report carries the original message's header) to %d (the most a report is read)",
+			in.MaxMessageBytes, maxInboundMessageBytes)
+	}
+	if in.KeepRawBytes < 1024 || in.KeepRawBytes > in.MaxMessageBytes {
+		bad("inbound.keep_raw_bytes", "%d: expected a size in bytes from 1024 to inbound.max_message_bytes (%d)", in.KeepRawBytes, in.MaxMessageBytes)
+	}
+	if in.MaxStoredMessages < 1 {
+		bad("inbound.max_stored_messages", "%d: expected a positive number (what the inbound listener keeps must be bounded)", in.MaxStoredMessages)
+	}
+	if in.MaxStoredBytes < 1<<20 {
+		bad("inbound.max_stored_bytes", "%d: expected a size in bytes of at least 1048576 (what the inbound listener keeps must be bounded)", in.MaxStoredBytes)
+	}
+	if in.ClientMessagesPerHour < 0 {
+		bad("inbound.client_messages_per_hour", "%d: expected a positive number, or 0 for no per-client cap", in.ClientMessagesPerHour)
+	}
+	if in.ClientBytesPerHour != 0 && in.ClientBytesPerHour < in.KeepRawBytes {
+		bad("inbound.client_bytes_per_hour", "%d: expected at least inbound.keep_raw_bytes (%d), so one message fits, or 0 for no per-client cap",
+			in.ClientBytesPerHour, in.KeepRawBytes)
+	}
+	if in.MinFreeBytes < 0 {
+		bad("inbound.min_free_bytes", "%d: expected a size in bytes, or 0 for no reserve", in.MinFreeBytes)
 	}
 }

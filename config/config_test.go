@@ -19,6 +19,12 @@ func TestDefaultsAreValid(t *testing.T) {
 		cfg.Submission.MaxMessageBytes != 41943040 || cfg.Submission.MaxRecipients != 50 || cfg.Relay.MXPort != 25 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
+	// Inbound mail is bounded well below submission's: reports are small,
+	// and anyone may send them.
+	if in := cfg.Inbound; in.MaxMessageBytes != 1<<20 || in.KeepRawBytes != 64<<10 || in.MaxStoredBytes != 64<<20 ||
+		in.MaxStoredMessages != 10000 || in.ClientMessagesPerHour != 100 || in.ClientBytesPerHour != 4<<20 || in.MinFreeBytes != 256<<20 {
+		t.Fatalf("inbound defaults: %+v", in)
+	}
 }
 
 func TestExplicitMissingFile(t *testing.T) {
@@ -150,6 +156,24 @@ max_body_bytes = 10
 			"http.max_connections: 0",
 			"http.idle_timeout: -1s",
 			"http.max_body_bytes: 10",
+		}},
+		{"inbound caps", `
+[inbound]
+max_message_bytes = 20971520
+keep_raw_bytes = 100
+max_stored_messages = 0
+max_stored_bytes = 1000
+client_messages_per_hour = -1
+client_bytes_per_hour = -3
+min_free_bytes = -5
+`, []string{
+			"inbound.max_message_bytes: 20971520",
+			"inbound.keep_raw_bytes: 100",
+			"inbound.max_stored_messages: 0",
+			"inbound.max_stored_bytes: 1000",
+			"inbound.client_messages_per_hour: -1",
+			"inbound.client_bytes_per_hour: -3",
+			"inbound.min_free_bytes: -5",
 		}},
 	}
 	for _, tt := range tests {

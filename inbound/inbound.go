@@ -15,7 +15,8 @@
 // accepted is stored with what was made of it and whether it was verified,
 // so one that cannot be read or believed is kept for the operator (sesame
 // inbound list), not lost. The work a report gets is bounded (process.go,
-// budget.go).
+// budget.go), and so is what is kept, per message, per client and in
+// total, whatever strangers send (limits.go).
 package inbound
 
 import (
@@ -34,14 +35,14 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sesame-mail/sesame/netguard"
-	"github.com/sesame-mail/sesame/report"
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/verp"
 )
 
 // Store is what the listener needs from the store (store.SQLite has it).
 type Store interface {
-	RecordInbound(ctx context.Context, m store.InboundMessage, events []store.Event, sups []store.Suppression) (int64, error)
+	RecordInbound(ctx context.Context, m store.InboundMessage, events []store.Event, sups []store.Suppression, limit store.InboundLimit) (int64, error)
+	InboundTotals(ctx context.Context) (store.InboundTotals, error)
 	SendEvents(ctx context.Context, queueID, messageID string) ([]store.Event, error)
 }
 
@@ -69,7 +70,7 @@ type Config struct {
 	ReportBudget     time.Duration
 	ReportBudgetRate float64
 	ReportTimeout    time.Duration // examining one report; default 30s
-	MaxMessageBytes  int64         // default 10 MiB (report.MaxSize)
+	MaxMessageBytes  int64         // default DefaultMaxMessageBytes
 	// ReadTimeout is the wait for a client's next bytes (moved forward by
 	// every read, so a slow upload that keeps sending is not cut).
 	ReadTimeout  time.Duration // default 5m
@@ -77,28 +78,35 @@ type Config struct {
 	// The connection caps, in total and per client network (/32, /64).
 	// Nobody logs in here, so when the total is reached the connection
 	// idle longest is closed to make room (package netguard).
-	MaxConnections      int              // default 200
-	MaxConnectionsPerIP int              // default 20
-	Metrics             Metrics          // nil: none
+	MaxConnections      int     // default 200
+	MaxConnectionsPerIP int     // default 20
+	Limits              Limits  // what is kept (limits.go)
+	Metrics             Metrics // counts connections, reports, and what is kept and refused; nil: nothing counted
 	Logger              *slog.Logger
 	Now                 func() time.Time
 }
 
 // Metrics counts what the listener does (metrics.Metrics has it): its
-// connections (netguard.Metrics) and, per report, its kind ("dsn", "arf",
-// "" unparsed), the verdict (verified, unverified, over_budget, none), the
-// store lookups it cost and the time it took.
+// connections (netguard.Metrics); per report its kind ("dsn", "arf", ""
+// unparsed), the verdict (verified, unverified, over_budget, none), the
+// store lookups it cost and the time it took; per message kept its status
+// and whether only its start was kept; per refusal its reason (the
+// refused* constants, limits.go).
 type Metrics interface {
 	netguard.Metrics
 	InboundReport(kind, verdict string, lookups int, took time.Duration)
+	InboundKept(status string, truncated bool)
+	InboundRefused(reason string)
 }
 
-type noMetrics struct{}
+type nopMetrics struct{}
 
-func (noMetrics) InboundReport(string, string, int, time.Duration) {}
-func (noMetrics) ConnRefused(string, string)                       {}
-func (noMetrics) ConnShed(string)                                  {}
-func (noMetrics) AcceptError(string)                               {}
+func (nopMetrics) InboundReport(string, string, int, time.Duration) {}
+func (nopMetrics) InboundKept(string, bool)                         {}
+func (nopMetrics) InboundRefused(string)                            {}
+func (nopMetrics) ConnRefused(string, string)                       {}
+func (nopMetrics) ConnShed(string)                                  {}
+func (nopMetrics) AcceptError(string)                               {}
 
 // maxRecipients bounds RCPT per transaction; a report has one.
 const maxRecipients = 10
@@ -116,6 +124,10 @@ type Server struct {
 	budget      *budget
 	conns       *netguard.Guard
 
+	clients *clientLimiter       // the per-client caps
+	warnMu  sync.Mutex           // guards warned
+	warned  map[string]time.Time // when each kind of refusal was last logged at Warn
+
 	mu      sync.Mutex
 	servers []*smtp.Server
 	lns     []net.Listener
@@ -124,7 +136,11 @@ type Server struct {
 // New returns a Server; Listen binds it.
 func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = report.MaxSize
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	cfg.Limits.defaults()
+	if cfg.Metrics == nil {
+		cfg.Metrics = nopMetrics{}
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 5 * time.Minute
@@ -137,9 +153,6 @@ func New(cfg Config, st Store, signer *verp.Signer) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = noMetrics{}
 	}
 	if cfg.ReportBudget <= 0 {
 		cfg.ReportBudget = defaultReportBudget
@@ -160,7 +173,8 @@ func New(cfg Config, st Store, signer *verp.Signer) *Server {
 		ReadTimeout: cfg.ReadTimeout, Logger: cfg.Logger, Metrics: cfg.Metrics})
 	return &Server{cfg: cfg, st: st, signer: signer, log: cfg.Logger, metrics: cfg.Metrics, dns: cfg.DNS,
 		reporters: parseReporters(cfg.FeedbackReporters), reporterIPs: cfg.FeedbackReporterIPs,
-		budget: newBudget(cfg.ReportBudget, cfg.ReportBudgetRate), conns: conns}
+		budget:  newBudget(cfg.ReportBudget, cfg.ReportBudgetRate),
+		clients: newClientLimiter(cfg.Limits.ClientMessagesPerHour, cfg.Limits.ClientBytesPerHour, cfg.Now), warned: map[string]time.Time{}, conns: conns}
 }
 
 // ConnStats returns the open inbound connections.
@@ -237,13 +251,14 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if a, ok := remote.(*net.TCPAddr); ok {
 		client = a.AddrPort().Addr().Unmap()
 	}
-	return &session{s: s, remote: remote.String(), client: client}, nil
+	return &session{s: s, remote: remote.String(), client: client, key: clientKey(client)}, nil
 }
 
 type session struct {
 	s        *Server
 	remote   string
 	client   netip.Addr
+	key      netip.Prefix // what the per-client caps count by
 	from     string
 	rcpts    []string
 	tokens   []verp.Token
@@ -253,7 +268,16 @@ type session struct {
 var errNoSuchUser = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
 	Message: "No such user here; this server only takes bounces and feedback reports for mail it sent"}
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if err := ss.s.admit(ctx, ss.key, size); err != nil {
+		return err
+	}
 	ss.from = from
 	return nil
 }
@@ -289,7 +313,10 @@ func (s *Server) isFeedback(addr string) bool {
 func (ss *session) Data(r io.Reader) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return err // go-smtp answers 552 for a message over the size limit
+		if errors.Is(err, smtp.ErrDataTooLarge) {
+			ss.s.refuse(refusedTooLarge, smtp.ErrDataTooLarge, "client", ss.remote)
+		}
+		return err // go-smtp answers 552 5.3.4 for a message over the size limit
 	}
 	o := ss.s.examine(context.Background(), raw, envelope{client: ss.client, tokens: ss.tokens, rcpts: ss.rcpts})
 	if o.retry != nil {
@@ -299,15 +326,17 @@ func (ss *session) Data(r io.Reader) error {
 	m.MailFrom, m.RcptTo = ss.from, strings.Join(ss.rcpts, " ")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id, err := ss.s.st.RecordInbound(ctx, m, events, sups)
+	if ss.client.IsValid() {
+		m.Client = ss.client.String()
+	}
+	ss.s.keep(&m)
+	id, err := ss.store(ctx, m, events, sups)
 	if err != nil {
-		ss.s.log.Error("inbound: storing a report failed", "err", err)
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
-			Message: "Temporary failure storing the report; try again later"}
+		return err
 	}
 	ss.s.log.Info("inbound: report", "id", id, "client", ss.remote, "kind", m.Kind, "status", m.Status,
 		"verified", m.Verified, "verification", m.Verification, "lookups", o.lookups,
-		"events", len(events), "suppressed", len(sups), "detail", m.Detail)
+		"size", m.Size, "kept", len(m.Raw), "events", len(events), "suppressed", len(sups), "detail", m.Detail)
 	return nil
 }
 

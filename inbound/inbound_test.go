@@ -271,3 +271,47 @@ func TestProcessingBudget(t *testing.T) {
 		t.Errorf("events %+v, want the bounces of a and c", events)
 	}
 }
+
+// A report is judged on the whole message and kept in part: a DSN whose
+// failed recipient comes after the first keep_raw_bytes still counts on its
+// return path, an unverified one is cut the same way, and what each row
+// counts against the caps includes its verification text.
+func TestReportJudgedWholeKeptInPart(t *testing.T) {
+	c := &counts{kept: map[string]int{}, refused: map[string]int{}}
+	e := newTestEnv(t, func(cfg *Config) {
+		cfg.Limits.KeepRawBytes = 1024
+		cfg.Metrics = c
+	})
+	_, paths := e.sent("gone@example.net")
+	dsn := strings.Replace(dsnReport([]string{"gone@example.net"}, nil), "Your message could not be delivered.",
+		strings.Repeat("Your message could not be delivered.\n", 60), 1)
+
+	if err := e.report("", paths["gone@example.net"], dsn); err != nil {
+		t.Fatal(err)
+	}
+	m := e.last()
+	if m.Status != store.InboundProcessed || !m.Verified || !m.Truncated || len(m.Raw) != 1024 ||
+		strings.Contains(string(m.Raw), "Final-Recipient") {
+		t.Errorf("on the return path: %s verified=%v truncated=%v, %d bytes kept of %d", m.Status, m.Verified, m.Truncated, len(m.Raw), m.Size)
+	}
+	if events, _ := e.recorded(); len(events) != 1 {
+		t.Errorf("events %+v, want the bounce", events)
+	}
+
+	if err := e.report("", feedbackAddr, dsn); err != nil {
+		t.Fatal(err)
+	}
+	m = e.last()
+	if m.Status != store.InboundUnverified || m.Verification == "" || !m.Truncated || len(m.Raw) != 1024 {
+		t.Errorf("at the feedback address: %s %q truncated=%v, %d bytes kept", m.Status, m.Verification, m.Truncated, len(m.Raw))
+	}
+	if m.Kept != m.StoredBytes() || m.Kept < int64(len(m.Raw)+len(m.Detail)+len(m.Verification)) {
+		t.Errorf("the row counts %d bytes; its raw bytes, detail and verification are %d, %d and %d",
+			m.Kept, len(m.Raw), len(m.Detail), len(m.Verification))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kept[store.InboundProcessed] != 1 || c.kept[store.InboundUnverified] != 1 || c.truncated != 2 {
+		t.Errorf("counted kept %v, %d truncated; want one processed and one unverified, both truncated", c.kept, c.truncated)
+	}
+}

@@ -284,6 +284,28 @@ var migrations = []string{
 	// the proof or why there was none.
 	`ALTER TABLE inbound ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
 	 ALTER TABLE inbound ADD COLUMN verification TEXT NOT NULL DEFAULT '';`,
+	// What the inbound listener keeps is bounded (package inbound): each
+	// row records the client it came from, the size received and the bytes
+	// it keeps, and inbound_usage holds the totals, kept by triggers so a
+	// capped insert reads one row instead of summing the table.
+	`ALTER TABLE inbound ADD COLUMN client TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE inbound ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE inbound ADD COLUMN kept INTEGER NOT NULL DEFAULT 0;
+	 UPDATE inbound SET size = length(raw),
+		kept = length(raw) + length(mail_from) + length(rcpt_to) + length(kind) + length(status) + length(detail) + length(verification);
+	 CREATE INDEX inbound_client ON inbound(client);
+	 CREATE TABLE inbound_usage (
+		id       INTEGER PRIMARY KEY CHECK (id = 1),
+		messages INTEGER NOT NULL,
+		bytes    INTEGER NOT NULL
+	 );
+	 INSERT INTO inbound_usage SELECT 1, COUNT(*), COALESCE(SUM(kept), 0) FROM inbound;
+	 CREATE TRIGGER inbound_usage_insert AFTER INSERT ON inbound BEGIN
+		UPDATE inbound_usage SET messages = messages + 1, bytes = bytes + NEW.kept WHERE id = 1;
+	 END;
+	 CREATE TRIGGER inbound_usage_delete AFTER DELETE ON inbound BEGIN
+		UPDATE inbound_usage SET messages = messages - 1, bytes = bytes - OLD.kept WHERE id = 1;
+	 END;`,
 }
 
 func migrate(db *sql.DB) error {

@@ -434,18 +434,27 @@ func TestMailboxSimulatorEndToEnd(t *testing.T) {
 // inboundEntry is one message of `sesame inbound list --json`.
 type inboundEntry struct {
 	ID           int64  `json:"id"`
+	Client       string `json:"client"`
 	Kind         string `json:"kind"`
 	Status       string `json:"status"`
 	Detail       string `json:"detail"`
 	Verified     bool   `json:"verified"`
 	Verification string `json:"verification"`
+	Size         int64  `json:"size"`
+	KeptBytes    int64  `json:"kept_bytes"`
+	Truncated    bool   `json:"truncated"`
+}
+
+func inboundEntries(t *testing.T, inst *instance) []inboundEntry {
+	t.Helper()
+	var list []inboundEntry
+	inst.adminJSON(t, &list, "inbound", "list")
+	return list
 }
 
 func (e *inboundEnv) inboundEntries(t *testing.T) []inboundEntry {
 	t.Helper()
-	var out []inboundEntry
-	e.inst.adminJSON(t, &out, "inbound", "list")
-	return out
+	return inboundEntries(t, e.inst)
 }
 
 // mustAccept sends a report and fails unless it is accepted.

@@ -94,7 +94,7 @@ func (e *env) printRecords(out domainOutput) {
 		}
 		fmt.Fprintf(e.stdout, "  %s%s  %s  (%s: %s)\n       %s\n", check, r.Type, r.Name, need, r.Purpose, r.Value)
 		if r.Check != "" && r.Check != "ok" && r.Advice != "" {
-			fmt.Fprintf(e.stdout, "       -> %s\n", r.Advice)
+			fmt.Fprintf(e.stdout, "       -> %s\n", clean(r.Advice)) // may quote what DNS holds
 		}
 		fmt.Fprintln(e.stdout)
 	}
@@ -228,9 +228,9 @@ func domainCheck(e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "%s  %s %s (%s)\n", mark, f.Type, f.Name, f.Purpose)
 			if f.Status != identity.StatusOK {
 				if len(f.Found) > 0 {
-					fmt.Fprintf(e.stdout, "         found: %s\n", strings.Join(f.Found, " | "))
+					fmt.Fprintf(e.stdout, "         found: %s\n", clean(strings.Join(f.Found, " | ")))
 				}
-				fmt.Fprintf(e.stdout, "         fix:   %s\n", f.Advice)
+				fmt.Fprintf(e.stdout, "         fix:   %s\n", clean(f.Advice))
 			}
 		}
 	}
@@ -450,7 +450,7 @@ func addressList(e *env, _ []string) error {
 		if a.TokenHash != "" {
 			expires = a.TokenExpires.UTC().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Address, a.Status, a.CreatedAt.UTC().Format(time.DateTime), expires)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clean(a.Address), a.Status, a.CreatedAt.UTC().Format(time.DateTime), expires)
 	}
 	return tw.Flush()
 }

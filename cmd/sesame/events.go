@@ -16,6 +16,12 @@ import (
 // parseSince reads --since: a duration back from now ("24h", "90m", "7d"),
 // or an RFC 3339 time.
 func parseSince(v string, def time.Duration) (time.Time, error) {
+	return parseAgo("--since", v, def)
+}
+
+// parseAgo reads the time flag named name: a duration back from now, or an
+// RFC 3339 time; "" is def back from now.
+func parseAgo(name, v string, def time.Duration) (time.Time, error) {
 	now := time.Now()
 	switch {
 	case v == "":
@@ -32,7 +38,7 @@ func parseSince(v string, def time.Duration) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("--since %q: expected a duration such as 24h or 7d, or a time such as 2026-11-27T08:00:00Z", v)
+	return time.Time{}, fmt.Errorf("%s %q: expected a duration such as 24h or 7d, or a time such as 2026-11-27T08:00:00Z", name, v)
 }
 
 func eventsList(e *env, _ []string) error {
@@ -77,8 +83,8 @@ func eventsList(e *env, _ []string) error {
 		if ev.BounceType != "" {
 			typ += " (" + ev.BounceType + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.DateTime), typ, dash(ev.Credential),
-			dash(ev.QueueID), dash(ev.Recipient), dash(ev.RemoteMTA), ev.Reply)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.DateTime), typ, dash(clean(ev.Credential)),
+			dash(clean(ev.QueueID)), dash(clean(ev.Recipient)), dash(clean(ev.RemoteMTA)), clean(ev.Reply))
 	}
 	return tw.Flush()
 }

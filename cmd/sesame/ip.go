@@ -235,7 +235,7 @@ func ipShow(e *env, args []string) error {
 	for _, p := range st.Providers {
 		susp := "-"
 		if p.SuspendedUntil != nil {
-			susp = "until " + p.SuspendedUntil.UTC().Format(time.DateTime) + " after: " + p.Reply
+			susp = "until " + p.SuspendedUntil.UTC().Format(time.DateTime) + " after: " + clean(p.Reply)
 		}
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", p.Provider, p.SentHour, capText(p.HourlyCap), susp)
 	}

@@ -14,6 +14,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -100,7 +101,15 @@ func commands() []command {
 		{words: "inbound list", run: inboundList, maxArgs: 0,
 			help:   "list the bounces and feedback reports received, with what was made of each",
 			values: map[string]string{"status": "only processed, unmatched, ignored, unparsed or unverified"}},
-		one("inbound show", "ID", "print one received report whole", inboundShow),
+		{words: "inbound show", args: "ID", minArgs: 1, maxArgs: 1, run: inboundShow,
+			help:  "print one received message (control characters escaped) with what was made of it",
+			bools: map[string]string{"raw": "print only the message's stored bytes, exactly as kept"}},
+		one("inbound delete", "ID", "delete one received message", inboundDelete),
+		{words: "inbound purge", run: inboundPurge, maxArgs: 0,
+			help: "delete received messages matching every filter given (at least one, or --all)",
+			values: map[string]string{"before": "received before: an age such as 24h or 7d, or an RFC 3339 time",
+				"status": "only processed, unmatched, ignored, unparsed or unverified", "client": "only from this client IP address"},
+			bools: map[string]string{"unparsed": "only unparsed messages (--status unparsed)", "all": "every received message"}},
 		none("queue list", "list the messages in the queue with each recipient's state", queueList),
 		one("queue show", "ID", "show one queued message: envelope, recipients, header", queueShow),
 		{words: "queue retry", args: "ID|--all", maxArgs: 1, run: queueRetry,
@@ -260,9 +269,15 @@ docs: README.md and docs/ in the source tree
 
 // printJSON writes v as one line of JSON. <, > and & stay as they are (a
 // Message-ID reads <1@example.com>, as in a webhook body): the output is
-// for terminals and programs, not for HTML.
+// for terminals and programs, not for HTML; what a terminal would act on
+// is escaped (jsonSafe).
 func (e *env) printJSON(v any) error {
-	enc := json.NewEncoder(e.stdout)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := e.stdout.Write(jsonSafe(buf.Bytes()))
+	return err
 }

@@ -43,14 +43,14 @@ func printEntry(e *env, m store.QueueEntry, now time.Time) {
 		sender = "<>"
 	}
 	fmt.Fprintf(e.stdout, "%s  %s old  %d bytes  from %s  (credential %s)\n", m.ID,
-		now.Sub(m.ReceivedAt).Round(time.Second), m.Size, sender, m.Credential)
+		now.Sub(m.ReceivedAt).Round(time.Second), m.Size, clean(sender), clean(m.Credential))
 	for _, r := range m.Recipients {
-		line := fmt.Sprintf("    %-9s %s", r.State, r.Address)
+		line := fmt.Sprintf("    %-9s %s", r.State, clean(r.Address))
 		if r.State == store.StateDeferred {
 			line += fmt.Sprintf("  (attempt %d, next in %s)", r.Attempts+1, r.NextAttempt.Sub(now).Round(time.Second))
 		}
 		if r.LastReply != "" {
-			line += "  " + r.LastReply
+			line += "  " + clean(r.LastReply)
 		}
 		fmt.Fprintln(e.stdout, line)
 	}
@@ -97,7 +97,7 @@ func queueShow(e *env, args []string) error {
 		return e.printJSON(out)
 	}
 	printEntry(e, out.QueueEntry, time.Now())
-	fmt.Fprintf(e.stdout, "\nMessage-ID: %s\n\n%s", out.MessageID, out.Header)
+	fmt.Fprintf(e.stdout, "\nMessage-ID: %s\n\n%s", clean(out.MessageID), cleanText(out.Header))
 	if out.Corrupt != "" {
 		fmt.Fprintf(e.stdout, "The message cannot be sent: %s.\n"+
 			"sesame queue delete %s --bounce tells its sender; sesame queue retry %s tries it again.\n", out.Corrupt, id, id)

@@ -337,12 +337,17 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			WriteTimeout:        cfg.Inbound.WriteTimeout.Duration,
 			MaxConnections:      cfg.Inbound.MaxConnections,
 			MaxConnectionsPerIP: cfg.Inbound.MaxConnectionsPerIP,
+			Limits:              inboundLimits(cfg),
 			Metrics:             m,
 			Logger:              log.With("part", "inbound"),
 		}, st, signer)
 		if err := in.Listen(); err != nil {
 			return err
 		}
+		m.InboundStorage(func(ctx context.Context) (int, int64, error) {
+			t, err := st.InboundTotals(ctx)
+			return t.Messages, t.Bytes, err
+		}, cfg.Inbound.MaxStoredMessages, cfg.Inbound.MaxStoredBytes)
 	}
 	shaper := warmup.NewLimiter(shaperConfig(cfg))
 	m.OutboundIPs(func() []warmup.IPStatus { return shaper.Status(time.Now()) }, st.ParkedCounts)

@@ -71,7 +71,7 @@ func suppressionList(e *env, _ []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tFOR\tREASON\tSINCE\tDETAIL")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Address, scopeText(s), s.Reason, s.CreatedAt.UTC().Format(time.DateTime), s.Detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(s.Address), clean(scopeText(s)), s.Reason, s.CreatedAt.UTC().Format(time.DateTime), clean(s.Detail))
 	}
 	return tw.Flush()
 }
@@ -105,7 +105,7 @@ func suppressionShow(e *env, args []string) error {
 			whose, flag = fmt.Sprintf("mail of credential %q", s.Credential), " --user "+s.Credential
 		}
 		fmt.Fprintf(e.stdout, "%s is suppressed for %s since %s (%s): %s\n\"sesame suppression remove %s%s\" lifts it.\n",
-			s.Address, whose, s.CreatedAt.UTC().Format(time.DateTime), s.Reason, s.Detail, s.Address, flag)
+			clean(s.Address), clean(whose), s.CreatedAt.UTC().Format(time.DateTime), s.Reason, clean(s.Detail), clean(s.Address), clean(flag))
 	}
 	fmt.Fprintln(e.stdout, "Mail to a suppressed address is accepted but not sent.")
 	return nil
