@@ -357,14 +357,18 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 	if err != nil {
 		return "", reasonBadMessage, err
 	}
-	domain, ok := normalizeDomain(from[strings.LastIndexByte(from, '@')+1:], true)
-	if !ok {
-		return "", reasonBadMessage, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-			Message: "Message refused: the From header's domain is not a valid domain name"}
-	}
-	from = from[:strings.LastIndexByte(from, '@')+1] + domain
+	domain := from[strings.LastIndexByte(from, '@')+1:]
 	if err := s.checkSender(from); err != nil {
 		return "", "", err // counted by checkSender
+	}
+	others, err := h.otherSenders(from) // Sender, Resent-From, Resent-Sender
+	if err != nil {
+		return "", reasonBadMessage, err
+	}
+	for _, addr := range others {
+		if err := s.checkSender(addr); err != nil {
+			return "", "", err
+		}
 	}
 
 	id = store.NewQueueID()
