@@ -176,6 +176,8 @@ type Server struct {
 	mu        sync.Mutex
 	servers   []*smtp.Server
 	listeners []net.Listener
+
+	rejects rejectCaps // each credential's cap on reject events (rejects.go)
 }
 
 // New returns a submission service; Listen binds it, Serve runs it.

@@ -284,6 +284,9 @@ var migrations = []string{
 	// the proof or why there was none.
 	`ALTER TABLE inbound ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
 	 ALTER TABLE inbound ADD COLUMN verification TEXT NOT NULL DEFAULT '';`,
+	// How many refusals a reject event stands for (Event.Count); 1 for
+	// every event before.
+	`ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;`,
 }
 
 func migrate(db *sql.DB) error {

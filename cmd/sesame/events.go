@@ -77,6 +77,9 @@ func eventsList(e *env, _ []string) error {
 		if ev.BounceType != "" {
 			typ += " (" + ev.BounceType + ")"
 		}
+		if ev.Count > 1 {
+			typ += fmt.Sprintf(" (%d times)", ev.Count) // repeated refusals, summed
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.DateTime), typ, dash(ev.Credential),
 			dash(ev.QueueID), dash(ev.Recipient), dash(ev.RemoteMTA), ev.Reply)
 	}
