@@ -100,8 +100,8 @@ func (s *rejectSum) event(cred string) store.Event {
 }
 
 // rejectLog is one connection's refusals: every kind seen, with its repeats
-// not yet written. Logout can run on another goroutine (a shutdown closing
-// the connection) while a command is refused, hence the lock.
+// not yet written. go-smtp may call Logout on another goroutine than the
+// connection's (its Server.Close closes every connection), hence the lock.
 type rejectLog struct {
 	mu     sync.Mutex
 	kinds  map[rejectKind]*rejectSum // a handful of reasons: bounded
