@@ -234,12 +234,13 @@ const maxOtherSenders = 20
 //
 //   - Sender: Outlook shows "Sender on behalf of From"; a credential
 //     restricted to other.org must not appear to send for example.com.
-//   - Resent-From and Resent-Sender: Sender ID's purported responsible
-//     address (RFC 4407 §2), still used by Microsoft's filters and its
-//     "on behalf of" display, is the first Resent-Sender, else the first
-//     Resent-From, before Sender and From. Every resent field is checked,
-//     not only the newest block's: readers differ in which one they take,
-//     and a client resending through Sesame adds only its own block.
+//   - Resent-From and Resent-Sender: the purported responsible address of
+//     Sender ID (RFC 4407 §2), which receivers implementing it take as the
+//     sender, is the first Resent-Sender, else the first Resent-From,
+//     before Sender and From. Every resent field is checked, not only the
+//     newest block's: readers differ in which one they take, and a client
+//     resending through Sesame adds only its own block (resending a message
+//     that was resent before is refused unless every address passes).
 //
 // Like From, a field Sesame cannot read is refused rather than skipped (a
 // reader more lenient than net/mail could still show it), and so is a second
