@@ -52,6 +52,7 @@ type Payload struct {
 	RemoteMTA  string    `json:"remote_mta"`
 	Reply      string    `json:"reply"`
 	BounceType string    `json:"bounce_type,omitempty"` // bounces only: hard, soft, policy, undetermined
+	Count      int       `json:"count"`                 // refusals a reject stands for; 1 for every other event
 }
 
 // maxRedirects caps the redirects a request follows.
@@ -87,7 +88,8 @@ func newClient(timeout time.Duration) *http.Client {
 // NewPayload returns the outside shape of e.
 func NewPayload(e store.Event) Payload {
 	return Payload{ID: e.ID, Type: e.Type, Time: e.At.UTC(), Credential: e.Credential, QueueID: e.QueueID,
-		MessageID: e.MessageID, Recipient: e.Recipient, RemoteMTA: e.RemoteMTA, Reply: e.Reply, BounceType: e.BounceType}
+		MessageID: e.MessageID, Recipient: e.Recipient, RemoteMTA: e.RemoteMTA, Reply: e.Reply, BounceType: e.BounceType,
+		Count: max(1, e.Count)}
 }
 
 // payload encodes e as a request body.

@@ -248,10 +248,15 @@ func TestWebhookOrderSignatureAndFormat(t *testing.T) {
 
 	mail(t, st, "shop")
 	reject(t, st, "shop", "someone@example.org")
+	// Repeated refusals summed into one event (package smtpd).
+	if err := st.RecordEvent(context.Background(), store.Event{At: time.Now(), Type: store.EventReject,
+		Credential: "shop", Reply: "554 5.7.1 not verified", Count: 7}); err != nil {
+		t.Fatal(err)
+	}
 	mail(t, st, "")
 	want := allEvents(t, st)
-	if len(want) != 9 {
-		t.Fatalf("%d events recorded, want 9", len(want))
+	if len(want) != 10 {
+		t.Fatalf("%d events recorded, want 10", len(want))
 	}
 	caughtUp(t, st, ep)
 	reqs := rc.requests()
@@ -280,7 +285,7 @@ func TestWebhookOrderSignatureAndFormat(t *testing.T) {
 		}
 		wantFields := map[string]any{"id": float64(e.ID), "type": e.Type, "credential": e.Credential,
 			"queue_id": e.QueueID, "message_id": e.MessageID, "recipient": e.Recipient, "remote_mta": e.RemoteMTA,
-			"reply": e.Reply}
+			"reply": e.Reply, "count": float64(max(1, e.Count))}
 		if e.BounceType != "" {
 			wantFields["bounce_type"] = e.BounceType
 		}
@@ -297,6 +302,9 @@ func TestWebhookOrderSignatureAndFormat(t *testing.T) {
 	if p := reqs[3]; !bytes.Contains(p.body, []byte(`"type":"bounce"`)) ||
 		!bytes.Contains(p.body, []byte(`"bounce_type":"hard"`)) || !bytes.Contains(p.body, []byte(`"message_id":"<1@example.com>"`)) {
 		t.Errorf("fourth request %s, want the hard bounce with its Message-ID unescaped", p.body)
+	}
+	if p := reqs[5]; !bytes.Contains(p.body, []byte(`"type":"reject"`)) || !bytes.Contains(p.body, []byte(`"count":7`)) {
+		t.Errorf("sixth request %s, want the summed reject with its count", p.body)
 	}
 }
 

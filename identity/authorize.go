@@ -28,10 +28,11 @@ func NewAuthorizer(ids IdentityStore) *Authorizer {
 	return &Authorizer{ids: ids}
 }
 
-// MaySendAs reports whether cred may use address as a sender (envelope or
-// From): the address, or its domain, is a verified identity, and cred's
-// Allowed list is empty or names the address or its domain. Comparisons
-// ignore case. An error means the store could not answer.
+// MaySendAs reports whether cred may use address as a sender (envelope,
+// From, Sender or a Resent- field): the address, or its domain, is a
+// verified identity, and cred's Allowed list is empty or names the address
+// or its domain. Comparisons ignore case. An error means the store could
+// not answer.
 func (a *Authorizer) MaySendAs(ctx context.Context, cred store.Credential, address string) (bool, error) {
 	addr, domain, ok := canonical(address)
 	if !ok {

@@ -34,6 +34,7 @@ type Metrics struct {
 	recipients    *prometheus.CounterVec
 	latency       prometheus.Histogram
 	outboundConns *prometheus.CounterVec
+	rejectsCapped prometheus.Counter
 	inbound       inboundMetrics
 	refused       *prometheus.CounterVec
 	shed          *prometheus.CounterVec
@@ -93,9 +94,13 @@ func New(queue QueueStats) *Metrics {
 			Name: "sesame_listener_accept_errors_total",
 			Help: "Failed accepts (e.g. out of file descriptors: EMFILE), by listener; each is retried after a backoff.",
 		}, []string{"listener"}),
+		rejectsCapped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sesame_reject_events_suppressed_total",
+			Help: "Refused submissions not recorded as reject events of their own: their credential was over its cap of reject events a minute. A later event's count includes them.",
+		}),
 	}
 	reg.MustRegister(m.connections, m.handshakes, m.authFailures, m.submissions, m.recipients, m.latency, m.outboundConns,
-		m.refused, m.shed, m.acceptErrors,
+		m.refused, m.shed, m.acceptErrors, m.rejectsCapped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerInbound()
 	if queue != nil {
@@ -189,6 +194,10 @@ func (m *Metrics) Submission(accepted bool, reason string) {
 	}
 	m.submissions.WithLabelValues(result, reason).Inc()
 }
+
+// RejectEventsSuppressed counts n refusals whose reject event was not
+// written because their credential was over its cap.
+func (m *Metrics) RejectEventsSuppressed(n int) { m.rejectsCapped.Add(float64(n)) }
 
 // Delivery counts one recipient's outcome. latency is the time since
 // acceptance, observed for delivered recipients.

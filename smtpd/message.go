@@ -105,6 +105,8 @@ func checkLineEnds(p []byte, prevCR *bool) error {
 type header struct {
 	size      int      // bytes of the header block, including the empty line (if any)
 	from      []string // values of every From field
+	sender    []string // values of every Sender field
+	resent    []string // values of every Resent-From and Resent-Sender field
 	hasDate   bool
 	messageID string // "" when absent
 }
@@ -121,6 +123,10 @@ func parseHeader(msg []byte) (header, error) {
 		switch {
 		case strings.EqualFold(name, "From"):
 			h.from = append(h.from, value.String())
+		case strings.EqualFold(name, "Sender"):
+			h.sender = append(h.sender, value.String())
+		case strings.EqualFold(name, "Resent-From"), strings.EqualFold(name, "Resent-Sender"):
+			h.resent = append(h.resent, value.String())
 		case strings.EqualFold(name, "Date"):
 			h.hasDate = true
 		case strings.EqualFold(name, "Message-ID"):
@@ -190,10 +196,100 @@ func (h header) fromAddress() (string, error) {
 		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
 			Message: "Message refused: it has more than one From header"}
 	}
-	list, err := addressParser.ParseList(h.from[0])
+	return oneAddress("From", h.from[0])
+}
+
+// oneAddress returns the one address of a field that must hold exactly one,
+// its domain in lower-case A-label form.
+func oneAddress(field, value string) (string, error) {
+	list, err := addressParser.ParseList(value)
 	if err != nil || len(list) != 1 {
 		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-			Message: "Message refused: the From header must hold exactly one valid address"}
+			Message: "Message refused: the " + field + " header must hold exactly one valid address"}
 	}
-	return list[0].Address, nil
+	return normalizeHeaderAddress(field, list[0].Address)
+}
+
+// normalizeHeaderAddress returns addr, an address from the header field
+// named field, with its domain in lower-case A-label form.
+func normalizeHeaderAddress(field, addr string) (string, error) {
+	at := strings.LastIndexByte(addr, '@')
+	domain, ok := normalizeDomain(addr[at+1:], true)
+	if at < 0 || !ok {
+		return "", &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: the " + field + " header's domain is not a valid domain name"}
+	}
+	return addr[:at+1] + domain, nil
+}
+
+// maxOtherSenders bounds the Sender, Resent-From and Resent-Sender
+// addresses checked in one message: each is a policy lookup, and honest mail
+// has one or two.
+const maxOtherSenders = 20
+
+// otherSenders returns the addresses, besides From's, that the header names
+// as who sent the message: Sender's, and every Resent-From's and
+// Resent-Sender's. Each must be an identity the credential may use, as
+// From's must, for each is shown to recipients as the sender or taken by
+// receivers as the one responsible:
+//
+//   - Sender: Outlook shows "Sender on behalf of From"; a credential
+//     restricted to other.org must not appear to send for example.com.
+//   - Resent-From and Resent-Sender: the purported responsible address of
+//     Sender ID (RFC 4407 §2), which receivers implementing it take as the
+//     sender, is the first Resent-Sender, else the first Resent-From,
+//     before Sender and From. Every resent field is checked, not only the
+//     newest block's: readers differ in which one they take, and a client
+//     resending through Sesame adds only its own block (resending a message
+//     that was resent before is refused unless every address passes).
+//
+// Like From, a field Sesame cannot read is refused rather than skipped (a
+// reader more lenient than net/mail could still show it), and so is a second
+// Sender field (RFC 5322 §3.6 allows one). Resent-From may hold a list
+// (RFC 5322 §3.6.6), and resent blocks may repeat. The result holds each
+// address once, without from (already checked), domains in A-label form.
+func (h header) otherSenders(from string) ([]string, error) {
+	var out []string
+	add := func(addr string) {
+		if strings.EqualFold(addr, from) {
+			return
+		}
+		for _, a := range out {
+			if strings.EqualFold(a, addr) {
+				return
+			}
+		}
+		out = append(out, addr)
+	}
+	switch len(h.sender) {
+	case 0:
+	case 1:
+		addr, err := oneAddress("Sender", h.sender[0])
+		if err != nil {
+			return nil, err
+		}
+		add(addr)
+	default:
+		return nil, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Message refused: it has more than one Sender header"}
+	}
+	for _, v := range h.resent {
+		list, err := addressParser.ParseList(v)
+		if err != nil || len(list) == 0 {
+			return nil, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+				Message: "Message refused: a Resent-From or Resent-Sender header holds no valid address"}
+		}
+		for _, a := range list {
+			addr, err := normalizeHeaderAddress("Resent-From or Resent-Sender", a.Address)
+			if err != nil {
+				return nil, err
+			}
+			add(addr)
+			if len(out) > maxOtherSenders {
+				return nil, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+					Message: fmt.Sprintf("Message refused: its Sender, Resent-From and Resent-Sender headers name more than %d addresses", maxOtherSenders)}
+			}
+		}
+	}
+	return out, nil
 }

@@ -11,9 +11,9 @@
 // field on top, and is answered 250 only once the queue has it on disk.
 //
 // Who may send what is decided at each step too: a credential whose sending
-// is paused is refused at MAIL FROM (Standing); MAIL FROM and the From
-// header must be identities the credential may use (Policy); a sandboxed
-// credential may send only to verified recipients; the sending quotas
+// is paused is refused at MAIL FROM (Standing); MAIL FROM, the From header
+// and any Sender header must be identities the credential may use (Policy);
+// a sandboxed credential may send only to verified recipients; the sending quotas
 // (Quotas) are checked, per recipient, before the message is queued.
 // Connections are capped in total and per client address (limits.go), and
 // failed logins are slowed and then blocked (guard.go).
@@ -22,7 +22,8 @@
 // interfaces, which Deps gathers: Authenticator (logins), Signer (DKIM),
 // Queue (durable storage of accepted mail), Policy (who may send as whom),
 // Quotas, Standing (paused credentials), Events (refused submissions, for
-// operators and statistics; optional) and Metrics (optional). A Queue that
+// operators and statistics, repeats summed: rejects.go; optional) and
+// Metrics (optional). A Queue that
 // is also a StorageChecker has mail refused with 452 4.3.1 at MAIL FROM
 // while its disk is full (storage.go).
 package smtpd
@@ -193,6 +194,8 @@ type Server struct {
 	mu        sync.Mutex
 	servers   []*smtp.Server
 	listeners []net.Listener
+
+	rejects rejectCaps // each credential's cap on reject events (rejects.go)
 }
 
 // New returns a submission service; Listen binds it, Serve runs it.

@@ -73,6 +73,8 @@ type session struct {
 	sender     string
 	smtputf8   bool
 	recipients []string
+
+	rejects rejectLog // the connection's refusals, for reject events (rejects.go)
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -244,7 +246,8 @@ func (s *session) checkSender(addr string) error {
 }
 
 // refuse counts a refused submission, records a reject event for an
-// authenticated one (per recipient when they are known), and returns err.
+// authenticated one (per recipient when they are known; repeats summed,
+// see rejects.go), and returns err.
 func (s *session) refuse(reason string, err error) error {
 	return s.refuseFor(s.recipients, reason, err)
 }
@@ -252,24 +255,8 @@ func (s *session) refuse(reason string, err error) error {
 // refuseFor is refuse for the given recipients.
 func (s *session) refuseFor(rcpts []string, reason string, err error) error {
 	s.srv.deps.Metrics.Submission(false, reason)
-	if s.cred.Name == "" || s.srv.deps.Events == nil {
-		return err
-	}
-	if len(rcpts) == 0 {
-		rcpts = []string{""}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, r := range rcpts {
-		e := store.Event{At: s.srv.now(), Type: store.EventReject, Credential: s.cred.Name, Recipient: r, Reply: err.Error()}
-		var se *smtp.SMTPError
-		if errors.As(err, &se) {
-			e.Reply = fmt.Sprintf("%d %d.%d.%d %s", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], se.Message)
-		}
-		if rerr := s.srv.deps.Events.RecordEvent(ctx, e); rerr != nil {
-			s.log.Error("recording a reject event failed", "err", rerr)
-			break
-		}
+	if s.cred.Name != "" && s.srv.deps.Events != nil {
+		s.rejectEvent(rcpts, reason, err)
 	}
 	return err
 }
@@ -311,8 +298,11 @@ func (s *session) Reset() {
 	s.endTransaction()
 }
 
-// Logout ends the session.
-func (s *session) Logout() error { return nil }
+// Logout ends the session (the connection, or its part before STARTTLS).
+func (s *session) Logout() error {
+	s.flushRejects()
+	return nil
+}
 
 // buffers holds message buffers between transactions; huge ones are dropped
 // rather than kept alive.
@@ -380,14 +370,18 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 	if err != nil {
 		return "", reasonBadMessage, err
 	}
-	domain, ok := normalizeDomain(from[strings.LastIndexByte(from, '@')+1:], true)
-	if !ok {
-		return "", reasonBadMessage, &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
-			Message: "Message refused: the From header's domain is not a valid domain name"}
-	}
-	from = from[:strings.LastIndexByte(from, '@')+1] + domain
+	domain := from[strings.LastIndexByte(from, '@')+1:]
 	if err := s.checkSender(from); err != nil {
 		return "", "", err // counted by checkSender
+	}
+	others, err := h.otherSenders(from) // Sender, Resent-From, Resent-Sender
+	if err != nil {
+		return "", reasonBadMessage, err
+	}
+	for _, addr := range others {
+		if err := s.checkSender(addr); err != nil {
+			return "", "", err
+		}
 	}
 
 	id = store.NewQueueID()

@@ -306,6 +306,9 @@ var migrations = []string{
 	 CREATE TRIGGER inbound_usage_delete AFTER DELETE ON inbound BEGIN
 		UPDATE inbound_usage SET messages = messages - 1, bytes = bytes - OLD.kept WHERE id = 1;
 	 END;`,
+	// How many refusals a reject event stands for (Event.Count); 1 for
+	// every event before.
+	`ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;`,
 }
 
 func migrate(db *sql.DB) error {

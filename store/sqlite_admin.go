@@ -28,16 +28,31 @@ func fromNano(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// CreateCredential stores c; ErrExists if its name or username is taken.
+// CreateCredential stores c with its Allowed identities, in one
+// transaction (a credential meant to be restricted never exists without its
+// restriction); ErrExists if its name or username is taken.
 func (s *SQLite) CreateCredential(ctx context.Context, c Credential) error {
 	defer s.admin.changed()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO credentials (name, username, password_hash, created_at, updated_at,
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: create credential %q: %w", c.Name, err)
+	}
+	defer tx.Rollback()
+	_, err = tx.Exec(`INSERT INTO credentials (name, username, password_hash, created_at, updated_at,
 		sandbox, daily_quota, max_send_rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Name, c.Username, c.PasswordHash, unixNano(c.CreatedAt), unixNano(c.UpdatedAt), c.Sandbox, c.DailyQuota, c.MaxSendRate)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: credential %q: %w", c.Name, ErrExists)
 	}
 	if err != nil {
+		return fmt.Errorf("store: create credential %q: %w", c.Name, err)
+	}
+	for _, id := range c.Allowed {
+		if _, err := tx.Exec(`INSERT OR IGNORE INTO credential_identities (credential, identity) VALUES (?, ?)`, c.Name, id); err != nil {
+			return fmt.Errorf("store: create credential %q: %w", c.Name, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: create credential %q: %w", c.Name, err)
 	}
 	return nil

@@ -8,12 +8,12 @@ import (
 )
 
 // sqlInsertEvent is a hot statement (txn.go).
-const sqlInsertEvent = `INSERT INTO events (at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const sqlInsertEvent = `INSERT INTO events (at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type, count)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 func insertEvent(tx *txn, e Event) error {
 	_, err := tx.Exec(sqlInsertEvent, e.At.UnixNano(), e.Type, e.Credential, e.QueueID, e.MessageID,
-		e.Recipient, e.RemoteMTA, e.Reply, e.BounceType)
+		e.Recipient, e.RemoteMTA, e.Reply, e.BounceType, max(1, e.Count))
 	return err
 }
 
@@ -67,7 +67,7 @@ func (s *SQLite) QueryEvents(ctx context.Context, q EventQuery) ([]Event, error)
 }
 
 // eventColumns are what selectEvents scans.
-const eventColumns = `id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type`
+const eventColumns = `id, at, type, credential, queue_id, message_id, recipient, remote_mta, reply, bounce_type, count`
 
 // selectEvents runs query, which selects eventColumns, and scans the rows.
 func (s *SQLite) selectEvents(ctx context.Context, query string, args ...any) ([]Event, error) {
@@ -81,7 +81,7 @@ func (s *SQLite) selectEvents(ctx context.Context, query string, args ...any) ([
 		var e Event
 		var at int64
 		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Credential, &e.QueueID, &e.MessageID, &e.Recipient,
-			&e.RemoteMTA, &e.Reply, &e.BounceType); err != nil {
+			&e.RemoteMTA, &e.Reply, &e.BounceType, &e.Count); err != nil {
 			return nil, err
 		}
 		e.At = time.Unix(0, at)
@@ -90,11 +90,12 @@ func (s *SQLite) selectEvents(ctx context.Context, query string, args ...any) ([
 	return out, rows.Err()
 }
 
-// CountEvents counts the events matching q by type.
+// CountEvents counts the events matching q by type: what they stand for
+// (a reject's Count), not rows.
 func (s *SQLite) CountEvents(ctx context.Context, q EventQuery) (map[string]int, error) {
 	where, args := eventWhere(q, false)
 	rows, err := s.db.QueryContext(ctx, `SELECT CASE WHEN bounce_type = '' THEN type ELSE type || ':' || bounce_type END,
-		COUNT(*) FROM events`+where+` GROUP BY 1`, args...)
+		SUM(count) FROM events`+where+` GROUP BY 1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: count events: %w", err)
 	}

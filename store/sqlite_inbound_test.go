@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,21 +245,25 @@ func TestDeleteAndPurgeInbound(t *testing.T) {
 // it holds: one at the version before them (with the report verification
 // columns), and one from before those too, which migrates through both.
 func TestMigrateInboundTotals(t *testing.T) {
-	for _, before := range []int{1, 2} { // migrations not yet applied
-		t.Run(fmt.Sprintf("version %d", 1+len(migrations)-before), func(t *testing.T) {
+	caps := slices.IndexFunc(migrations, func(m string) bool { return strings.Contains(m, "CREATE TABLE inbound_usage") })
+	if caps < 1 {
+		t.Fatal("no migration creates inbound_usage")
+	}
+	for _, before := range []int{0, 1} { // migrations before the caps' not yet applied
+		t.Run(fmt.Sprintf("version %d", 1+caps-before), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "old.db")
 			db, err := sql.Open("sqlite", "file:"+path)
 			if err != nil {
 				t.Fatal(err)
 			}
 			script := schema
-			for _, m := range migrations[:len(migrations)-before] {
+			for _, m := range migrations[:caps-before] {
 				script += ";\n" + m
 			}
-			script += fmt.Sprintf(";\nPRAGMA user_version = %d;", 1+len(migrations)-before)
+			script += fmt.Sprintf(";\nPRAGMA user_version = %d;", 1+caps-before)
 			script += `INSERT INTO inbound (received_at, mail_from, rcpt_to, kind, status, detail, raw)
 				VALUES (1, 'a', 'bb', '', 'unparsed', 'ccc', x'00010203'), (2, '', 'b', 'dsn', 'processed', '', x'05')`
-			if before == 1 {
+			if before == 0 {
 				script += `; UPDATE inbound SET verified = 1, verification = 'proof' WHERE id = 2`
 			}
 			if _, err := db.Exec(script); err != nil {
@@ -270,7 +276,7 @@ func TestMigrateInboundTotals(t *testing.T) {
 			}
 			defer s.Close()
 			want := InboundTotals{Messages: 2, Bytes: (4 + 1 + 2 + 8 + 3) + (1 + 1 + 3 + 9)}
-			if before == 1 {
+			if before == 0 {
 				want.Bytes += int64(len("proof"))
 			}
 			if got := totals(t, s); got != want {
@@ -281,7 +287,7 @@ func TestMigrateInboundTotals(t *testing.T) {
 				t.Errorf("an old message after migration: %+v %v", m, err)
 			}
 			m, err = s.InboundMessage(context.Background(), 2)
-			if err != nil || m.Verified != (before == 1) || m.Kept != m.StoredBytes() {
+			if err != nil || m.Verified != (before == 0) || m.Kept != m.StoredBytes() {
 				t.Errorf("an old message after migration: %+v %v", m, err)
 			}
 		})

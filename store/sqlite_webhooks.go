@@ -74,8 +74,7 @@ func (s *SQLite) EventsAfter(ctx context.Context, after, through int64, f EventF
 		return nil, nil
 	}
 	where, args := webhookWhere(after, through, f)
-	rows, err := s.db.QueryContext(ctx, `SELECT id, at, type, credential, queue_id, message_id, recipient,
-		remote_mta, reply, bounce_type FROM events`+where+` ORDER BY id LIMIT ?`, append(args, limit)...)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+eventColumns+` FROM events`+where+` ORDER BY id LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: events after %d: %w", after, err)
 	}
@@ -85,7 +84,7 @@ func (s *SQLite) EventsAfter(ctx context.Context, after, through int64, f EventF
 		var e Event
 		var at int64
 		if err := rows.Scan(&e.ID, &at, &e.Type, &e.Credential, &e.QueueID, &e.MessageID, &e.Recipient,
-			&e.RemoteMTA, &e.Reply, &e.BounceType); err != nil {
+			&e.RemoteMTA, &e.Reply, &e.BounceType, &e.Count); err != nil {
 			return nil, fmt.Errorf("store: events after %d: %w", after, err)
 		}
 		e.At = time.Unix(0, at)

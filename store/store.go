@@ -355,6 +355,11 @@ type Event struct {
 	RemoteMTA  string
 	Reply      string
 	BounceType string // for bounce events
+	// Count is how many refusals a reject event stands for: repeats on one
+	// connection, or over the credential's cap, are summed into one event
+	// (package smtpd decides which). 1 for every other event; 0 is stored
+	// as 1.
+	Count int
 }
 
 // EventQuery selects events; zero fields match everything.

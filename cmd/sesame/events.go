@@ -83,6 +83,9 @@ func eventsList(e *env, _ []string) error {
 		if ev.BounceType != "" {
 			typ += " (" + ev.BounceType + ")"
 		}
+		if ev.Count > 1 {
+			typ += fmt.Sprintf(" (%d times)", ev.Count) // repeated refusals, summed
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.DateTime), typ, dash(clean(ev.Credential)),
 			dash(clean(ev.QueueID)), dash(clean(ev.Recipient)), dash(clean(ev.RemoteMTA)), clean(ev.Reply))
 	}

@@ -85,8 +85,8 @@ func TestEventShapeWebhookAndCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &raw); err != nil || string(raw[0]) != string(body) {
 		t.Errorf("sesame events --json writes the event otherwise than the webhook:\n%s\n%s", raw[0], body)
 	}
-	if _, ok := posted["time"]; !ok || len(posted) != 10 {
-		t.Errorf("webhook body lacks keys (want the 10 of docs/operations.md): %s", body)
+	if _, ok := posted["time"]; !ok || len(posted) != 11 {
+		t.Errorf("webhook body lacks keys (want the 11 of docs/operations.md): %s", body)
 	}
 }
 

@@ -42,6 +42,7 @@ type command struct {
 	run     func(e *env, args []string) error
 	bools   map[string]string // extra boolean flags: name → help
 	values  map[string]string // extra flags with a value: name → help
+	lists   map[string]string // extra flags that may repeat, each a value or a comma list: name → help
 }
 
 func commands() []command {
@@ -54,7 +55,10 @@ func commands() []command {
 	return []command{
 		none("serve", "run the submission service, the relay and the HTTP listener", runServe),
 		none("healthcheck", "ask the running server's /healthz; exit 0 when it is healthy", healthcheck),
-		one("user create", "NAME", "generate SMTP credentials named NAME; the password is printed once", userCreate),
+		{words: "user create", args: "NAME [--allow IDENTITY,...]", minArgs: 1, maxArgs: 1, run: userCreate,
+			help: "generate SMTP credentials named NAME; the password is printed once",
+			lists: map[string]string{"allow": "restrict NAME to sending as `IDENTITY`, a domain or address (repeat it, or give a comma list); " +
+				"without it NAME may send as every verified identity"}},
 		none("user list", "list SMTP credentials", userList),
 		one("user show", "NAME", "show a credential: sandbox, quotas and usage, allowed identities", userShow),
 		one("user rotate", "NAME", "give NAME a new password; the old one stops working at once", userRotate),
@@ -63,7 +67,7 @@ func commands() []command {
 		one("user sandbox", "NAME", "put NAME back in the sandbox", userSandbox),
 		one("user resume", "NAME", "let NAME send again after the reputation guard paused it", userResume),
 		{words: "user allow", args: "NAME [IDENTITY...]", minArgs: 1, maxArgs: -1, run: userAllow,
-			help: "restrict NAME to sending as these domains or addresses; none: every verified identity"},
+			help: "restrict NAME to sending as these domains or addresses (or comma lists of them); none: every verified identity"},
 		{words: "user quota", args: "NAME", minArgs: 1, maxArgs: 1, run: userQuota,
 			help:   "set NAME's own quotas (0: the configured default)",
 			values: map[string]string{"daily": "recipients per 24 hours", "rate": "recipients per second"}},
@@ -125,8 +129,9 @@ func commands() []command {
 type env struct {
 	cfg    *config.Config
 	json   bool
-	flags  map[string]bool   // the command's extra boolean flags
-	values map[string]string // the command's extra flags with a value, when given
+	flags  map[string]bool     // the command's extra boolean flags
+	values map[string]string   // the command's extra flags with a value, when given
+	lists  map[string][]string // the command's repeatable flags' values, commas split
 	stdout io.Writer
 	stderr io.Writer
 }
@@ -163,6 +168,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for name, help := range cmd.values {
 		extraValues[name] = fs.String(name, "", help)
 	}
+	extraLists := map[string]*listFlag{}
+	for name, help := range cmd.lists {
+		extraLists[name] = &listFlag{}
+		fs.Var(extraLists[name], name, help)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: sesame %s %s [--config FILE] [--json]\n\n%s\n\nflags:\n", cmd.words, cmd.args, cmd.help)
 		fs.PrintDefaults()
@@ -188,7 +198,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// stops systemd from restarting a broken configuration forever.
 		return exitConfig
 	}
-	e := &env{cfg: cfg, json: *jsonOut, flags: map[string]bool{}, values: map[string]string{}, stdout: stdout, stderr: stderr}
+	e := &env{cfg: cfg, json: *jsonOut, flags: map[string]bool{}, values: map[string]string{}, lists: map[string][]string{},
+		stdout: stdout, stderr: stderr}
+	for name, v := range extraLists {
+		e.lists[name] = *v
+	}
 	for name, v := range extra {
 		e.flags[name] = *v
 	}
@@ -202,6 +216,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// listFlag is a flag that may be given several times, each time with one
+// value or a comma-separated list: --allow a.example --allow b.example and
+// --allow a.example,b.example alike.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	return nil
 }
 
 func describeArgs(c command) string {

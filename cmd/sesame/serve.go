@@ -167,6 +167,10 @@ func checkFileLimit(cfg *config.Config, log *slog.Logger) {
 }
 
 // runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
+// The submission service counts suppressed reject events through this
+// optional ability of its Metrics.
+var _ smtpd.RejectMetrics = (*metrics.Metrics)(nil)
+
 func runServe(e *env, _ []string) error {
 	tuneGC()
 	tuneProcs()
@@ -482,6 +486,7 @@ wait:
 	if err := sub.Shutdown(graceCtx); err != nil {
 		log.Warn("sessions still open at the end of the grace period were cut", "err", err)
 	}
+	sub.FlushRejectEvents() // refusals over a credential's cap, not yet summed into an event
 	if in != nil {
 		if err := in.Shutdown(graceCtx); err != nil {
 			log.Warn("inbound sessions still open at the end of the grace period were cut", "err", err)

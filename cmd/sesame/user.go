@@ -55,9 +55,10 @@ func checkName(name string) error {
 
 // credentialsOutput is what user create and user rotate print.
 type credentialsOutput struct {
-	Name     string `json:"name"`
-	Username string `json:"username"`
-	Password string `json:"password"`
+	Name     string    `json:"name"`
+	Username string    `json:"username"`
+	Password string    `json:"password"`
+	Allowed  *[]string `json:"allowed_identities,omitempty"` // user create only; empty: every verified identity
 }
 
 func (e *env) printCredentials(c credentialsOutput, verb string) error {
@@ -79,16 +80,20 @@ func userCreate(e *env, args []string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
+	allowed, err := identityArgs(e.lists["allow"])
+	if err != nil {
+		return fmt.Errorf("--allow: %w", err)
+	}
 	password := account.NewPassword()
 	hash, err := account.HashPassword(password)
 	if err != nil {
 		return err
 	}
-	out := credentialsOutput{Name: name, Username: account.NewUsername(), Password: password}
+	out := credentialsOutput{Name: name, Username: account.NewUsername(), Password: password, Allowed: &allowed}
 	err = e.withStore(func(ctx context.Context, st *store.SQLite) error {
 		now := time.Now()
 		return st.CreateCredential(ctx, store.Credential{Name: name, Username: out.Username, PasswordHash: hash,
-			CreatedAt: now, UpdatedAt: now, Sandbox: e.cfg.Policy.SandboxNewUsers})
+			CreatedAt: now, UpdatedAt: now, Sandbox: e.cfg.Policy.SandboxNewUsers, Allowed: allowed})
 	})
 	if errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("credentials named %q exist already; use \"sesame user rotate %s\" for a new password", name, name)
@@ -99,7 +104,18 @@ func userCreate(e *env, args []string) error {
 	if err := e.printCredentials(out, "Created"); err != nil {
 		return err
 	}
-	if e.cfg.Policy.SandboxNewUsers && !e.json {
+	if e.json {
+		return nil
+	}
+	if len(allowed) == 0 {
+		// Said every time: an unrestricted credential is the one thing here
+		// an operator may not have meant.
+		fmt.Fprintf(e.stdout, "\n  It may send as every verified domain and address. To restrict it (say, to one app's\n"+
+			"  domain): \"sesame user allow %s example.com\", or \"--allow\" when creating it.\n", name)
+	} else {
+		fmt.Fprintf(e.stdout, "\n  It may send only as %s (each must also be verified).\n", strings.Join(allowed, ", "))
+	}
+	if e.cfg.Policy.SandboxNewUsers {
 		fmt.Fprintf(e.stdout, "\n  It starts in the sandbox: it may send only to verified addresses and domains, %d a day,\n"+
 			"  %v a second. \"sesame user promote %s\" gives it production access.\n",
 			e.cfg.Policy.SandboxDailyQuota, e.cfg.Policy.SandboxMaxSendRate, name)
@@ -327,15 +343,16 @@ func userPromote(e *env, args []string) error { return setSandbox(e, args[0], fa
 func userSandbox(e *env, args []string) error { return setSandbox(e, args[0], true) }
 
 func userAllow(e *env, args []string) error {
-	name, ids := args[0], []string{}
+	name := args[0]
+	var items []string
 	for _, arg := range args[1:] {
-		id, err := identityArg(arg)
-		if err != nil {
-			return err
-		}
-		ids = append(ids, id)
+		items = append(items, strings.Split(arg, ",")...)
 	}
-	err := e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.SetAllowed(ctx, name, ids) })
+	ids, err := identityArgs(items)
+	if err != nil {
+		return err
+	}
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.SetAllowed(ctx, name, ids) })
 	if err != nil {
 		return notFoundUser(name, err)
 	}
@@ -348,6 +365,23 @@ func userAllow(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "%q may send only as %s (each must also be verified).\n", name, strings.Join(ids, ", "))
 	}
 	return nil
+}
+
+// identityArgs normalizes domain and address arguments, skipping empty
+// ones (what a trailing comma leaves); never nil.
+func identityArgs(args []string) ([]string, error) {
+	ids := []string{}
+	for _, arg := range args {
+		if arg = strings.TrimSpace(arg); arg == "" {
+			continue
+		}
+		id, err := identityArg(arg)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // identityArg normalizes a domain or address argument.
