@@ -1,0 +1,6 @@
+// Package testkit holds the helpers the tests of every Sesame package share:
+// a DNS zone server (Zone) and an SMTP sink (Sink), both real servers on
+// loopback addresses, so a fix to a test double reaches every test at once.
+//
+// Only tests import it; production code never does.
+package testkit
