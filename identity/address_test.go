@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 var linkRE = regexp.MustCompile(`https://relay\.example\.net/verify/([A-Za-z0-9_-]+)`)
@@ -36,7 +37,7 @@ func newAddressSetup(t *testing.T) *addressSetup {
 	}
 	t.Cleanup(func() { s.st.Close() })
 	cfg := Config{Hostname: testHost, PublicURL: "https://relay.example.net/", Now: s.clock.Now}
-	cfg.Logger = testConfig(&zone{}, s.clock, s.log).Logger
+	cfg.Logger = testConfig(&testkit.Zone{}, s.clock, s.log).Logger
 	s.av = NewAddressVerifier(cfg, s.st, s.st)
 	return s
 }
