@@ -14,165 +14,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
-
-// testSOA goes in the authority section of negative answers.
-const testSOA = "test. 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 30"
-
-// handler makes the reply to req, which came over TCP if overTCP.
-type handler func(req *dns.Msg, overTCP bool) *dns.Msg
-
-// server is a DNS server on one loopback port, UDP and TCP, that replies
-// with its handler and counts the queries.
-type server struct {
-	addr string
-
-	mu      sync.Mutex
-	handle  handler
-	queries map[string]int // question name → queries over either transport
-	tcp     int            // queries over TCP
-}
-
-// startServer serves with h on UDP and TCP of one loopback port until the
-// test ends.
-func startServer(t *testing.T, h handler) *server {
-	t.Helper()
-	s := &server{handle: h, queries: make(map[string]int)}
-	// UDP on a free port, then TCP on the same one; another process may
-	// hold that TCP port, so try again with another.
-	var pc net.PacketConn
-	var ln net.Listener
-	for attempt := 0; ; attempt++ {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if attempt == 20 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
-	}
-	s.addr = pc.LocalAddr().String()
-	for _, srv := range []*dns.Server{
-		{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, m *dns.Msg) { s.serve(w, m, false) })},
-		{Listener: ln, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, m *dns.Msg) { s.serve(w, m, true) })},
-	} {
-		started := make(chan struct{})
-		srv.NotifyStartedFunc = func() { close(started) }
-		go srv.ActivateAndServe()
-		<-started
-		t.Cleanup(func() { srv.Shutdown() })
-	}
-	return s
-}
-
-func (s *server) serve(w dns.ResponseWriter, req *dns.Msg, overTCP bool) {
-	s.mu.Lock()
-	if len(req.Question) == 1 {
-		s.queries[strings.ToLower(req.Question[0].Name)]++
-	}
-	if overTCP {
-		s.tcp++
-	}
-	h := s.handle
-	s.mu.Unlock()
-	if m := h(req, overTCP); m != nil {
-		w.WriteMsg(m)
-	}
-}
-
-func (s *server) count(name string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.queries[name]
-}
-
-func (s *server) total() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, c := range s.queries {
-		n += c
-	}
-	return n
-}
-
-func (s *server) tcpCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tcp
-}
-
-// zone answers from records (zone file syntax) as a recursive server does
-// for a zone it just looked up: the records of the question's name and type;
-// else a CNAME at the name, alone, for the client to follow; else NODATA or
-// NXDOMAIN with the SOA testSOA.
-func zone(t *testing.T, records ...string) handler {
-	t.Helper()
-	type key struct {
-		name  string
-		qtype uint16
-	}
-	rrs := make(map[key][]dns.RR)
-	names := make(map[string]bool)
-	for _, r := range records {
-		rr, err := dns.NewRR(r)
-		if err != nil {
-			t.Fatalf("record %q: %v", r, err)
-		}
-		h := rr.Header()
-		k := key{strings.ToLower(h.Name), h.Rrtype}
-		rrs[k] = append(rrs[k], rr)
-		names[k.name] = true
-	}
-	soa, err := dns.NewRR(testSOA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(req *dns.Msg, _ bool) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		m.RecursionAvailable = true
-		q := req.Question[0]
-		name := strings.ToLower(q.Name)
-		switch {
-		case rrs[key{name, q.Qtype}] != nil:
-			m.Answer = rrs[key{name, q.Qtype}]
-		case rrs[key{name, dns.TypeCNAME}] != nil:
-			m.Answer = rrs[key{name, dns.TypeCNAME}]
-		case names[name]:
-			m.Ns = []dns.RR{soa}
-		default:
-			m.Rcode = dns.RcodeNameError
-			m.Ns = []dns.RR{soa}
-		}
-		return m
-	}
-}
-
-// reply answers every question with rcode and the answer records, and sets
-// the reply's RA bit.
-func reply(t *testing.T, rcode int, answer ...string) handler {
-	t.Helper()
-	var rrs []dns.RR
-	for _, r := range answer {
-		rr, err := dns.NewRR(r)
-		if err != nil {
-			t.Fatalf("record %q: %v", r, err)
-		}
-		rrs = append(rrs, rr)
-	}
-	return func(req *dns.Msg, _ bool) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetRcode(req, rcode)
-		m.RecursionAvailable = true
-		m.Answer = rrs
-		return m
-	}
-}
 
 func testClient(t *testing.T, timeout time.Duration, servers ...string) *Client {
 	t.Helper()
@@ -181,44 +25,6 @@ func testClient(t *testing.T, timeout time.Duration, servers ...string) *Client 
 		t.Fatal(err)
 	}
 	return c
-}
-
-// closedUDPPort returns a loopback address where nothing listens: queries
-// to it fail at once with "connection refused".
-func closedUDPPort(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return addr
-}
-
-// silentServer returns a loopback UDP address that reads queries and never
-// answers; got receives a value for each query.
-func silentServer(t *testing.T) (addr string, got <-chan struct{}) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	ch := make(chan struct{}, 100)
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return pc.LocalAddr().String(), ch
 }
 
 // rrStrings returns the records in zone file syntax, for comparing.
@@ -300,8 +106,8 @@ func TestLookup(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startServer(t, zone(t, records...))
-			c := testClient(t, 5*time.Second, s.addr)
+			s := testkit.StartZone(t, records...)
+			c := testClient(t, 5*time.Second, s.Addr)
 			ans, err := c.Lookup(t.Context(), tc.qname, tc.qtype)
 			if tc.err != "" {
 				if err == nil || err.Error() != tc.err {
@@ -319,12 +125,12 @@ func TestLookup(t *testing.T) {
 				t.Errorf("NXDomain %v, TTL %v, SOA %v; want %v, %v, an SOA %v", ans.NXDomain, ans.TTL, ans.SOA, tc.nxdomain, tc.ttl, tc.soa)
 			}
 			for _, q := range tc.queries {
-				if n := s.count(q); n != 1 {
+				if n := s.Count(q); n != 1 {
 					t.Errorf("%s asked %d times, want once", q, n)
 				}
 			}
-			if tc.queries != nil && s.total() != len(tc.queries) {
-				t.Errorf("%d queries, want %d", s.total(), len(tc.queries))
+			if tc.queries != nil && s.Total() != len(tc.queries) {
+				t.Errorf("%d queries, want %d", s.Total(), len(tc.queries))
 			}
 		})
 	}
@@ -333,12 +139,13 @@ func TestLookup(t *testing.T) {
 // A recursive server that followed a CNAME chain gives the records at its
 // end: they count, whatever their owner, and nothing more is asked.
 func TestLookupChainFollowedByServer(t *testing.T) {
-	s := startServer(t, reply(t, dns.RcodeSuccess,
+	s := testkit.StartZone(t)
+	s.Set(t, "chased.test", dns.TypeA,
 		"chased.test. 30 IN CNAME target.test.",
 		"target.test. 300 IN A 192.0.2.91",
 		"target.test. 300 CH A 192.0.2.92",
-		"target.test. 300 IN TXT \"not an address\""))
-	c := testClient(t, 5*time.Second, s.addr)
+		"target.test. 300 IN TXT \"not an address\"")
+	c := testClient(t, 5*time.Second, s.Addr)
 	ans, err := c.Lookup(t.Context(), "chased.test", dns.TypeA)
 	if err != nil {
 		t.Fatal(err)
@@ -346,22 +153,22 @@ func TestLookupChainFollowedByServer(t *testing.T) {
 	if got, want := rrStrings(ans.Records), mustRRStrings(t, "target.test. 300 IN A 192.0.2.91"); !slices.Equal(got, want) {
 		t.Fatalf("records %q, want %q: only the IN A ones", got, want)
 	}
-	if s.total() != 1 {
-		t.Fatalf("%d queries, want 1", s.total())
+	if s.Total() != 1 {
+		t.Fatalf("%d queries, want 1", s.Total())
 	}
 }
 
 func TestLookupQuery(t *testing.T) {
 	var got *dns.Msg
 	var mu sync.Mutex
-	records := zone(t, "q.test. 300 IN A 192.0.2.1")
-	s := startServer(t, func(req *dns.Msg, overTCP bool) *dns.Msg {
+	s := testkit.StartZone(t, "q.test. 300 IN A 192.0.2.1")
+	s.Rewrite(func(req, m *dns.Msg, _ bool) *dns.Msg {
 		mu.Lock()
 		got = req.Copy()
 		mu.Unlock()
-		return records(req, overTCP)
+		return m
 	})
-	c := testClient(t, 5*time.Second, s.addr)
+	c := testClient(t, 5*time.Second, s.Addr)
 	if _, err := c.Lookup(t.Context(), "Q.test", dns.TypeA); err != nil {
 		t.Fatal(err)
 	}
@@ -377,18 +184,17 @@ func TestLookupQuery(t *testing.T) {
 }
 
 func TestLookupTruncatedRetriesOverTCP(t *testing.T) {
-	records := zone(t,
+	s := testkit.StartZone(t,
 		"big.test. 300 IN A 192.0.2.80",
 		"small.test. 300 IN A 192.0.2.81")
-	s := startServer(t, func(req *dns.Msg, overTCP bool) *dns.Msg {
-		m := records(req, overTCP)
+	s.Rewrite(func(req, m *dns.Msg, overTCP bool) *dns.Msg {
 		if !overTCP && req.Question[0].Name == "big.test." {
 			m.Answer = nil
 			m.Truncated = true
 		}
 		return m
 	})
-	c := testClient(t, 5*time.Second, s.addr)
+	c := testClient(t, 5*time.Second, s.Addr)
 	ans, err := c.Lookup(t.Context(), "big.test", dns.TypeA)
 	if err != nil {
 		t.Fatal(err)
@@ -396,13 +202,13 @@ func TestLookupTruncatedRetriesOverTCP(t *testing.T) {
 	if got, want := rrStrings(ans.Records), mustRRStrings(t, "big.test. 300 IN A 192.0.2.80"); !slices.Equal(got, want) {
 		t.Fatalf("records %q, want %q", got, want)
 	}
-	if s.count("big.test.") != 2 || s.tcpCount() != 1 {
-		t.Fatalf("%d queries for big.test, %d over TCP; want a UDP one, then a TCP one", s.count("big.test."), s.tcpCount())
+	if s.Count("big.test.") != 2 || s.TCPCount() != 1 {
+		t.Fatalf("%d queries for big.test, %d over TCP; want a UDP one, then a TCP one", s.Count("big.test."), s.TCPCount())
 	}
 	if _, err := c.Lookup(t.Context(), "small.test", dns.TypeA); err != nil {
 		t.Fatal(err)
 	}
-	if s.tcpCount() != 1 {
+	if s.TCPCount() != 1 {
 		t.Fatal("an untruncated answer was asked again over TCP")
 	}
 }
@@ -415,8 +221,9 @@ func TestLookupRcodes(t *testing.T) {
 		dns.RcodeNotImplemented: "server answered NOTIMP",
 		dns.RcodeYXDomain:       "server answered YXDOMAIN",
 	} {
-		s := startServer(t, reply(t, rcode))
-		c := testClient(t, 5*time.Second, s.addr)
+		s := testkit.StartZone(t)
+		s.Fail("*", rcode)
+		c := testClient(t, 5*time.Second, s.Addr)
 		_, err := c.Lookup(t.Context(), "rcode.test", dns.TypeA)
 		if err == nil || err.Error() != want {
 			t.Errorf("rcode %s: error %v, want %q", dns.RcodeToString[rcode], err, want)
@@ -425,7 +232,7 @@ func TestLookupRcodes(t *testing.T) {
 }
 
 func TestLookupQuestionMismatch(t *testing.T) {
-	good := zone(t, "asked.test. 300 IN A 192.0.2.1")
+	good := "asked.test. 300 IN A 192.0.2.1"
 	other, err := dns.NewRR("other.test. 300 IN A 192.0.2.66")
 	if err != nil {
 		t.Fatal(err)
@@ -437,20 +244,20 @@ func TestLookupQuestionMismatch(t *testing.T) {
 		"two":  func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) },
 	} {
 		t.Run(name, func(t *testing.T) {
-			spoofed := startServer(t, func(req *dns.Msg, overTCP bool) *dns.Msg {
-				m := good(req, overTCP)
+			spoofed := testkit.StartZone(t, good)
+			spoofed.Rewrite(func(_, m *dns.Msg, _ bool) *dns.Msg {
 				change(m)
 				return m
 			})
-			c := testClient(t, 5*time.Second, spoofed.addr)
+			c := testClient(t, 5*time.Second, spoofed.Addr)
 			_, err := c.Lookup(t.Context(), "asked.test", dns.TypeA)
 			if err == nil || err.Error() != "reply to another question" {
 				t.Fatalf("error %v, want %q", err, "reply to another question")
 			}
 
 			// The next server is asked.
-			honest := startServer(t, good)
-			c = testClient(t, 5*time.Second, spoofed.addr, honest.addr)
+			honest := testkit.StartZone(t, good)
+			c = testClient(t, 5*time.Second, spoofed.Addr, honest.Addr)
 			ans, err := c.Lookup(t.Context(), "asked.test", dns.TypeA)
 			if err != nil {
 				t.Fatal(err)
@@ -469,7 +276,7 @@ func TestLookupLameServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	soa, err := dns.NewRR(testSOA)
+	soa, err := dns.NewRR(testkit.DefaultSOA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,13 +294,14 @@ func TestLookupLameServer(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startServer(t, func(req *dns.Msg, _ bool) *dns.Msg {
+			s := testkit.StartZone(t)
+			s.Rewrite(func(req, _ *dns.Msg, _ bool) *dns.Msg {
 				m := new(dns.Msg)
 				m.SetReply(req)
 				tc.make(m)
 				return m
 			})
-			c := testClient(t, 5*time.Second, s.addr)
+			c := testClient(t, 5*time.Second, s.Addr)
 			ans, err := c.Lookup(t.Context(), "lame.test", dns.TypeA)
 			if tc.err == "" && err != nil {
 				t.Fatalf("error %v, want a negative answer", err)
@@ -506,12 +314,13 @@ func TestLookupLameServer(t *testing.T) {
 }
 
 func TestLookupFailsOverToNextServer(t *testing.T) {
-	records := zone(t, "over.test. 300 IN A 192.0.2.70")
+	records := []string{"over.test. 300 IN A 192.0.2.70"}
 	want := mustRRStrings(t, "over.test. 300 IN A 192.0.2.70")
 	t.Run("SERVFAIL", func(t *testing.T) {
-		bad := startServer(t, reply(t, dns.RcodeServerFailure))
-		good := startServer(t, records)
-		c := testClient(t, 5*time.Second, bad.addr, good.addr)
+		bad := testkit.StartZone(t)
+		bad.Fail("*", dns.RcodeServerFailure)
+		good := testkit.StartZone(t, records...)
+		c := testClient(t, 5*time.Second, bad.Addr, good.Addr)
 		ans, err := c.Lookup(t.Context(), "over.test", dns.TypeA)
 		if err != nil {
 			t.Fatal(err)
@@ -519,15 +328,15 @@ func TestLookupFailsOverToNextServer(t *testing.T) {
 		if got := rrStrings(ans.Records); !slices.Equal(got, want) {
 			t.Fatalf("records %q, want %q", got, want)
 		}
-		if bad.count("over.test.") != 1 || good.count("over.test.") != 1 {
+		if bad.Count("over.test.") != 1 || good.Count("over.test.") != 1 {
 			t.Fatalf("asked %d times of the failing server and %d of the healthy one, want 1 and 1",
-				bad.count("over.test."), good.count("over.test."))
+				bad.Count("over.test."), good.Count("over.test."))
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {
-		silent, got := silentServer(t)
-		good := startServer(t, records)
-		c := testClient(t, 100*time.Millisecond, silent, good.addr)
+		silent, got := testkit.SilentDNS(t)
+		good := testkit.StartZone(t, records...)
+		c := testClient(t, 100*time.Millisecond, silent, good.Addr)
 		ans, err := c.Lookup(t.Context(), "over.test", dns.TypeA)
 		if err != nil {
 			t.Fatal(err)
@@ -542,8 +351,8 @@ func TestLookupFailsOverToNextServer(t *testing.T) {
 		}
 	})
 	t.Run("connection refused", func(t *testing.T) {
-		good := startServer(t, records)
-		c := testClient(t, 5*time.Second, closedUDPPort(t), good.addr)
+		good := testkit.StartZone(t, records...)
+		c := testClient(t, 5*time.Second, testkit.ClosedUDPPort(t), good.Addr)
 		if _, err := c.Lookup(t.Context(), "over.test", dns.TypeA); err != nil {
 			t.Fatal(err)
 		}
@@ -553,10 +362,12 @@ func TestLookupFailsOverToNextServer(t *testing.T) {
 // When no server answers, the error gives each distinct reason once, in the
 // order the servers were asked, and no address.
 func TestLookupAllServersFail(t *testing.T) {
-	refusing := startServer(t, reply(t, dns.RcodeRefused))
-	refusing2 := startServer(t, reply(t, dns.RcodeRefused))
-	silent, _ := silentServer(t)
-	c := testClient(t, 100*time.Millisecond, refusing.addr, closedUDPPort(t), refusing2.addr, silent)
+	refusing := testkit.StartZone(t)
+	refusing.Fail("*", dns.RcodeRefused)
+	refusing2 := testkit.StartZone(t)
+	refusing2.Fail("*", dns.RcodeRefused)
+	silent, _ := testkit.SilentDNS(t)
+	c := testClient(t, 100*time.Millisecond, refusing.Addr, testkit.ClosedUDPPort(t), refusing2.Addr, silent)
 	_, err := c.Lookup(t.Context(), "dead.test", dns.TypeA)
 	if want := "server answered REFUSED; read: connection refused; timeout"; err == nil || err.Error() != want {
 		t.Fatalf("error %v, want %q", err, want)
@@ -571,21 +382,21 @@ func TestLookupRotatesServers(t *testing.T) {
 	for i := range 8 {
 		records = append(records, fmt.Sprintf("r%d.test. 300 IN A 192.0.2.%d", i, i+1))
 	}
-	a := startServer(t, zone(t, records...))
-	b := startServer(t, zone(t, records...))
-	c := testClient(t, 5*time.Second, a.addr, b.addr)
+	a := testkit.StartZone(t, records...)
+	b := testkit.StartZone(t, records...)
+	c := testClient(t, 5*time.Second, a.Addr, b.Addr)
 	for i := range 8 {
 		if _, err := c.Lookup(t.Context(), fmt.Sprintf("r%d.test", i), dns.TypeA); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if a.total() != 4 || b.total() != 4 {
-		t.Fatalf("servers asked %d and %d times, want 4 and 4", a.total(), b.total())
+	if a.Total() != 4 || b.Total() != 4 {
+		t.Fatalf("servers asked %d and %d times, want 4 and 4", a.Total(), b.Total())
 	}
 }
 
 func TestLookupTimeout(t *testing.T) {
-	silent, _ := silentServer(t)
+	silent, _ := testkit.SilentDNS(t)
 	c := testClient(t, 100*time.Millisecond, silent)
 	start := time.Now()
 	_, err := c.Lookup(t.Context(), "slow.test", dns.TypeA)
@@ -599,7 +410,7 @@ func TestLookupTimeout(t *testing.T) {
 
 func TestLookupCancelled(t *testing.T) {
 	t.Run("before", func(t *testing.T) {
-		silent, got := silentServer(t)
+		silent, got := testkit.SilentDNS(t)
 		c := testClient(t, time.Hour, silent)
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
@@ -613,8 +424,8 @@ func TestLookupCancelled(t *testing.T) {
 		}
 	})
 	t.Run("during", func(t *testing.T) {
-		silent, got := silentServer(t)
-		other, _ := silentServer(t)
+		silent, got := testkit.SilentDNS(t)
+		other, _ := testkit.SilentDNS(t)
 		c := testClient(t, time.Hour, silent, other)
 		ctx, cancel := context.WithCancel(t.Context())
 		errc := make(chan error, 1)
@@ -634,7 +445,7 @@ func TestLookupCancelled(t *testing.T) {
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
-		silent, _ := silentServer(t)
+		silent, _ := testkit.SilentDNS(t)
 		c := testClient(t, time.Hour, silent)
 		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 		defer cancel()

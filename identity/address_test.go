@@ -37,7 +37,7 @@ func newAddressSetup(t *testing.T) *addressSetup {
 	}
 	t.Cleanup(func() { s.st.Close() })
 	cfg := Config{Hostname: testHost, PublicURL: "https://relay.example.net/", Now: s.clock.Now}
-	cfg.Logger = testConfig(&zone{}, s.clock, s.log).Logger
+	cfg.Logger = testConfig(&testkit.Zone{}, s.clock, s.log).Logger
 	s.av = NewAddressVerifier(cfg, s.st, s.st)
 	return s
 }

@@ -29,9 +29,9 @@ func TestCheck(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		noIPs  bool                        // configure no source IP
-		ips    []string                    // configure these source IPs instead of testConfig's
-		change func(t *testing.T, z *zone) // after publishing every record right
+		noIPs  bool                                // configure no source IP
+		ips    []string                            // configure these source IPs instead of testConfig's
+		change func(t *testing.T, z *testkit.Zone) // after publishing every record right
 		index  int
 		status string
 		found  []string
@@ -39,109 +39,115 @@ func TestCheck(t *testing.T) {
 	}{
 		{name: "dkim ok", index: iDKIM, status: StatusOK, found: []string{dk.Value}},
 		{name: "dkim missing", index: iDKIM, status: StatusMissing,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name) },
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name) },
 			advice: `publish TXT ` + dk.Name + ` "` + dk.Value + `"`},
 		{name: "dkim missing but other names exist", index: iDKIM, status: StatusMissing,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name, "v=spf1 -all"); z.setTXT(dk.Name) }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name, "v=spf1 -all"); z.SetTXT(dk.Name) }},
 		{name: "dkim wrong key", index: iDKIM, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name, otherKey.Value) },
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name, otherKey.Value) },
 			found:  []string{otherKey.Value}, advice: "another key"},
 		{name: "dkim revoked", index: iDKIM, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name, "v=DKIM1; k=ed25519; p=") }, advice: "revoked"},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name, "v=DKIM1; k=ed25519; p=") }, advice: "revoked"},
 		{name: "dkim wrong algorithm", index: iDKIM, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name, "v=DKIM1; p="+pOf(dk.Value)) }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name, "v=DKIM1; p="+pOf(dk.Value)) }},
 		{name: "dkim not a key", index: iDKIM, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name, "hello") }, advice: "not a DKIM key record"},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name, "hello") }, advice: "not a DKIM key record"},
 		{name: "dkim split into strings, tags reordered, whitespace", index: iDKIM, status: StatusOK,
-			change: func(t *testing.T, z *zone) {
+			change: func(t *testing.T, z *testkit.Zone) {
 				p := pOf(dk.Value)
-				z.setRRs(dk.Name, dns.TypeTXT, txtRR(dk.Name, "p = "+p[:10], " "+p[10:20]+"\t", p[20:]+" ; k=ed25519;v=DKIM1 ;"))
+				z.SetRRs(dk.Name, dns.TypeTXT, testkit.TXT(dk.Name, "p = "+p[:10], " "+p[10:20]+"\t", p[20:]+" ; k=ed25519;v=DKIM1 ;"))
 			}},
 		{name: "dkim among several records", index: iDKIM, status: StatusOK,
-			change: func(t *testing.T, z *zone) { z.setTXT(dk.Name, otherKey.Value, dk.Value) }, advice: "remove all but"},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT(dk.Name, otherKey.Value, dk.Value) }, advice: "remove all but"},
 		{name: "dkim through a CNAME", index: iDKIM, status: StatusOK,
-			change: func(t *testing.T, z *zone) {
-				z.setTXT(dk.Name)
-				z.set(t, dk.Name, dns.TypeCNAME, dk.Name+". 300 IN CNAME keys.provider.example.")
-				z.setTXT("keys.provider.example", dk.Value)
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT(dk.Name)
+				z.Set(t, dk.Name, dns.TypeCNAME, dk.Name+". 300 IN CNAME keys.provider.example.")
+				z.SetTXT("keys.provider.example", dk.Value)
 			}},
 		{name: "dkim servfail", index: iDKIM, status: StatusUnknown,
-			change: func(t *testing.T, z *zone) { z.fail(dk.Name, dns.RcodeServerFailure) }, advice: "SERVFAIL"},
+			change: func(t *testing.T, z *testkit.Zone) { z.Fail(dk.Name, dns.RcodeServerFailure) }, advice: "SERVFAIL"},
 
 		{name: "spf ok", index: iSPF, status: StatusOK, found: []string{"v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.7 ~all"}},
 		{name: "spf missing", index: iSPF, status: StatusMissing,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "google-site-verification=abc") },
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "google-site-verification=abc") },
 			advice: `publish TXT example.com "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.7 ~all"`},
 		{name: "spf wrong", index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) {
-				z.setTXT("example.com", "v=spf1 ip4:198.51.100.1 ip6:2001:db8::5 ip4:10.0.0.7 -all")
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 ip4:198.51.100.1 ip6:2001:db8::5 ip4:10.0.0.7 -all")
 			},
 			advice: `"v=spf1 ip4:203.0.113.5 ip4:198.51.100.1 ip6:2001:db8::5 ip4:10.0.0.7 -all"`},
 		{name: "spf all before the address", index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ~all ip4:203.0.113.5 ip6:2001:db8::5") }},
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 ~all ip4:203.0.113.5 ip6:2001:db8::5")
+			}},
 		{name: "spf address with a fail qualifier", index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 -ip4:203.0.113.5 ip6:2001:db8::5 +all") }},
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 -ip4:203.0.113.5 ip6:2001:db8::5 +all")
+			}},
 		{name: "spf cidr and a:hostname", index: iSPF, status: StatusOK,
-			change: func(t *testing.T, z *zone) {
-				z.setTXT("example.com", "v=spf1 mx ip4:203.0.113.0/24 a:RELAY.example.net. -all")
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 mx ip4:203.0.113.0/24 a:RELAY.example.net. -all")
 			}},
 		{name: "spf two records", index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) {
-				z.setTXT("example.com", "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all", "v=spf1 include:_spf.google.com ~all")
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all", "v=spf1 include:_spf.google.com ~all")
 			}, advice: "RFC 7208 §4.5"},
 		{name: "spf include", index: iSPF, status: StatusUnknown,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 include:_spf.google.com ~all") },
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 include:_spf.google.com ~all") },
 			advice: "depends on include:_spf.google.com, which Sesame cannot evaluate"},
 		{name: "spf include before the address", index: iSPF, status: StatusOK,
-			change: func(t *testing.T, z *zone) {
-				z.setTXT("example.com", "v=spf1 include:_spf.google.com ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.0/8 -all")
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 include:_spf.google.com ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.0/8 -all")
 			}},
 		{name: "spf redirect", index: iSPF, status: StatusUnknown,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 redirect=_spf.example.org") }, advice: "redirect="},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 redirect=_spf.example.org") }, advice: "redirect="},
 		{name: "spf invalid", index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:203.0.113.500 ~all") }, advice: "invalid"},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 ip4:203.0.113.500 ~all") }, advice: "invalid"},
 		// Configured addresses count whatever their range: loopback in
 		// tests, private ones on a LAN.
 		{name: "spf loopback source IP", ips: []string{"127.0.0.6"}, index: iSPF, status: StatusOK,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:127.0.0.6 -all") }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 ip4:127.0.0.6 -all") }},
 		{name: "spf loopback source IP not allowed", ips: []string{"127.0.0.6"}, index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:127.0.0.7 -all") },
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 ip4:127.0.0.7 -all") },
 			advice: `does not allow Sesame's ip4:127.0.0.6; change it to "v=spf1 ip4:127.0.0.6 ip4:127.0.0.7 -all"`},
 		{name: "spf private and IPv6 loopback source IPs", ips: []string{"10.1.2.3", "::1"}, index: iSPF, status: StatusOK,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip6:::1 ip4:10.0.0.0/8 ~all") }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 ip6:::1 ip4:10.0.0.0/8 ~all") }},
 		{name: "spf without public IPs: a:hostname", noIPs: true, index: iSPF, status: StatusOK},
 		{name: "spf without public IPs: ip4", noIPs: true, index: iSPF, status: StatusUnknown,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 ip4:203.0.113.5 ~all") }, advice: "source_ips"},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 ip4:203.0.113.5 ~all") }, advice: "source_ips"},
 		{name: "spf without public IPs: wrong", noIPs: true, index: iSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("example.com", "v=spf1 -all") }, advice: `"v=spf1 a:relay.example.net -all"`},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 -all") }, advice: `"v=spf1 a:relay.example.net -all"`},
 
 		{name: "mail from mx ok", index: iMX, status: StatusOK, found: []string{"10 relay.example.net"}},
 		{name: "mail from mx missing", index: iMX, status: StatusMissing,
-			change: func(t *testing.T, z *zone) { z.set(t, "bounce.example.com", dns.TypeMX) },
+			change: func(t *testing.T, z *testkit.Zone) { z.Set(t, "bounce.example.com", dns.TypeMX) },
 			advice: "publish MX bounce.example.com 10 relay.example.net"},
 		{name: "mail from mx wrong", index: iMX, status: StatusWrong,
-			change: func(t *testing.T, z *zone) {
-				z.set(t, "bounce.example.com", dns.TypeMX, "bounce.example.com. 300 IN MX 5 mx.example.com.")
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.Set(t, "bounce.example.com", dns.TypeMX, "bounce.example.com. 300 IN MX 5 mx.example.com.")
 			},
 			found: []string{"5 mx.example.com"}, advice: "do not point at relay.example.net"},
 		{name: "mail from spf wrong", index: iBounceSPF, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("bounce.example.com", "v=spf1 -all") }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("bounce.example.com", "v=spf1 -all") }},
 
 		{name: "dmarc ok, any policy", index: iDMARC, status: StatusOK,
-			change: func(t *testing.T, z *zone) { z.setTXT("_dmarc.example.com", "v=DMARC1;p=reject") }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com", "v=DMARC1;p=reject") }},
 		{name: "dmarc missing", index: iDMARC, status: StatusMissing,
-			change: func(t *testing.T, z *zone) { z.setTXT("_dmarc.example.com") },
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com") },
 			advice: `publish TXT _dmarc.example.com "v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com"`},
 		{name: "dmarc not dmarc", index: iDMARC, status: StatusMissing,
-			change: func(t *testing.T, z *zone) { z.setTXT("_dmarc.example.com", "p=none; v=DMARC1") }},
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com", "p=none; v=DMARC1") }},
 		{name: "dmarc two records", index: iDMARC, status: StatusWrong,
-			change: func(t *testing.T, z *zone) { z.setTXT("_dmarc.example.com", "v=DMARC1; p=none", "v=DMARC1; p=reject") }},
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("_dmarc.example.com", "v=DMARC1; p=none", "v=DMARC1; p=reject")
+			}},
 		{name: "dmarc timeout", index: iDMARC, status: StatusUnknown,
-			change: func(t *testing.T, z *zone) { z.fail("_dmarc.example.com", dns.RcodeRefused) }, advice: "REFUSED"},
+			change: func(t *testing.T, z *testkit.Zone) { z.Fail("_dmarc.example.com", dns.RcodeRefused) }, advice: "REFUSED"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			z := startZone(t)
+			z := testkit.StartZone(t)
 			cfg := testConfig(z, c, nil)
 			if tc.noIPs {
 				cfg.SourceIPs = nil
@@ -192,7 +198,7 @@ func TestCheck(t *testing.T) {
 func TestCheckRSAOverTCP(t *testing.T) {
 	c := testkit.NewClock(t)
 	d := newDomain(t, "example.com", c.Now(), store.AlgRSA, store.AlgEd25519)
-	z := startZone(t)
+	z := testkit.StartZone(t)
 	cfg := testConfig(z, c, nil)
 	publishAll(t, z, cfg, d)
 	rsa := dkimRecord(t, d, 0)
@@ -204,7 +210,7 @@ func TestCheckRSAOverTCP(t *testing.T) {
 	for i := range 8 {
 		filler = append(filler, strings.Repeat(string(rune('a'+i)), 200))
 	}
-	z.setTXT(rsa.Name, append(filler, rsa.Value)...)
+	z.SetTXT(rsa.Name, append(filler, rsa.Value)...)
 
 	checker, err := NewChecker(cfg)
 	if err != nil {
@@ -219,7 +225,7 @@ func TestCheckRSAOverTCP(t *testing.T) {
 			t.Errorf("DKIM %s: required %v status %s (%s)", f.Name, f.Required, f.Status, f.Advice)
 		}
 	}
-	if z.tcpCount() == 0 {
+	if z.TCPCount() == 0 {
 		t.Error("the truncated answer was not asked again over TCP")
 	}
 }
@@ -227,9 +233,10 @@ func TestCheckRSAOverTCP(t *testing.T) {
 func TestCheckTimeout(t *testing.T) {
 	c := testkit.NewClock(t)
 	d := newDomain(t, "example.com", c.Now(), store.AlgEd25519)
-	z := startZone(t)
+	z := testkit.StartZone(t)
 	cfg := testConfig(z, c, nil)
-	cfg.DNSServers = []string{silentServer(t)}
+	silent, _ := testkit.SilentDNS(t)
+	cfg.DNSServers = []string{silent}
 	cfg.DNSTimeout = 100 * time.Millisecond
 	checker, err := NewChecker(cfg)
 	if err != nil {

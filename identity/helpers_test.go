@@ -35,11 +35,11 @@ func (l *logBuffer) String() string {
 }
 
 // testConfig points at z, with a fake clock and a log the test can read.
-func testConfig(z *zone, c *testkit.Clock, log *logBuffer) Config {
+func testConfig(z *testkit.Zone, c *testkit.Clock, log *logBuffer) Config {
 	cfg := Config{
 		Hostname:   testHost,
 		SourceIPs:  []string{"203.0.113.5", "2001:db8::5", "10.0.0.7"},
-		DNSServers: []string{z.addr},
+		DNSServers: []string{z.Addr},
 		DNSTimeout: time.Second,
 		PublicURL:  "https://relay.example.net",
 		Now:        c.Now,
@@ -75,7 +75,7 @@ func newDomain(t *testing.T, name string, now time.Time, algs ...string) store.D
 }
 
 // publishAll publishes every record of d as Records says.
-func publishAll(t *testing.T, z *zone, cfg Config, d store.Domain) []Record {
+func publishAll(t *testing.T, z *testkit.Zone, cfg Config, d store.Domain) []Record {
 	t.Helper()
 	recs, err := cfg.Records(d)
 	if err != nil {
@@ -84,9 +84,9 @@ func publishAll(t *testing.T, z *zone, cfg Config, d store.Domain) []Record {
 	for _, r := range recs {
 		switch r.Type {
 		case "TXT":
-			z.setTXT(r.Name, r.Value)
+			z.SetTXT(r.Name, r.Value)
 		case "MX":
-			z.set(t, r.Name, dns.TypeMX, r.Name+". 300 IN MX "+r.Value+".")
+			z.Set(t, r.Name, dns.TypeMX, r.Name+". 300 IN MX "+r.Value+".")
 		}
 	}
 	return recs

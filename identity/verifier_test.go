@@ -14,7 +14,7 @@ import (
 
 // verifierSetup is a domain in a real store, its DNS zone, and a Verifier.
 type verifierSetup struct {
-	z     *zone
+	z     *testkit.Zone
 	clock *testkit.Clock
 	log   *logBuffer
 	st    *store.SQLite
@@ -27,7 +27,7 @@ type verifierSetup struct {
 
 func newVerifierSetup(t *testing.T) *verifierSetup {
 	t.Helper()
-	s := &verifierSetup{z: startZone(t), clock: testkit.NewClock(t), log: &logBuffer{}, st: openStore(t)}
+	s := &verifierSetup{z: testkit.StartZone(t), clock: testkit.NewClock(t), log: &logBuffer{}, st: openStore(t)}
 	s.cfg = testConfig(s.z, s.clock, s.log)
 	s.d = newDomain(t, "example.com", s.clock.Now(), store.AlgEd25519)
 	if err := s.st.CreateDomain(context.Background(), s.d); err != nil {
@@ -76,7 +76,7 @@ func TestVerifyPendingToVerified(t *testing.T) {
 		t.Errorf("a check that changes nothing moved StatusSince to %v", d.StatusSince)
 	}
 	s.clock.Advance(time.Hour)
-	s.z.setTXT(s.dkim, s.value) // only the DKIM record: the others are guidance
+	s.z.SetTXT(s.dkim, s.value) // only the DKIM record: the others are guidance
 	d = s.verify(t, store.IdentityVerified, 0)
 	if !d.StatusSince.Equal(s.clock.Now()) {
 		t.Errorf("StatusSince %v, want the time of verification %v", d.StatusSince, s.clock.Now())
@@ -89,7 +89,7 @@ func TestVerifyPendingToVerified(t *testing.T) {
 func TestVerifyWrongKeyExpires(t *testing.T) {
 	s := newVerifierSetup(t)
 	other := newDomain(t, "example.com", s.clock.Now(), store.AlgEd25519)
-	s.z.setTXT(s.dkim, dkimRecord(t, other, 0).Value)
+	s.z.SetTXT(s.dkim, dkimRecord(t, other, 0).Value)
 	s.verify(t, store.IdentityPending, 0)
 	s.clock.Advance(72*time.Hour - time.Second)
 	s.verify(t, store.IdentityPending, 0)
@@ -105,15 +105,15 @@ func TestVerifyWrongKeyExpires(t *testing.T) {
 	s.clock.Advance(time.Hour)
 	s.verify(t, store.IdentityFailed, 0)
 	// Published at last: verified again.
-	s.z.setTXT(s.dkim, s.value)
+	s.z.SetTXT(s.dkim, s.value)
 	s.verify(t, store.IdentityVerified, 0)
 }
 
 func TestVerifyVerifiedLosesRecord(t *testing.T) {
 	s := newVerifierSetup(t)
-	s.z.setTXT(s.dkim, s.value)
+	s.z.SetTXT(s.dkim, s.value)
 	s.verify(t, store.IdentityVerified, 0)
-	s.z.setTXT(s.dkim) // removed
+	s.z.SetTXT(s.dkim) // removed
 	for i := 1; i < 3; i++ {
 		s.clock.Advance(24 * time.Hour)
 		s.verify(t, store.IdentityVerified, i)
@@ -122,10 +122,10 @@ func TestVerifyVerifiedLosesRecord(t *testing.T) {
 		t.Error("logged as no longer verified before the third failed check")
 	}
 	// Back for one check: the count starts again.
-	s.z.setTXT(s.dkim, s.value)
+	s.z.SetTXT(s.dkim, s.value)
 	s.clock.Advance(24 * time.Hour)
 	s.verify(t, store.IdentityVerified, 0)
-	s.z.setTXT(s.dkim)
+	s.z.SetTXT(s.dkim)
 	for i := 1; i < 3; i++ {
 		s.clock.Advance(24 * time.Hour)
 		s.verify(t, store.IdentityVerified, i)
@@ -138,25 +138,25 @@ func TestVerifyVerifiedLosesRecord(t *testing.T) {
 		t.Errorf("log lacks %q and the advice at Warn:\n%s", want, log)
 	}
 	// Re-verification.
-	s.z.setTXT(s.dkim, s.value)
+	s.z.SetTXT(s.dkim, s.value)
 	s.verify(t, store.IdentityVerified, 0)
 }
 
 func TestVerifyLookupFailureChangesNothing(t *testing.T) {
 	s := newVerifierSetup(t)
-	s.z.fail(s.dkim, dns.RcodeServerFailure)
+	s.z.Fail(s.dkim, dns.RcodeServerFailure)
 	s.clock.Advance(80 * time.Hour) // past the pending timeout: still no proof either way
 	d := s.verify(t, store.IdentityPending, 0)
 	if !d.StatusSince.Equal(s.d.StatusSince) {
 		t.Errorf("StatusSince moved to %v", d.StatusSince)
 	}
 
-	s.z.fail(s.dkim, dns.RcodeSuccess)
-	s.z.setTXT(s.dkim, s.value)
+	s.z.Fail(s.dkim, dns.RcodeSuccess)
+	s.z.SetTXT(s.dkim, s.value)
 	s.verify(t, store.IdentityVerified, 0)
-	s.z.setTXT(s.dkim)
+	s.z.SetTXT(s.dkim)
 	s.verify(t, store.IdentityVerified, 1)
-	s.z.fail(s.dkim, dns.RcodeServerFailure)
+	s.z.Fail(s.dkim, dns.RcodeServerFailure)
 	for range 5 {
 		s.clock.Advance(24 * time.Hour)
 		s.verify(t, store.IdentityVerified, 1)
@@ -209,7 +209,7 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	failedDKIM := dkimRecord(t, failed, 0)
-	s.z.setTXT(failedDKIM.Name, failedDKIM.Value)
+	s.z.SetTXT(failedDKIM.Name, failedDKIM.Value)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -227,7 +227,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 	// Checked at once, then again after the interval.
-	waitFor("two checks of the pending domain", func() bool { return s.z.count(s.dkim) >= 2 })
+	waitFor("two checks of the pending domain", func() bool { return s.z.Count(s.dkim) >= 2 })
 	d, err := s.st.Domain(context.Background(), "example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -237,17 +237,17 @@ func TestRun(t *testing.T) {
 	}
 	// Published: verified at the next check, and then left alone for the
 	// verified interval.
-	s.z.setTXT(s.dkim, s.value)
+	s.z.SetTXT(s.dkim, s.value)
 	waitFor("verification", func() bool {
 		d, err := s.st.Domain(context.Background(), "example.com")
 		return err == nil && d.Status == store.IdentityVerified
 	})
-	n := s.z.count(s.dkim)
+	n := s.z.Count(s.dkim)
 	time.Sleep(200 * time.Millisecond)
-	if got := s.z.count(s.dkim); got != n {
+	if got := s.z.Count(s.dkim); got != n {
 		t.Errorf("a verified domain was checked %d more times within its interval of an hour", got-n)
 	}
-	if got := s.z.count(failedDKIM.Name); got != 0 {
+	if got := s.z.Count(failedDKIM.Name); got != 0 {
 		t.Errorf("the failed domain was checked %d times", got)
 	}
 

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // faultMX is a raw SMTP server whose every reply can be replaced, per
@@ -253,12 +254,12 @@ var faultZone = append([]string{
 // serveFault serves mx as the MX of fault.test and a sink as the sender's
 // MX, and returns an MX configuration whose log also goes to the returned
 // buffer.
-func serveFault(t *testing.T, mx *faultMX) (Config, *lockedBuffer, *sink) {
+func serveFault(t *testing.T, mx *faultMX) (Config, *lockedBuffer, *testkit.Sink) {
 	t.Helper()
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	mx.serve(t, lns["127.0.0.2"])
 	senderMX := sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t, faultZone...)
+	z := testkit.StartZone(t, faultZone...)
 	cfg := mxConfig(t, z, port)
 	logs := &lockedBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -444,7 +445,7 @@ func TestFaultNoSMTPUTF8(t *testing.T) {
 
 	wantOutcome(t, log.next(t, "jörg@fault.test"), store.StateBounced,
 		"5.6.7 mx.fault.test does not support SMTPUTF8, which the message's non-ASCII addresses need")
-	_, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	_, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want 1", len(rcpts))
 	}

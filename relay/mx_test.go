@@ -16,7 +16,6 @@ import (
 	"net/mail"
 	"net/textproto"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // mxSender is the envelope sender of the test mail; its domain's MX is a
@@ -41,72 +41,12 @@ var senderZone = []string{
 
 const mxBody = "From: <app@sender.test>\r\nSubject: mx test\r\nMessage-ID: <mx-1@sender.test>\r\n\r\nbody\r\n"
 
-// reservePort listens on the same TCP port on every one of ips and returns
-// the port and the listeners by IP, for the test to turn into servers (or
-// close, to leave nothing listening there). A port taken on one of the IPs
-// makes it try another.
-func reservePort(t *testing.T, ips ...string) (int, map[string]net.Listener) {
-	t.Helper()
-	for attempt := 0; ; attempt++ {
-		first, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := first.Addr().(*net.TCPAddr).Port
-		lns := map[string]net.Listener{ips[0]: first}
-		for _, ip := range ips[1:] {
-			ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
-			if err != nil {
-				break
-			}
-			lns[ip] = ln
-		}
-		if len(lns) == len(ips) {
-			return port, lns
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if attempt == 50 {
-			t.Fatalf("no port free on all of %v", ips)
-		}
-	}
-}
-
-// sinkOn is newSink (sink_test.go) on a listener the test already holds.
-// wrap, when not nil, wraps the sink as the server's backend.
-func sinkOn(t *testing.T, ln net.Listener, wrap func(*sink) smtp.Backend) *sink {
-	t.Helper()
-	s := &sink{addr: ln.Addr().String(), replies: map[string][]*smtp.SMTPError{},
-		got: make(chan sunk, 100), inData: make(chan struct{}, 100)}
-	var be smtp.Backend = s
-	if wrap != nil {
-		be = wrap(s)
-	}
-	s.srv = smtp.NewServer(be)
-	s.srv.Domain = "sink.test"
-	s.srv.EnableSMTPUTF8 = true
-	s.srv.ReadTimeout = 10 * time.Second
-	s.srv.WriteTimeout = 10 * time.Second
-	s.srv.Debug = &s.trace
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		s.srv.Serve(&countingListener{Listener: ln, s: s})
-	}()
-	t.Cleanup(func() {
-		s.srv.Close()
-		<-served
-	})
-	return s
-}
-
 // mxConfig is testConfig for MX delivery on port, with DNS from z and
 // loopback destinations allowed.
-func mxConfig(t *testing.T, z *zoneServer, port int) Config {
+func mxConfig(t *testing.T, z *testkit.Zone, port int) Config {
 	cfg := testConfig(t, "", nil)
 	cfg.MXPort = port
-	cfg.DNSServers = []string{z.addr}
+	cfg.DNSServers = []string{z.Addr}
 	cfg.AllowPrivateDestinations = true
 	return cfg
 }
@@ -158,12 +98,10 @@ func wantNoNotice(t *testing.T, q *recorder) {
 }
 
 // wantNothingMore fails if the sink has received a message not yet taken.
-func wantNothingMore(t *testing.T, s *sink) {
+func wantNothingMore(t *testing.T, s *testkit.Sink) {
 	t.Helper()
-	select {
-	case m := <-s.got:
-		t.Errorf("sink %s got an unexpected message from %q to %v:\n%s", s.addr, m.from, m.rcpts, m.data)
-	default:
+	if m, ok := s.NextWithin(0); ok {
+		t.Errorf("sink %s got an unexpected message from %q to %v:\n%s", s.Addr, m.From, m.To, m.Data)
 	}
 }
 
@@ -181,15 +119,15 @@ func wantQueueEmpty(t *testing.T, q *recorder) {
 // dsnRecipients checks that m, as a server received it, is a DSN from the
 // null sender to sender, and returns its per-recipient delivery-status
 // fields.
-func dsnRecipients(t *testing.T, m sunk, sender string) (*mail.Message, []textproto.MIMEHeader) {
+func dsnRecipients(t *testing.T, m *testkit.Message, sender string) (*mail.Message, []textproto.MIMEHeader) {
 	t.Helper()
-	if m.from != "" {
-		t.Errorf("DSN sent from <%s>, want the null sender", m.from)
+	if m.From != "" {
+		t.Errorf("DSN sent from <%s>, want the null sender", m.From)
 	}
-	if strings.Join(m.rcpts, ",") != sender {
-		t.Errorf("DSN sent to %v, want %s", m.rcpts, sender)
+	if strings.Join(m.To, ",") != sender {
+		t.Errorf("DSN sent to %v, want %s", m.To, sender)
 	}
-	msg, parts := parseDSN(t, m.data) // multipart/report; report-type=delivery-status, three parts
+	msg, parts := parseDSN(t, m.Data) // multipart/report; report-type=delivery-status, three parts
 	_, rcpts := parseDSNStatus(t, parts[1].body)
 	return msg, rcpts
 }
@@ -229,7 +167,7 @@ type scriptedMX struct {
 	violations atomic.Int32 // commands sent before the reply to the previous one, without PIPELINING
 
 	accepted atomic.Int32
-	got      chan sunk
+	got      chan testkit.Message
 
 	mu   sync.Mutex
 	cmds []string // every command line received, in order
@@ -238,7 +176,7 @@ type scriptedMX struct {
 // serve starts m on ln until the test ends.
 func (m *scriptedMX) serve(t *testing.T, ln net.Listener) *scriptedMX {
 	t.Helper()
-	m.got = make(chan sunk, 100)
+	m.got = make(chan testkit.Message, 100)
 	serveConns(t, ln, func(c net.Conn, _ int) {
 		m.accepted.Add(1)
 		m.converse(c)
@@ -319,7 +257,7 @@ func (m *scriptedMX) converse(c net.Conn) {
 		return
 	}
 	greeted := strings.HasPrefix(m.greeting, "220")
-	msg := sunk{peer: c.RemoteAddr().String()}
+	msg := testkit.Message{Peer: c.RemoteAddr().String()}
 	between := func(s string) string {
 		_, s, _ = strings.Cut(s, "<")
 		s, _, _ = strings.Cut(s, ">")
@@ -378,7 +316,7 @@ func (m *scriptedMX) converse(c net.Conn) {
 		case verb == "HELO":
 			ok = say("250 scripted.test")
 		case verb == "MAIL":
-			msg.from, msg.rcpts = between(line), nil
+			msg.From, msg.To = between(line), nil
 			ok = say("250 2.1.0 OK")
 		case verb == "RCPT":
 			addr := between(line)
@@ -391,9 +329,9 @@ func (m *scriptedMX) converse(c net.Conn) {
 				return
 			}
 			if strings.HasPrefix(reply, "2") {
-				msg.rcpts = append(msg.rcpts, addr)
+				msg.To = append(msg.To, addr)
 			}
-		case verb == "DATA" && len(msg.rcpts) == 0 && !m.data354Anyway:
+		case verb == "DATA" && len(msg.To) == 0 && !m.data354Anyway:
 			ok = sayNow("554 5.5.1 no valid recipients")
 		case verb == "DATA":
 			if !sayNow("354 3.0.0 go ahead") {
@@ -412,22 +350,22 @@ func (m *scriptedMX) converse(c net.Conn) {
 			}
 			reply := "250 2.0.0 OK"
 			switch {
-			case len(msg.rcpts) == 0:
+			case len(msg.To) == 0:
 				reply = "554 5.5.1 no valid recipients"
 			case m.data != nil:
 				reply = m.data()
 			}
 			ok = sayNow(reply)
 			if strings.HasPrefix(reply, "2") {
-				msg.data = []byte(data.String())
+				msg.Data = []byte(data.String())
 				m.got <- msg
 			}
-			msg.from, msg.rcpts = "", nil
+			msg.From, msg.To = "", nil
 			if m.hangUpAfterData {
 				return
 			}
 		case verb == "RSET":
-			msg.from, msg.rcpts = "", nil
+			msg.From, msg.To = "", nil
 			ok = say("250 2.0.0 OK")
 		case verb == "NOOP":
 			ok = say("250 2.0.0 OK")
@@ -451,9 +389,9 @@ func TestMXPriorities(t *testing.T) {
 	}
 
 	t.Run("best first", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+		port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 		mx1, mx2 := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-		z := startZoneServer(t, zone...)
+		z := testkit.StartZone(t, zone...)
 		q := newQueue(t)
 		for range 3 {
 			enqueue(t, q, mxSender, mxBody, "rcpt@prio.test")
@@ -461,43 +399,43 @@ func TestMXPriorities(t *testing.T) {
 		start(t, mxConfig(t, z, port), q)
 		for range 3 {
 			wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-			if m := mx1.next(t); strings.Join(m.rcpts, ",") != "rcpt@prio.test" {
-				t.Errorf("mx1 got recipients %v", m.rcpts)
+			if m := mx1.Next(t); strings.Join(m.To, ",") != "rcpt@prio.test" {
+				t.Errorf("mx1 got recipients %v", m.To)
 			}
 		}
-		if n := mx2.accepted.Load(); n != 0 {
+		if n := mx2.Accepted(); n != 0 {
 			t.Errorf("mx2 (preference 20) accepted %d connections, want none", n)
 		}
 		wantQueueEmpty(t, q)
 	})
 
 	t.Run("best not listening", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+		port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 		lns["127.0.0.2"].Close() // connection refused at mx1
 		mx2 := sinkOn(t, lns["127.0.0.3"], nil)
-		z := startZoneServer(t, zone...)
+		z := testkit.StartZone(t, zone...)
 		q := newQueue(t)
 		enqueue(t, q, mxSender, mxBody, "rcpt@prio.test")
 		start(t, mxConfig(t, z, port), q)
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-		if m := mx2.next(t); strings.Join(m.rcpts, ",") != "rcpt@prio.test" || string(m.data) != mxBody {
-			t.Errorf("mx2 got recipients %v, data %q", m.rcpts, m.data)
+		if m := mx2.Next(t); strings.Join(m.To, ",") != "rcpt@prio.test" || string(m.Data) != mxBody {
+			t.Errorf("mx2 got recipients %v, data %q", m.To, m.Data)
 		}
 		wantQueueEmpty(t, q)
 	})
 
 	for _, greeting := range []string{"554 5.7.1 go away", "421 4.3.2 too busy"} {
 		t.Run("best greets "+greeting[:3], func(t *testing.T) {
-			port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+			port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 			mx1 := (&scriptedMX{greeting: greeting}).serve(t, lns["127.0.0.2"])
 			mx2 := sinkOn(t, lns["127.0.0.3"], nil)
-			z := startZoneServer(t, zone...)
+			z := testkit.StartZone(t, zone...)
 			q := newQueue(t)
 			enqueue(t, q, mxSender, mxBody, "rcpt@prio.test")
 			start(t, mxConfig(t, z, port), q)
 			wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-			if m := mx2.next(t); strings.Join(m.rcpts, ",") != "rcpt@prio.test" {
-				t.Errorf("mx2 got recipients %v", m.rcpts)
+			if m := mx2.Next(t); strings.Join(m.To, ",") != "rcpt@prio.test" {
+				t.Errorf("mx2 got recipients %v", m.To)
 			}
 			if mx1.accepted.Load() != 1 {
 				t.Errorf("mx1 accepted %d connections, want the 1 it refused", mx1.accepted.Load())
@@ -513,18 +451,18 @@ func TestMXPriorities(t *testing.T) {
 
 // 2. A domain without MX records is its own mail exchanger (RFC 5321 §5.1).
 func TestMXImplicit(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2")
+	port, lns := testkit.ReservePort(t, "127.0.0.2")
 	s := sinkOn(t, lns["127.0.0.2"], nil)
-	z := startZoneServer(t, "bare.test. 300 IN A 127.0.0.2")
+	z := testkit.StartZone(t, "bare.test. 300 IN A 127.0.0.2")
 	q := newQueue(t)
 	enqueue(t, q, mxSender, mxBody, "rcpt@bare.test")
 	start(t, mxConfig(t, z, port), q)
 
 	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-	if m := s.next(t); strings.Join(m.rcpts, ",") != "rcpt@bare.test" || m.from != mxSender {
-		t.Errorf("sink got %q → %v", m.from, m.rcpts)
+	if m := s.Next(t); strings.Join(m.To, ",") != "rcpt@bare.test" || m.From != mxSender {
+		t.Errorf("sink got %q → %v", m.From, m.To)
 	}
-	if n := z.count("bare.test."); n < 2 {
+	if n := z.Count("bare.test."); n < 2 {
 		t.Errorf("%d queries for bare.test, want its MX and then its address", n)
 	}
 }
@@ -532,10 +470,10 @@ func TestMXImplicit(t *testing.T) {
 // 3. A null MX (RFC 7505) bounces at once, with 5.1.10, without connecting
 // anywhere; the DSN reaches the sender's MX.
 func TestMXNullMX(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	never := sinkOn(t, lns["127.0.0.2"], nil)
 	senderMX := sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t, append([]string{
+	z := testkit.StartZone(t, append([]string{
 		"nomail.test. 300 IN MX 0 .",
 		"nomail.test. 300 IN A 127.0.0.2", // must not be used
 	}, senderZone...)...)
@@ -557,14 +495,14 @@ func TestMXNullMX(t *testing.T) {
 		t.Errorf("bounced message %s still queued: %v", id, err)
 	}
 
-	_, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	_, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want 1", len(rcpts))
 	}
 	wantFields(t, rcpts[0], "Final-Recipient", "rfc822; rcpt@nomail.test", "Action", "failed", "Status", "5.1.10",
 		"Remote-MTA", "")
 	wantOutcome(t, log.next(t, mxSender), store.StateDelivered, "250 ")
-	if n := never.accepted.Load(); n != 0 {
+	if n := never.Accepted(); n != 0 {
 		t.Errorf("the null MX domain's address got %d connections, want none", n)
 	}
 	wantQueueEmpty(t, q)
@@ -572,16 +510,16 @@ func TestMXNullMX(t *testing.T) {
 
 // 4. A domain that does not exist bounces with 5.1.2.
 func TestMXNXDOMAIN(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.3")
 	senderMX := sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t, senderZone...)
+	z := testkit.StartZone(t, senderZone...)
 	q := newQueue(t)
 	enqueue(t, q, mxSender, mxBody, "rcpt@nowhere.test")
 	start(t, mxConfig(t, z, port), q)
 	log := &outcomeLog{q: q}
 
 	wantOutcome(t, log.next(t, "rcpt@nowhere.test"), store.StateBounced, "5.1.2 domain nowhere.test does not exist")
-	_, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	_, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want 1", len(rcpts))
 	}
@@ -593,13 +531,13 @@ func TestMXNXDOMAIN(t *testing.T) {
 // 5. SERVFAIL is DNS trouble: deferred, never bounced, and delivered once
 // the zone answers again.
 func TestMXServfailThenRecovery(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2")
+	port, lns := testkit.ReservePort(t, "127.0.0.2")
 	s := sinkOn(t, lns["127.0.0.2"], nil)
-	z := startZoneServer(t,
+	z := testkit.StartZone(t,
 		"sf.test. 300 IN MX 10 mx.sf.test.",
 		"mx.sf.test. 300 IN A 127.0.0.2",
 	)
-	z.setRcode("sf.test.", dns.RcodeServerFailure)
+	z.Fail("sf.test.", dns.RcodeServerFailure)
 	q := newQueue(t)
 	enqueue(t, q, mxSender, mxBody, "rcpt@sf.test")
 	start(t, mxConfig(t, z, port), q)
@@ -609,7 +547,7 @@ func TestMXServfailThenRecovery(t *testing.T) {
 	if r.State != store.StateDeferred || r.Attempts < 1 {
 		t.Errorf("stored recipient %+v, want deferred after an attempt", r)
 	}
-	z.setRcode("sf.test.", dns.RcodeSuccess)
+	z.Fail("sf.test.", dns.RcodeSuccess)
 	for {
 		o := q.next(t)
 		if o.State == store.StateDelivered {
@@ -618,8 +556,8 @@ func TestMXServfailThenRecovery(t *testing.T) {
 		// Attempts made before the zone recovered.
 		wantOutcome(t, o, store.StateDeferred, "4.4.3 DNS lookup of sf.test MX failed")
 	}
-	if m := s.next(t); strings.Join(m.rcpts, ",") != "rcpt@sf.test" {
-		t.Errorf("sink got recipients %v", m.rcpts)
+	if m := s.Next(t); strings.Join(m.To, ",") != "rcpt@sf.test" {
+		t.Errorf("sink got recipients %v", m.To)
 	}
 	wantNoNotice(t, q)
 	wantQueueEmpty(t, q)
@@ -633,18 +571,18 @@ func TestMXTemporaryReplies(t *testing.T) {
 	}
 
 	t.Run("451 to RCPT", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2")
+		port, lns := testkit.ReservePort(t, "127.0.0.2")
 		s := sinkOn(t, lns["127.0.0.2"], nil)
-		s.replyTo("rcpt@temp.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
-		z := startZoneServer(t, zone...)
+		s.ReplyTo("rcpt@temp.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
+		z := testkit.StartZone(t, zone...)
 		q := newQueue(t)
 		enqueue(t, q, mxSender, mxBody, "rcpt@temp.test")
 		start(t, mxConfig(t, z, port), q)
 
 		wantOutcome(t, q.next(t), store.StateDeferred, "451 4.3.0 try later")
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-		if m := s.next(t); strings.Join(m.rcpts, ",") != "rcpt@temp.test" {
-			t.Errorf("sink got recipients %v", m.rcpts)
+		if m := s.Next(t); strings.Join(m.To, ",") != "rcpt@temp.test" {
+			t.Errorf("sink got recipients %v", m.To)
 		}
 		wantNothingMore(t, s)
 		wantNoNotice(t, q)
@@ -652,7 +590,7 @@ func TestMXTemporaryReplies(t *testing.T) {
 	})
 
 	t.Run("451 to DATA", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2")
+		port, lns := testkit.ReservePort(t, "127.0.0.2")
 		var calls atomic.Int32
 		s := (&scriptedMX{greeting: "220 scripted.test ESMTP", ext: []string{"8BITMIME"}, data: func() string {
 			if calls.Add(1) == 1 {
@@ -660,7 +598,7 @@ func TestMXTemporaryReplies(t *testing.T) {
 			}
 			return "250 2.0.0 OK queued"
 		}}).serve(t, lns["127.0.0.2"])
-		z := startZoneServer(t, zone...)
+		z := testkit.StartZone(t, zone...)
 		q := newQueue(t)
 		enqueue(t, q, mxSender, mxBody, "rcpt@temp.test")
 		start(t, mxConfig(t, z, port), q)
@@ -669,8 +607,8 @@ func TestMXTemporaryReplies(t *testing.T) {
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 2.0.0 OK queued")
 		select {
 		case m := <-s.got:
-			if string(m.data) != mxBody || strings.Join(m.rcpts, ",") != "rcpt@temp.test" {
-				t.Errorf("server got %v %q", m.rcpts, m.data)
+			if string(m.Data) != mxBody || strings.Join(m.To, ",") != "rcpt@temp.test" {
+				t.Errorf("server got %v %q", m.To, m.Data)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("nothing delivered")
@@ -685,7 +623,7 @@ func TestMXTemporaryReplies(t *testing.T) {
 	})
 
 	t.Run("421 to RCPT and hang up", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2")
+		port, lns := testkit.ReservePort(t, "127.0.0.2")
 		var calls atomic.Int32
 		s := (&scriptedMX{greeting: "220 scripted.test ESMTP", rcpt: func(string) (string, bool) {
 			if calls.Add(1) == 1 {
@@ -693,7 +631,7 @@ func TestMXTemporaryReplies(t *testing.T) {
 			}
 			return "250 2.1.5 OK", false
 		}}).serve(t, lns["127.0.0.2"])
-		z := startZoneServer(t, zone...)
+		z := testkit.StartZone(t, zone...)
 		q := newQueue(t)
 		enqueue(t, q, mxSender, mxBody, "rcpt@temp.test")
 		start(t, mxConfig(t, z, port), q)
@@ -702,8 +640,8 @@ func TestMXTemporaryReplies(t *testing.T) {
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
 		select {
 		case m := <-s.got:
-			if strings.Join(m.rcpts, ",") != "rcpt@temp.test" {
-				t.Errorf("server got recipients %v", m.rcpts)
+			if strings.Join(m.To, ",") != "rcpt@temp.test" {
+				t.Errorf("server got recipients %v", m.To)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("nothing delivered")
@@ -721,10 +659,10 @@ func TestMXTemporaryReplies(t *testing.T) {
 // 7. A 550 for one of three recipients bounces that one only, and its DSN
 // reaches the sender's MX from the null sender.
 func TestMXOneRecipientRefused(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	dest, senderMX := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-	dest.replyTo("b@three.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
-	z := startZoneServer(t, append([]string{
+	dest.ReplyTo("b@three.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	z := testkit.StartZone(t, append([]string{
 		"three.test. 300 IN MX 10 mx.three.test.",
 		"mx.three.test. 300 IN A 127.0.0.2",
 	}, senderZone...)...)
@@ -736,11 +674,11 @@ func TestMXOneRecipientRefused(t *testing.T) {
 	wantOutcome(t, log.next(t, "a@three.test"), store.StateDelivered, "250 ")
 	wantOutcome(t, log.next(t, "b@three.test"), store.StateBounced, "550 5.1.1 no such user")
 	wantOutcome(t, log.next(t, "c@three.test"), store.StateDelivered, "250 ")
-	if m := dest.next(t); strings.Join(m.rcpts, ",") != "a@three.test,c@three.test" || string(m.data) != mxBody {
-		t.Errorf("destination got recipients %v, data %q", m.rcpts, m.data)
+	if m := dest.Next(t); strings.Join(m.To, ",") != "a@three.test,c@three.test" || string(m.Data) != mxBody {
+		t.Errorf("destination got recipients %v, data %q", m.To, m.Data)
 	}
 
-	msg, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	msg, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want b only: %v", len(rcpts), rcpts)
 	}
@@ -763,10 +701,10 @@ func TestMXOneRecipientRefused(t *testing.T) {
 // sender learns with Action failed, Status 4.4.7, and the message leaves
 // the queue.
 func TestMXExpiry(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	dest, senderMX := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-	dest.replyTo("rcpt@slow.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
-	z := startZoneServer(t, append([]string{
+	dest.ReplyTo("rcpt@slow.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
+	z := testkit.StartZone(t, append([]string{
 		"slow.test. 300 IN MX 10 mx.slow.test.",
 		"mx.slow.test. 300 IN A 127.0.0.2",
 	}, senderZone...)...)
@@ -795,7 +733,7 @@ func TestMXExpiry(t *testing.T) {
 		t.Errorf("expired message %s still queued: %v", id, err)
 	}
 
-	msg, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	msg, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want 1", len(rcpts))
 	}
@@ -816,10 +754,10 @@ func TestMXExpiry(t *testing.T) {
 // 9. The sender is warned once, after DelayWarning, however often the
 // recipient is deferred afterwards.
 func TestMXDelayWarning(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	dest, senderMX := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-	dest.replyTo("rcpt@slow.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
-	z := startZoneServer(t, append([]string{
+	dest.ReplyTo("rcpt@slow.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
+	z := testkit.StartZone(t, append([]string{
 		"slow.test. 300 IN MX 10 mx.slow.test.",
 		"mx.slow.test. 300 IN A 127.0.0.2",
 	}, senderZone...)...)
@@ -835,7 +773,7 @@ func TestMXDelayWarning(t *testing.T) {
 	if n.Sender != "" || strings.Join(n.Recipients, ",") != mxSender {
 		t.Errorf("delay warning queued from %q to %v", n.Sender, n.Recipients)
 	}
-	msg, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	msg, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want 1", len(rcpts))
 	}
@@ -865,7 +803,7 @@ func TestMXDelayWarning(t *testing.T) {
 	}
 	wantNoNotice(t, q)
 	wantNothingMore(t, senderMX)
-	if n := senderMX.accepted.Load(); n != 1 {
+	if n := senderMX.Accepted(); n != 1 {
 		t.Errorf("sender's MX got %d connections, want 1 for the one warning", n)
 	}
 	if r := recipients(t, q)["rcpt@slow.test"]; r.State != store.StateDeferred {
@@ -876,11 +814,11 @@ func TestMXDelayWarning(t *testing.T) {
 // 10. Mail from the null sender (a DSN itself) never causes a DSN, whether
 // its recipient bounces or expires.
 func TestMXNullSenderNoDSN(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	dest, senderMX := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-	dest.replyTo("gone@dest.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
-	dest.replyTo("slow@dest.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
-	z := startZoneServer(t, append([]string{
+	dest.ReplyTo("gone@dest.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	dest.ReplyTo("slow@dest.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"})
+	z := testkit.StartZone(t, append([]string{
 		"dest.test. 300 IN MX 10 mx.dest.test.",
 		"mx.dest.test. 300 IN A 127.0.0.2",
 	}, senderZone...)...)
@@ -903,16 +841,16 @@ func TestMXNullSenderNoDSN(t *testing.T) {
 	wantNoNotice(t, q)
 	wantQueueEmpty(t, q)
 	wantNothingMore(t, dest)
-	if n := senderMX.accepted.Load(); n != 0 {
+	if n := senderMX.Accepted(); n != 0 {
 		t.Errorf("sender's MX got %d connections, want none", n)
 	}
 }
 
 // 11. Messages for one server share one connection.
 func TestMXConnectionReuse(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2")
+	port, lns := testkit.ReservePort(t, "127.0.0.2")
 	s := sinkOn(t, lns["127.0.0.2"], nil)
-	z := startZoneServer(t,
+	z := testkit.StartZone(t,
 		"reuse.test. 300 IN MX 10 mx.reuse.test.",
 		"mx.reuse.test. 300 IN A 127.0.0.2",
 	)
@@ -927,16 +865,16 @@ func TestMXConnectionReuse(t *testing.T) {
 	got := map[string]bool{}
 	for range 5 {
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-		m := s.next(t)
-		got[strings.Join(m.rcpts, ",")] = true
+		m := s.Next(t)
+		got[strings.Join(m.To, ",")] = true
 	}
 	if len(got) != 5 {
 		t.Errorf("recipients delivered: %v, want r0 … r4", got)
 	}
-	if n := s.accepted.Load(); n != 1 {
+	if n := s.Accepted(); n != 1 {
 		t.Errorf("sink accepted %d connections, want 1", n)
 	}
-	if n := s.trace.count("MAIL FROM"); n != 5 {
+	if n := s.TraceCount("MAIL FROM"); n != 5 {
 		t.Errorf("%d MAIL commands, want 5", n)
 	}
 	wantQueueEmpty(t, q)
@@ -945,22 +883,22 @@ func TestMXConnectionReuse(t *testing.T) {
 // 12. Connections leave from the configured source addresses, round-robin.
 func TestMXSourceIPs(t *testing.T) {
 	t.Run("one", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2")
+		port, lns := testkit.ReservePort(t, "127.0.0.2")
 		s := sinkOn(t, lns["127.0.0.2"], nil)
-		z := startZoneServer(t, "src.test. 300 IN MX 10 mx.src.test.", "mx.src.test. 300 IN A 127.0.0.2")
+		z := testkit.StartZone(t, "src.test. 300 IN MX 10 mx.src.test.", "mx.src.test. 300 IN A 127.0.0.2")
 		q := newQueue(t)
 		enqueue(t, q, mxSender, mxBody, "rcpt@src.test")
 		cfg := mxConfig(t, z, port)
 		cfg.SourceIPs = []string{"127.0.0.4"}
 		start(t, cfg, q)
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-		if host, _, _ := net.SplitHostPort(s.next(t).peer); host != "127.0.0.4" {
+		if host, _, _ := net.SplitHostPort(s.Next(t).Peer); host != "127.0.0.4" {
 			t.Errorf("sink saw peer %s, want 127.0.0.4", host)
 		}
 	})
 
 	t.Run("two", func(t *testing.T) {
-		port, lns := reservePort(t, "127.0.0.2")
+		port, lns := testkit.ReservePort(t, "127.0.0.2")
 		s := sinkOn(t, lns["127.0.0.2"], nil)
 		// Four domains, four servers by name (one address), so four
 		// connections: a reused connection would hide the rotation.
@@ -971,7 +909,7 @@ func TestMXSourceIPs(t *testing.T) {
 				fmt.Sprintf("mx.d%d.test. 300 IN A 127.0.0.2", i))
 			enqueue(t, q, mxSender, mxBody, fmt.Sprintf("rcpt@d%d.test", i))
 		}
-		z := startZoneServer(t, zone...)
+		z := testkit.StartZone(t, zone...)
 		cfg := mxConfig(t, z, port)
 		cfg.Workers = 1
 		cfg.SourceIPs = []string{"127.0.0.4", "127.0.0.5"}
@@ -979,7 +917,7 @@ func TestMXSourceIPs(t *testing.T) {
 		peers := map[string]int{}
 		for range 4 {
 			wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-			host, _, _ := net.SplitHostPort(s.next(t).peer)
+			host, _, _ := net.SplitHostPort(s.Next(t).Peer)
 			peers[host]++
 		}
 		if len(peers) != 2 || peers["127.0.0.4"] != 2 || peers["127.0.0.5"] != 2 {
@@ -991,12 +929,12 @@ func TestMXSourceIPs(t *testing.T) {
 // concurrency wraps a sink's sessions to count the transactions in DATA at
 // once.
 type concurrency struct {
-	*sink
+	smtp.Backend
 	cur, max atomic.Int32
 }
 
 func (c *concurrency) NewSession(conn *smtp.Conn) (smtp.Session, error) {
-	s, err := c.sink.NewSession(conn)
+	s, err := c.Backend.NewSession(conn)
 	if err != nil {
 		return nil, err
 	}
@@ -1023,17 +961,15 @@ func (s *concurrentSession) Data(r io.Reader) error {
 // 13. DomainConcurrency bounds the deliveries to one domain; the others go
 // ahead meanwhile.
 func TestMXDomainConcurrency(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	var track *concurrency
-	slow := sinkOn(t, lns["127.0.0.2"], func(s *sink) smtp.Backend {
-		track = &concurrency{sink: s}
+	slow := sinkOn(t, lns["127.0.0.2"], func(be smtp.Backend) smtp.Backend {
+		track = &concurrency{Backend: be}
 		return track
 	})
-	slow.mu.Lock()
-	slow.hold = make(chan struct{}) // one value releases one reply
-	slow.mu.Unlock()
+	hold := slow.HoldData() // one value releases one reply
 	fast := sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t,
+	z := testkit.StartZone(t,
 		"slow.test. 300 IN MX 10 mx.slow.test.",
 		"mx.slow.test. 300 IN A 127.0.0.2",
 		"fast.test. 300 IN MX 10 mx.fast.test.",
@@ -1052,25 +988,25 @@ func TestMXDomainConcurrency(t *testing.T) {
 	released := false
 	defer func() {
 		if !released { // let a failed test's relay stop
-			close(slow.hold)
+			close(hold)
 		}
 		stop()
 	}()
 
 	select {
-	case <-slow.inData:
+	case <-slow.InData():
 	case <-time.After(10 * time.Second):
 		t.Fatal("no message reached the slow domain")
 	}
 	// While the slow domain's first message waits for its reply, the other
 	// domain's is delivered.
-	if m := fast.next(t); strings.Join(m.rcpts, ",") != "rcpt@fast.test" {
-		t.Errorf("fast domain got %v", m.rcpts)
+	if m := fast.Next(t); strings.Join(m.To, ",") != "rcpt@fast.test" {
+		t.Errorf("fast domain got %v", m.To)
 	}
 	for i := range n {
 		if i > 0 {
 			select {
-			case <-slow.inData:
+			case <-slow.InData():
 			case <-time.After(10 * time.Second):
 				t.Fatalf("message %d never reached the slow domain", i+1)
 			}
@@ -1080,8 +1016,8 @@ func TestMXDomainConcurrency(t *testing.T) {
 		if got := track.max.Load(); got != 1 {
 			t.Fatalf("%d transactions in DATA at once at the slow domain, want 1", got)
 		}
-		slow.hold <- struct{}{}
-		slow.next(t)
+		hold <- struct{}{}
+		slow.Next(t)
 	}
 	released = true
 	log := &outcomeLog{q: q}
@@ -1098,9 +1034,9 @@ func TestMXDomainConcurrency(t *testing.T) {
 // 14. Exchangers on loopback or private addresses are refused unless
 // allowed: bounced with 5.4.4, nothing connected.
 func TestMXPrivateDestinationRefused(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	dest, senderMX := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t, append([]string{
+	z := testkit.StartZone(t, append([]string{
 		"inside.test. 300 IN MX 10 mx.inside.test.",
 		"mx.inside.test. 300 IN A 127.0.0.2",
 	}, senderZone...)...)
@@ -1126,7 +1062,7 @@ func TestMXPrivateDestinationRefused(t *testing.T) {
 	// The sender's MX is on loopback too: the DSN bounces, silently.
 	wantOutcome(t, log.next(t, mxSender), store.StateBounced, "5.4.4 ")
 	wantNoNotice(t, q)
-	if a, b := dest.accepted.Load(), senderMX.accepted.Load(); a != 0 || b != 0 {
+	if a, b := dest.Accepted(), senderMX.Accepted(); a != 0 || b != 0 {
 		t.Errorf("%d and %d connections to private addresses, want none", a, b)
 	}
 	wantQueueEmpty(t, q)
@@ -1135,9 +1071,9 @@ func TestMXPrivateDestinationRefused(t *testing.T) {
 // 15. One message, recipients at two domains: one transaction each, each
 // server getting its own domain's recipients only.
 func TestMXTwoDomainsOneMessage(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	one, two := sinkOn(t, lns["127.0.0.2"], nil), sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t,
+	z := testkit.StartZone(t,
 		"one.test. 300 IN MX 10 mx.one.test.",
 		"mx.one.test. 300 IN A 127.0.0.2",
 		"two.test. 300 IN MX 10 mx.two.test.",
@@ -1150,11 +1086,11 @@ func TestMXTwoDomainsOneMessage(t *testing.T) {
 	for _, o := range q.nextFor(t, 4) {
 		wantOutcome(t, o, store.StateDelivered, "250 ")
 	}
-	if m := one.next(t); strings.Join(m.rcpts, ",") != "a@one.test,b@one.test" || string(m.data) != mxBody {
-		t.Errorf("one.test's MX got %v %q", m.rcpts, m.data)
+	if m := one.Next(t); strings.Join(m.To, ",") != "a@one.test,b@one.test" || string(m.Data) != mxBody {
+		t.Errorf("one.test's MX got %v %q", m.To, m.Data)
 	}
-	if m := two.next(t); strings.Join(m.rcpts, ",") != "x@two.test,y@two.test" || string(m.data) != mxBody {
-		t.Errorf("two.test's MX got %v %q", m.rcpts, m.data)
+	if m := two.Next(t); strings.Join(m.To, ",") != "x@two.test,y@two.test" || string(m.Data) != mxBody {
+		t.Errorf("two.test's MX got %v %q", m.To, m.Data)
 	}
 	wantNothingMore(t, one)
 	wantNothingMore(t, two)
@@ -1166,11 +1102,11 @@ func TestMXTwoDomainsOneMessage(t *testing.T) {
 // 16. 8-bit content for a server without 8BITMIME bounces with 5.6.3 and
 // nothing is sent: converting it would break the DKIM signature.
 func TestMXNo8BITMIME(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	seven := (&scriptedMX{greeting: "220 scripted.test ESMTP", ext: []string{"PIPELINING", "SIZE 10485760"}}).
 		serve(t, lns["127.0.0.2"])
 	senderMX := sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t, append([]string{
+	z := testkit.StartZone(t, append([]string{
 		"seven.test. 300 IN MX 10 mx.seven.test.",
 		"mx.seven.test. 300 IN A 127.0.0.2",
 	}, senderZone...)...)
@@ -1182,7 +1118,7 @@ func TestMXNo8BITMIME(t *testing.T) {
 	log := &outcomeLog{q: q}
 
 	wantOutcome(t, log.next(t, "rcpt@seven.test"), store.StateBounced, "5.6.3 mx.seven.test does not support 8BITMIME")
-	_, rcpts := dsnRecipients(t, senderMX.next(t), mxSender)
+	_, rcpts := dsnRecipients(t, senderMX.Next(t), mxSender)
 	if len(rcpts) != 1 {
 		t.Fatalf("DSN reports %d recipients, want 1", len(rcpts))
 	}
@@ -1239,10 +1175,10 @@ func (q *completionRace) Complete(ctx context.Context, r store.Report) error {
 // claimed before the worker has handed that delivery back, must still be
 // delivered; the claim must not strand it under a fresh lease.
 func TestMXReclaimBeforeWorkerFinished(t *testing.T) {
-	port, lns := reservePort(t, "127.0.0.2")
+	port, lns := testkit.ReservePort(t, "127.0.0.2")
 	s := sinkOn(t, lns["127.0.0.2"], nil)
-	s.replyTo("rcpt@race.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
-	z := startZoneServer(t,
+	s.ReplyTo("rcpt@race.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
+	z := testkit.StartZone(t,
 		"race.test. 300 IN MX 10 mx.race.test.",
 		"mx.race.test. 300 IN A 127.0.0.2",
 	)

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // recorder is the real store with the outcomes the relay completes copied
@@ -157,20 +157,20 @@ func TestDeliversBytesUnchanged(t *testing.T) {
 		"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
 		".leading dot\r\n..two dots\r\n.\r\nGrüße aus Köln\r\n" + strings.Repeat("x", 900) + "\r\n\r\n"
 	id := enqueue(t, q, "", data, "jörg@example.test", "rcpt@example.test")
-	start(t, testConfig(t, s.addr, nil), q)
+	start(t, testConfig(t, s.Addr, nil), q)
 
-	m := s.next(t)
-	if !bytes.Equal(m.data, []byte(data)) {
-		t.Errorf("sink got\n%q\nwant\n%q", m.data, data)
+	m := s.Next(t)
+	if !bytes.Equal(m.Data, []byte(data)) {
+		t.Errorf("sink got\n%q\nwant\n%q", m.Data, data)
 	}
-	if m.from != "" {
-		t.Errorf("MAIL FROM %q, want the null sender", m.from)
+	if m.From != "" {
+		t.Errorf("MAIL FROM %q, want the null sender", m.From)
 	}
-	if !m.opts.UTF8 || m.opts.Body != smtp.Body8BitMIME {
-		t.Errorf("MAIL options UTF8=%v BODY=%q, want SMTPUTF8 and 8BITMIME", m.opts.UTF8, m.opts.Body)
+	if !m.Opts.UTF8 || m.Opts.Body != smtp.Body8BitMIME {
+		t.Errorf("MAIL options UTF8=%v BODY=%q, want SMTPUTF8 and 8BITMIME", m.Opts.UTF8, m.Opts.Body)
 	}
-	if strings.Join(m.rcpts, ",") != "jörg@example.test,rcpt@example.test" {
-		t.Errorf("recipients %q", m.rcpts)
+	if strings.Join(m.To, ",") != "jörg@example.test,rcpt@example.test" {
+		t.Errorf("recipients %q", m.To)
 	}
 	for _, o := range q.nextFor(t, 2) {
 		wantOutcome(t, o, store.StateDelivered, "250 2.0.0 ")
@@ -178,7 +178,7 @@ func TestDeliversBytesUnchanged(t *testing.T) {
 	if _, err := q.QueueMessage(context.Background(), id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("delivered message %s still queued: %v", id, err)
 	}
-	if strings.Contains(s.trace.String(), "EHLO localhost") || !strings.Contains(s.trace.String(), "EHLO relay.test") {
+	if strings.Contains(s.Trace(), "EHLO localhost") || !strings.Contains(s.Trace(), "EHLO relay.test") {
 		t.Error("relay did not introduce itself as relay.test")
 	}
 }
@@ -186,10 +186,10 @@ func TestDeliversBytesUnchanged(t *testing.T) {
 func TestTemporaryFailureRetried(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	s.replyTo("a@example.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
+	s.ReplyTo("a@example.test", &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}, nil)
 	enqueue(t, q, "app@example.test", "Subject: retry\r\n\r\nbody\r\n", "a@example.test")
 	started := time.Now()
-	start(t, testConfig(t, s.addr, nil), q)
+	start(t, testConfig(t, s.Addr, nil), q)
 
 	first := q.next(t)
 	wantOutcome(t, first, store.StateDeferred, "451 4.3.0 try later")
@@ -205,8 +205,8 @@ func TestTemporaryFailureRetried(t *testing.T) {
 	if time.Now().Before(first.NextAttempt) {
 		t.Error("retried before its next attempt time")
 	}
-	if m := s.next(t); strings.Join(m.rcpts, ",") != "a@example.test" {
-		t.Errorf("recipients %q", m.rcpts)
+	if m := s.Next(t); strings.Join(m.To, ",") != "a@example.test" {
+		t.Errorf("recipients %q", m.To)
 	}
 	if _, ok, err := q.NextDue(context.Background()); err != nil || ok {
 		t.Errorf("NextDue: ok=%v err=%v, want nothing waiting", ok, err)
@@ -216,16 +216,16 @@ func TestTemporaryFailureRetried(t *testing.T) {
 func TestPermanentFailureOfOneRecipient(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	s.replyTo("b@example.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	s.ReplyTo("b@example.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
 	enqueue(t, q, "app@example.test", "Subject: three\r\n\r\nbody\r\n", "a@example.test", "b@example.test", "c@example.test")
-	start(t, testConfig(t, s.addr, nil), q)
+	start(t, testConfig(t, s.Addr, nil), q)
 
 	got := q.nextFor(t, 3)
 	wantOutcome(t, got["a@example.test"], store.StateDelivered, "250 ")
 	wantOutcome(t, got["b@example.test"], store.StateBounced, "550 5.1.1 no such user")
 	wantOutcome(t, got["c@example.test"], store.StateDelivered, "250 ")
-	if m := s.next(t); strings.Join(m.rcpts, ",") != "a@example.test,c@example.test" {
-		t.Errorf("sink recipients %q, want a and c", m.rcpts)
+	if m := s.Next(t); strings.Join(m.To, ",") != "a@example.test,c@example.test" {
+		t.Errorf("sink recipients %q, want a and c", m.To)
 	}
 	// One bounce for the sender, naming b only, sent from the null sender.
 	select {
@@ -238,18 +238,18 @@ func TestPermanentFailureOfOneRecipient(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no DSN")
 	}
-	dsn := s.next(t)
-	if dsn.from != "" || !strings.Contains(string(dsn.data), "550 5.1.1 no such user") {
-		t.Errorf("DSN at the sink from %q:\n%s", dsn.from, dsn.data)
+	dsn := s.Next(t)
+	if dsn.From != "" || !strings.Contains(string(dsn.Data), "550 5.1.1 no such user") {
+		t.Errorf("DSN at the sink from %q:\n%s", dsn.From, dsn.Data)
 	}
 }
 
 func TestDataRejectionFailsEveryRecipient(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	s.dataErr = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "content rejected"}
+	s.SetDataReply(&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "content rejected"})
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test", "b@example.test")
-	start(t, testConfig(t, s.addr, nil), q)
+	start(t, testConfig(t, s.Addr, nil), q)
 
 	for _, o := range q.nextFor(t, 2) {
 		wantOutcome(t, o, store.StateBounced, "554 5.6.0 content rejected")
@@ -278,13 +278,13 @@ func TestConnectionRefusedThenDelivered(t *testing.T) {
 		}
 		wantOutcome(t, o, store.StateDeferred, "connect to 127.0.0.2[127.0.0.2:")
 	}
-	s.next(t)
+	s.Next(t)
 }
 
 func TestConnectionReused(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	cfg := testConfig(t, s.addr, nil)
+	cfg := testConfig(t, s.Addr, nil)
 	cfg.Workers = 1
 	start(t, cfg, q)
 
@@ -293,15 +293,15 @@ func TestConnectionReused(t *testing.T) {
 	for i := range 2 {
 		enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-		s.next(t)
-		if i == 0 && strings.Contains(s.trace.String(), "RSET") {
+		s.Next(t)
+		if i == 0 && strings.Contains(s.Trace(), "RSET") {
 			t.Error("RSET before the first message")
 		}
 	}
-	if n := s.accepted.Load(); n != 1 {
+	if n := s.Accepted(); n != 1 {
 		t.Errorf("sink accepted %d connections, want 1", n)
 	}
-	if n := s.trace.count("RSET"); n != 1 {
+	if n := s.TraceCount("RSET"); n != 1 {
 		t.Errorf("%d RSET commands, want 1 between the messages", n)
 	}
 }
@@ -312,7 +312,7 @@ func TestConnectionReused(t *testing.T) {
 func TestConnectionsNotChurned(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	cfg := testConfig(t, s.addr, nil)
+	cfg := testConfig(t, s.Addr, nil)
 	cfg.Workers, cfg.DomainConcurrency = 4, 1
 	const n = 60
 	for range n {
@@ -320,29 +320,28 @@ func TestConnectionsNotChurned(t *testing.T) {
 	}
 	// Hold the first replies until every worker has a connection in use,
 	// then let them all finish together.
-	hold := make(chan struct{})
-	s.hold = hold
+	hold := s.HoldData()
 	start(t, cfg, q)
 	for range cfg.Workers {
-		<-s.inData
+		<-s.InData()
 	}
 	close(hold)
 	for range n {
 		wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
 	}
-	if c := s.accepted.Load(); int(c) > cfg.Workers {
+	if c := s.Accepted(); int(c) > cfg.Workers {
 		t.Errorf("sink accepted %d connections for %d messages, want at most %d (one per worker)", c, n, cfg.Workers)
 	}
 }
 
 func TestStartTLS(t *testing.T) {
 	q := newQueue(t)
-	s := newSink(t, "127.0.0.2:0", selfSigned(t))
+	s := newSink(t, "127.0.0.2:0", testkit.SelfSigned(t, "sink.test", "127.0.0.2"))
 	var logs lockedBuffer
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
-	start(t, testConfig(t, s.addr, &logs), q)
+	start(t, testConfig(t, s.Addr, &logs), q)
 
-	if m := s.next(t); !m.tls {
+	if m := s.Next(t); !m.TLS {
 		t.Error("message did not travel over TLS")
 	}
 	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
@@ -352,7 +351,7 @@ func TestStartTLS(t *testing.T) {
 			t.Errorf("log lacks %s", want)
 		}
 	}
-	if n := s.trace.count("EHLO relay.test"); n != 2 {
+	if n := s.TraceCount("EHLO relay.test"); n != 2 {
 		t.Errorf("%d EHLO relay.test, want 2 (before and after STARTTLS)", n)
 	}
 }
@@ -360,84 +359,53 @@ func TestStartTLS(t *testing.T) {
 func TestSourceIP(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	cfg := testConfig(t, s.addr, nil)
+	cfg := testConfig(t, s.Addr, nil)
 	cfg.SourceIPs = []string{"127.0.0.3"}
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
 	start(t, cfg, q)
 
-	m := s.next(t)
-	if host, _, _ := net.SplitHostPort(m.peer); host != "127.0.0.3" {
-		t.Errorf("sink saw peer %s, want 127.0.0.3", m.peer)
+	m := s.Next(t)
+	if host, _, _ := net.SplitHostPort(m.Peer); host != "127.0.0.3" {
+		t.Errorf("sink saw peer %s, want 127.0.0.3", m.Peer)
 	}
 }
 
 func TestSmarthostResolvedWithDNSServers(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	_, port, _ := net.SplitHostPort(s.addr)
-	dnsAddr := startDNS(t, "smarthost.test.", "127.0.0.2")
+	_, port, _ := net.SplitHostPort(s.Addr)
+	dnsAddr := testkit.StartZone(t, "smarthost.test. 60 IN A 127.0.0.2").Addr
 	cfg := testConfig(t, net.JoinHostPort("smarthost.test", port), nil)
 	cfg.DNSServers = []string{dnsAddr}
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
 	start(t, cfg, q)
 
 	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-	s.next(t)
-}
-
-// startDNS serves A records for name with ip on a loopback UDP port, and
-// returns the port's address.
-func startDNS(t *testing.T, name, ip string) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		q := req.Question[0]
-		switch {
-		case !strings.EqualFold(q.Name, name):
-			m.Rcode = dns.RcodeNameError
-		case q.Qtype == dns.TypeA:
-			m.Answer = append(m.Answer, &dns.A{
-				Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-				A:   net.ParseIP(ip),
-			})
-		}
-		w.WriteMsg(m)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
+	s.Next(t)
 }
 
 func TestShutdownClosesEverything(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
-	stop := start(t, testConfig(t, s.addr, nil), q)
+	stop := start(t, testConfig(t, s.Addr, nil), q)
 	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
-	if n := s.open.Load(); n != 1 {
+	if n := s.Open(); n != 1 {
 		t.Fatalf("%d open connections after delivery, want the 1 kept for reuse", n)
 	}
 
 	stop()
-	if !strings.Contains(s.trace.String(), "QUIT") {
+	if !strings.Contains(s.Trace(), "QUIT") {
 		t.Error("no QUIT on shutdown")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		leaked := relayGoroutines()
-		if leaked == "" && s.open.Load() == 0 {
+		if leaked == "" && s.Open() == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after Run returned: %d sink connections open; relay goroutines:\n%s", s.open.Load(), leaked)
+			t.Fatalf("after Run returned: %d sink connections open; relay goroutines:\n%s", s.Open(), leaked)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -461,11 +429,11 @@ func relayGoroutines() string {
 func TestShutdownFinishesDeliveryInFlight(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	s.hold = make(chan struct{})
+	hold := s.HoldData()
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
-	stop := start(t, testConfig(t, s.addr, nil), q)
+	stop := start(t, testConfig(t, s.Addr, nil), q)
 
-	<-s.inData // the message is on the wire, its reply held back
+	<-s.InData() // the message is on the wire, its reply held back
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
 	select {
@@ -473,7 +441,7 @@ func TestShutdownFinishesDeliveryInFlight(t *testing.T) {
 		t.Fatal("Run returned with a delivery in flight")
 	case <-time.After(100 * time.Millisecond):
 	}
-	close(s.hold)
+	close(hold)
 	wantOutcome(t, q.next(t), store.StateDelivered, "250 ")
 	<-stopped
 	if _, ok, _ := q.NextDue(context.Background()); ok {
@@ -484,7 +452,7 @@ func TestShutdownFinishesDeliveryInFlight(t *testing.T) {
 func TestPanicDefersAndRelayGoesOn(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	cfg := testConfig(t, s.addr, nil)
+	cfg := testConfig(t, s.Addr, nil)
 	// A logger that panics once inside the delivery, when it logs the new
 	// connection.
 	cfg.Logger = slog.New(&panicOnce{Handler: cfg.Logger.Handler(), msg: "relay: connected"})
@@ -572,14 +540,14 @@ func TestReplies(t *testing.T) {
 func TestSuppression(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", nil)
-	s.replyTo("gone@example.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
-	s.replyTo("full@example.test", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "mailbox full"})
-	s.replyTo("words@example.test", &smtp.SMTPError{Code: 550, Message: "Recipient address rejected: User unknown"})
+	s.ReplyTo("gone@example.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+	s.ReplyTo("full@example.test", &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 2, 2}, Message: "mailbox full"})
+	s.ReplyTo("words@example.test", &smtp.SMTPError{Code: 550, Message: "Recipient address rejected: User unknown"})
 	ctx := context.Background()
 	if err := q.Suppress(ctx, store.Suppression{Address: "Listed@example.test", Reason: store.SuppressManual, CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	start(t, testConfig(t, s.addr, nil), q)
+	start(t, testConfig(t, s.Addr, nil), q)
 
 	enqueue(t, q, "", "Subject: x\r\n\r\nbody\r\n", "gone@example.test", "full@example.test", "words@example.test", "listed@example.test", "ok@example.test")
 	got := q.nextFor(t, 5)
@@ -588,8 +556,8 @@ func TestSuppression(t *testing.T) {
 	wantOutcome(t, got["words@example.test"], store.StateBounced, "550 5.0.0 Recipient address rejected")
 	wantOutcome(t, got["listed@example.test"], store.StateSuppressed, "not attempted: the address is on the suppression list")
 	wantOutcome(t, got["ok@example.test"], store.StateDelivered, "250 ")
-	if m := s.next(t); strings.Contains(strings.Join(m.rcpts, ","), "listed") {
-		t.Errorf("suppressed recipient attempted: %v", m.rcpts)
+	if m := s.Next(t); strings.Contains(strings.Join(m.To, ","), "listed") {
+		t.Errorf("suppressed recipient attempted: %v", m.To)
 	}
 	on, err := q.Suppressed(ctx, "test", []string{"gone@example.test", "full@example.test", "words@example.test", "listed@example.test"})
 	if err != nil || !on["gone@example.test"] || on["full@example.test"] || !on["words@example.test"] || !on["listed@example.test"] {

@@ -69,7 +69,7 @@ type shapedSetup struct {
 	t     *testing.T
 	clock *testkit.Clock
 	q     *wakeQueue
-	sink  *sink
+	sink  *testkit.Sink
 	cfg   Config
 	lim   *warmup.Limiter
 }
@@ -77,12 +77,12 @@ type shapedSetup struct {
 // newShaped starts DNS for the given zone records plus dest.test (MX on
 // 127.0.0.2), a sink on 127.0.0.2, and returns a relay configuration with
 // the limiter cfg describes. wrap, when set, wraps the sink's backend.
-func newShaped(t *testing.T, wcfg warmup.Config, wrap func(*sink) smtp.Backend, zone ...string) *shapedSetup {
+func newShaped(t *testing.T, wcfg warmup.Config, wrap func(smtp.Backend) smtp.Backend, zone ...string) *shapedSetup {
 	t.Helper()
-	port, lns := reservePort(t, "127.0.0.2")
+	port, lns := testkit.ReservePort(t, "127.0.0.2")
 	s := sinkOn(t, lns["127.0.0.2"], wrap)
 	zone = append(zone, "dest.test. 300 IN MX 10 mx.dest.test.", "mx.dest.test. 300 IN A 127.0.0.2")
-	z := startZoneServer(t, zone...)
+	z := testkit.StartZone(t, zone...)
 	clock := newTestClock(t)
 	cfg := mxConfig(t, z, port)
 	cfg.Workers = 1
@@ -132,16 +132,14 @@ func (s *shapedSetup) receive(n int) []delivery {
 	s.t.Helper()
 	var out []delivery
 	for range n {
-		m := s.sink.next(s.t)
-		host, _, _ := net.SplitHostPort(m.peer)
-		for _, r := range m.rcpts {
+		m := s.sink.Next(s.t)
+		host, _, _ := net.SplitHostPort(m.Peer)
+		for _, r := range m.To {
 			out = append(out, delivery{rcpt: r, peer: host})
 		}
 	}
-	select {
-	case m := <-s.sink.got:
-		s.t.Fatalf("a delivery beyond the cap: to %v from %s (after %d)", m.rcpts, m.peer, n)
-	case <-time.After(700 * time.Millisecond):
+	if m, ok := s.sink.NextWithin(700 * time.Millisecond); ok {
+		s.t.Fatalf("a delivery beyond the cap: to %v from %s (after %d)", m.To, m.Peer, n)
 	}
 	return out
 }
@@ -361,7 +359,7 @@ func TestWarmupProviderGroupByMX(t *testing.T) {
 // throttleBackend answers RCPT with a provider's rate-limit reply for
 // connections from one source address.
 type throttleBackend struct {
-	s      *sink
+	s      smtp.Backend
 	from   string // source IP to throttle
 	domain string // recipients to throttle: "@corp.test"
 
@@ -404,7 +402,7 @@ func TestWarmupThrottleSuspendsIPProvider(t *testing.T) {
 		Schedule:  warmup.Schedule{Daily: warmup.DefaultDaily, SpreadHours: 12},
 		Providers: []warmup.Provider{{Name: "google", MX: []string{"google.com"}}},
 		Backoff:   time.Hour, BackoffMax: 4 * time.Hour,
-	}, func(s *sink) smtp.Backend {
+	}, func(s smtp.Backend) smtp.Backend {
 		tb = &throttleBackend{s: s, from: "127.0.0.4", domain: "@corp.test"}
 		return tb
 	}, "corp.test. 300 IN MX 10 aspmx.l.google.com.", "aspmx.l.google.com. 300 IN A 127.0.0.2")
@@ -489,7 +487,7 @@ func TestWarmupPerConnectionCap(t *testing.T) {
 	s.receive(9)
 	// corp.test: 2 + 2 + 1 over three connections; dest.test (other, no
 	// cap) over one, reused.
-	if n := s.sink.accepted.Load(); n != 4 {
+	if n := s.sink.Accepted(); n != 4 {
 		t.Errorf("the sink accepted %d connections, want 4: three for 5 messages at 2 a connection, one for the rest", n)
 	}
 }

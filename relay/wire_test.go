@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // The transaction on the wire (wire.go): PIPELINING when offered, one
@@ -34,12 +35,12 @@ func refuseSome(addr string) (string, bool) {
 
 // wireRun starts a one-worker relay to mx (on 127.0.0.2) with the sender's
 // MX at 127.0.0.3 for DSNs.
-func wireRun(t *testing.T, mx *scriptedMX) (*recorder, *outcomeLog, *sink) {
+func wireRun(t *testing.T, mx *scriptedMX) (*recorder, *outcomeLog, *testkit.Sink) {
 	t.Helper()
-	port, lns := reservePort(t, "127.0.0.2", "127.0.0.3")
+	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	mx.serve(t, lns["127.0.0.2"])
 	senderMX := sinkOn(t, lns["127.0.0.3"], nil)
-	z := startZoneServer(t, wireZone...)
+	z := testkit.StartZone(t, wireZone...)
 	q := newQueue(t)
 	cfg := mxConfig(t, z, port)
 	cfg.Workers = 1
@@ -53,11 +54,11 @@ func wantKept(t *testing.T, mx *scriptedMX, rcpts ...string) {
 	t.Helper()
 	select {
 	case m := <-mx.got:
-		if got := strings.Join(m.rcpts, ","); got != strings.Join(rcpts, ",") {
+		if got := strings.Join(m.To, ","); got != strings.Join(rcpts, ",") {
 			t.Errorf("server kept a message for %s, want %s", got, strings.Join(rcpts, ","))
 		}
-		if string(m.data) != wireBody {
-			t.Errorf("server kept %q, want %q", m.data, wireBody)
+		if string(m.Data) != wireBody {
+			t.Errorf("server kept %q, want %q", m.Data, wireBody)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("server kept no message for %v", rcpts)
@@ -67,7 +68,7 @@ func wantKept(t *testing.T, mx *scriptedMX, rcpts ...string) {
 // wireScenario sends, in turn: three messages to two recipients each, one
 // with a refused recipient among two, and one whose only recipient is
 // refused; then one more that must still go over the same connection.
-func wireScenario(t *testing.T, q *recorder, log *outcomeLog, mx *scriptedMX, senderMX *sink) {
+func wireScenario(t *testing.T, q *recorder, log *outcomeLog, mx *scriptedMX, senderMX *testkit.Sink) {
 	t.Helper()
 	for i := range 3 {
 		a, b := fmt.Sprintf("a%d@wire.test", i), fmt.Sprintf("b%d@wire.test", i)
@@ -80,12 +81,12 @@ func wireScenario(t *testing.T, q *recorder, log *outcomeLog, mx *scriptedMX, se
 	wantOutcome(t, log.next(t, "c@wire.test"), store.StateDelivered, "250 2.0.0 OK")
 	wantOutcome(t, log.next(t, "refused1@wire.test"), store.StateBounced, "550 5.1.1 no such user")
 	wantKept(t, mx, "c@wire.test")
-	senderMX.next(t) // the DSN
+	senderMX.Next(t) // the DSN
 	wantOutcome(t, log.next(t, mxSender), store.StateDelivered, "250 ")
 
 	enqueue(t, q, mxSender, wireBody, "refused2@wire.test")
 	wantOutcome(t, log.next(t, "refused2@wire.test"), store.StateBounced, "550 5.1.1 no such user")
-	senderMX.next(t)
+	senderMX.Next(t)
 	wantOutcome(t, log.next(t, mxSender), store.StateDelivered, "250 ")
 
 	enqueue(t, q, mxSender, wireBody, "d@wire.test")

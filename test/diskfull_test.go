@@ -31,7 +31,7 @@ import (
 // during the episode, must reach the smarthost.
 func TestDiskFull(t *testing.T) {
 	inst := newInstance(t)
-	held := holdSmarthost(t, inst.sink.addr)
+	held := holdSmarthost(t, inst.sink.Addr)
 	inst.configure(map[string]any{"relay.smarthost": held.addr})
 	mountTmpfs(t, inst, "12m")
 	inst.unthrottled()
@@ -190,7 +190,7 @@ func TestDiskFull(t *testing.T) {
 	waitQueueEmpty(t, inst, 30*time.Second)
 	dups := 0
 	for _, tok := range acked {
-		if inst.sink.copies(tok) > 1 {
+		if len(inst.sink.Keyed(tok)) > 1 {
 			dups++
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // dkimResult is what clients/dkimverify.py prints.
@@ -28,7 +30,7 @@ type dkimResult struct {
 // the go-msgauth signer, answering key lookups from the records that
 // `domain add` printed: no DNS. Every signature must verify, one of them
 // for fromDomain, all relaxed/relaxed.
-func verifyDKIM(t *testing.T, msg *sinkMessage, fromDomain string, records []dnsRecord) {
+func verifyDKIM(t *testing.T, msg *testkit.Message, fromDomain string, records []dnsRecord) {
 	t.Helper()
 	requirePythonDKIM(t)
 	file := filepath.Join(t.TempDir(), "message.eml")

@@ -8,6 +8,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // TestDurabilityAcrossKill checks "durable before 250": clients submit as
@@ -27,7 +29,7 @@ func TestDurabilityAcrossKill(t *testing.T) {
 
 	ackedBeforeKill, inflight, firstErr := l.results()
 	t.Logf("%d messages acknowledged before SIGKILL, %d in flight, %d already at the smarthost",
-		len(ackedBeforeKill), len(inflight), inst.sink.count())
+		len(ackedBeforeKill), len(inflight), len(inst.sink.Messages()))
 	if len(ackedBeforeKill) == 0 {
 		t.Fatalf("no message was acknowledged in 1.5s; first error: %v", firstErr)
 	}
@@ -37,12 +39,12 @@ func TestDurabilityAcrossKill(t *testing.T) {
 
 	var dups, inflightArrived int
 	for _, tok := range ackedBeforeKill {
-		if inst.sink.copies(tok) > 1 {
+		if len(inst.sink.Keyed(tok)) > 1 {
 			dups++
 		}
 	}
 	for _, tok := range inflight {
-		if inst.sink.copies(tok) > 0 {
+		if len(inst.sink.Keyed(tok)) > 0 {
 			inflightArrived++
 		}
 	}
@@ -226,14 +228,14 @@ func sendOne(c *smtp.Client, msg []byte) error {
 }
 
 // waitArrived waits until every token has reached the sink at least once.
-func waitArrived(t *testing.T, s *sink, tokens []string, timeout time.Duration) {
+func waitArrived(t *testing.T, s *testkit.Sink, tokens []string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
-		changed := s.changes()
+		changed := s.Changed()
 		var missing []string
 		for _, tok := range tokens {
-			if s.copies(tok) == 0 {
+			if len(s.Keyed(tok)) == 0 {
 				missing = append(missing, tok)
 			}
 		}

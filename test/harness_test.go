@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // installHint is what every missing-prerequisite failure says.
@@ -134,6 +137,9 @@ func requirePythonDKIM(t *testing.T) {
 
 func clientsDir() string { return filepath.Join(repoRoot, "test", "clients") }
 
+// tokenRE matches what newToken makes; the sink indexes messages by it.
+var tokenRE = regexp.MustCompile(`e2e-[0-9a-f]{16}`)
+
 // newToken returns a string unique to one message; the sink indexes every
 // message by the tokens it contains (see tokenRE).
 func newToken() string {
@@ -220,8 +226,8 @@ type instance struct {
 	dir      string
 	cfgPath  string
 	dataDir  string
-	zone     *testZone
-	sink     *sink
+	zone     *testkit.Zone
+	sink     *testkit.Sink
 	smtpAddr string // STARTTLS submission (587 in production)
 	tlsAddr  string // implicit-TLS submission (465 in production)
 	httpAddr string
@@ -234,6 +240,28 @@ type instance struct {
 	exited   chan struct{} // closed when the current serve process has exited
 	serveLg  syncBuffer    // serve's stdout and stderr, across restarts
 	nofile   int           // serve's open-file limit (soft and hard) when > 0
+}
+
+// startZone starts an instance's DNS server. Unknown names get NXDOMAIN,
+// known names without records of the asked type NODATA, both with an SOA
+// whose MINIMUM of 1 s keeps a resolver from caching them longer: records
+// are added and removed while Sesame runs.
+func startZone(t *testing.T) *testkit.Zone {
+	t.Helper()
+	z := testkit.StartZone(t)
+	z.SetSOA(t, "test. 60 IN SOA ns.test. hostmaster.test. 1 60 60 60 1")
+	return z
+}
+
+// startSink starts the smarthost Sesame relays to: an SMTP server on
+// 127.0.0.2 that accepts everything without AUTH and records it, indexed by
+// token. Like a real smarthost it offers STARTTLS, with a self-signed
+// certificate, so a relay that insists on TLS works and one that only uses
+// it when offered is exercised too. It lives as long as the test, so it
+// keeps receiving while serve is killed and restarted.
+func startSink(t *testing.T) *testkit.Sink {
+	t.Helper()
+	return testkit.StartSink(t, testkit.SinkOptions{TLS: testkit.SelfSigned(t, "sink.test"), Index: tokenRE})
 }
 
 // newInstance writes a config for a fresh installation; it does not start
@@ -301,8 +329,8 @@ func (i *instance) baseConfig() map[string]any {
 		"submission.tls_listen":        []string{i.tlsAddr},
 		"submission.max_message_bytes": 41943040,
 		"submission.max_recipients":    50,
-		"relay.smarthost":              i.sink.addr,
-		"relay.dns_servers":            []string{i.zone.addr},
+		"relay.smarthost":              i.sink.Addr,
+		"relay.dns_servers":            []string{i.zone.Addr},
 		"http.listen":                  i.httpAddr,
 		"http.public_url":              "http://" + i.httpAddr,
 		"policy.sandbox_new_users":     false,
@@ -487,7 +515,7 @@ func (i *instance) addPendingDomain(t *testing.T, domain string) domainInfo {
 // instance's DNS server.
 func (i *instance) publishDKIM(d domainInfo) {
 	for _, r := range d.dkimRecords() {
-		i.zone.setTXT(r.Name, r.Value)
+		i.zone.SetTXT(r.Name, r.Value)
 	}
 }
 
@@ -641,11 +669,11 @@ func (i *instance) standard(domain, user string) creds {
 
 // expectDelivered waits for the message carrying token at the sink and
 // checks its DKIM signature with python3-dkim.
-func (i *instance) expectDelivered(t *testing.T, token, fromDomain string) *sinkMessage {
+func (i *instance) expectDelivered(t *testing.T, token, fromDomain string) *testkit.Message {
 	t.Helper()
-	msg, ok := i.sink.wait(token, 30*time.Second)
+	msg, ok := i.sink.Wait(func(m *testkit.Message) bool { return bytes.Contains(m.Data, []byte(token)) }, 30*time.Second)
 	if !ok {
-		t.Fatalf("message %s did not reach the smarthost within 30s (sink holds %d messages)", token, i.sink.count())
+		t.Fatalf("message %s did not reach the smarthost within 30s (sink holds %d messages)", token, len(i.sink.Messages()))
 	}
 	verifyDKIM(t, msg, fromDomain, i.dnsRecords())
 	return msg

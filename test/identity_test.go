@@ -2,7 +2,7 @@ package test
 
 // Verified identities, sender authorization, the sandbox and sending quotas
 // (issue 4), end to end: the DKIM records are published in the instance's
-// DNS server (dns_test.go) and looked up by Sesame over real DNS; the
+// DNS server (testkit.Zone) and looked up by Sesame over real DNS; the
 // address verification mail goes through Sesame's own queue to the MX sinks
 // of mx_test.go, and its link is opened with net/http; mail is submitted
 // with go-smtp's client (and swaks), and the exact replies are checked.
@@ -34,6 +34,8 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 	"golang.org/x/net/html"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 const (
@@ -60,7 +62,7 @@ const (
 func newIdentityEnv(t *testing.T, settings map[string]any) *mxEnv {
 	t.Helper()
 	e := newMXEnvNoDomain(t, mxOptions{})
-	e.zone.add(t, identityZone...)
+	e.zone.Add(t, identityZone...)
 	e.inst.configure(settings)
 	return e
 }
@@ -352,7 +354,7 @@ func (e *mxEnv) verificationLink(t *testing.T, sink *mxSink, addr string) string
 // of old.
 func (e *mxEnv) newVerificationLink(t *testing.T, sink *mxSink, addr string, old ...string) string {
 	t.Helper()
-	match := func(m *sinkMessage) bool {
+	match := func(m *testkit.Message) bool {
 		if !slices.ContainsFunc(m.To, func(to string) bool { return strings.EqualFold(to, addr) }) {
 			return false
 		}
@@ -541,7 +543,7 @@ func TestIdentityDomainVerification(t *testing.T) {
 	})
 	t.Run("wrong key", func(t *testing.T) {
 		for _, r := range d.dkimRecords() {
-			e.zone.setTXT(r.Name, wrongDKIMValue(t))
+			e.zone.SetTXT(r.Name, wrongDKIMValue(t))
 		}
 		verifyFails(t, "with another key published")
 		if status, checks := e.dkimCheck(t, senderDomain); status != "pending" || checks[0] != "wrong" {
@@ -612,9 +614,9 @@ func TestIdentityDomainVerification(t *testing.T) {
 		for _, r := range shown.Records {
 			switch r.Type {
 			case "TXT":
-				e.zone.setTXT(r.Name, r.Value)
+				e.zone.SetTXT(r.Name, r.Value)
 			case "MX":
-				e.zone.add(t, r.Name+". 60 IN MX "+r.Value+".")
+				e.zone.Add(t, r.Name+". 60 IN MX "+r.Value+".")
 			}
 		}
 		code, out, errOut := e.inst.adminStatus(t, "domain", "check", senderDomain)
@@ -639,7 +641,7 @@ func TestIdentityDomainVerification(t *testing.T) {
 		// without the record leave the domain verified, the third makes it
 		// failed. domain verify is such a check.
 		for _, r := range d.dkimRecords() {
-			e.zone.remove(r.Name, dns.TypeTXT)
+			e.zone.Remove(r.Name, dns.TypeTXT)
 		}
 		for n := 1; n <= 3; n++ {
 			code, out, errOut := e.inst.adminStatus(t, "domain", "verify", senderDomain)
@@ -669,7 +671,7 @@ func TestIdentityDomainVerification(t *testing.T) {
 			}
 		}
 	})
-	if !e.zone.asked(strings.ToLower(d.dkimRecords()[0].Name) + ". TXT") {
+	if e.zone.CountType(d.dkimRecords()[0].Name, dns.TypeTXT) == 0 {
 		t.Errorf("Sesame never asked the test's DNS server for %s TXT", d.dkimRecords()[0].Name)
 	}
 }
@@ -707,13 +709,13 @@ func TestIdentityDomainLifecycle(t *testing.T) {
 		t.Parallel()
 		msgFrom := outgoing{user: e.user, envFrom: sender, from: sender, to: []string{recipient}}
 		wantAccepted(t, "send while the record is published", e.submit(t, msgFrom))
-		question := strings.ToLower(d.dkimRecords()[0].Name) + ". TXT"
-		before := e.zone.askedCount(question)
+		question := d.dkimRecords()[0].Name
+		before := e.zone.CountType(question, dns.TypeTXT)
 		for _, r := range d.dkimRecords() {
-			e.zone.remove(r.Name, dns.TypeTXT)
+			e.zone.Remove(r.Name, dns.TypeTXT)
 		}
 		took := e.waitDomainStatus(t, senderDomain, "failed", 15*time.Second)
-		checks := e.zone.askedCount(question) - before
+		checks := e.zone.CountType(question, dns.TypeTXT) - before
 		t.Logf("failed %s after the record was removed, after %d lookups", took.Round(100*time.Millisecond), checks)
 		if checks < 2 {
 			t.Errorf("the domain failed after %d lookups of its DKIM record; failed_after_checks is 2", checks)
@@ -746,12 +748,12 @@ func TestIdentityDomainLifecycle(t *testing.T) {
 		// checks (every second; 2 failures would do) prove nothing either
 		// way: the domain stays verified and keeps sending.
 		name := stable.dkimRecords()[0].Name
-		before := e.zone.askedCount(strings.ToLower(name) + ". TXT")
-		e.zone.setBroken(name, true)
+		before := e.zone.CountType(name, dns.TypeTXT)
+		e.zone.Fail(name, dns.RcodeServerFailure)
 		time.Sleep(3500 * time.Millisecond)
-		checks := e.zone.askedCount(strings.ToLower(name)+". TXT") - before
+		checks := e.zone.CountType(name, dns.TypeTXT) - before
 		status := e.inst.domainStatus(t, "stable.example")
-		e.zone.setBroken(name, false)
+		e.zone.Fail(name, dns.RcodeSuccess)
 		if checks < 2 {
 			t.Fatalf("serve asked for %s TXT %d times in 3.5s with verified_check_interval 1s; want at least 2", name, checks)
 		}

@@ -24,6 +24,8 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 type inboundEnv struct {
@@ -68,7 +70,7 @@ func (e *inboundEnv) reportKey(t *testing.T, domain string) reportKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.zone.setTXT("fbl._domainkey."+domain, "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(pub))
+	e.zone.SetTXT("fbl._domainkey."+domain, "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(pub))
 	return reportKey{domain, priv}
 }
 
@@ -354,7 +356,7 @@ func TestFeedbackLoopEndToEnd(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if e.mx1.count(carrying(token)) != 0 {
+	if e.mx1.Count(carrying(token)) != 0 {
 		t.Error("mail to a suppressed address was delivered")
 	}
 
@@ -382,7 +384,7 @@ func TestMailboxSimulatorEndToEnd(t *testing.T) {
 
 	// One DSN for the two bounces, and the out-of-office reply, both to the
 	// sender's MX.
-	dsn := mustWait(t, e.senderMX, "the DSN for the simulated bounces", func(m *sinkMessage) bool {
+	dsn := mustWait(t, e.senderMX, "the DSN for the simulated bounces", func(m *testkit.Message) bool {
 		return dsnFor(token)(m) && bytes.Contains(m.Data, []byte("report-type=delivery-status"))
 	})
 	d := parseDSN(t, dsn)
@@ -391,7 +393,7 @@ func TestMailboxSimulatorEndToEnd(t *testing.T) {
 			t.Errorf("DSN for %s: %v", r, h)
 		}
 	}
-	ooto := mustWait(t, e.senderMX, "the out-of-office reply", func(m *sinkMessage) bool {
+	ooto := mustWait(t, e.senderMX, "the out-of-office reply", func(m *testkit.Message) bool {
 		return bytes.Contains(m.Data, []byte("Subject: Out of office: "+token))
 	})
 	if ooto.From != "" || !bytes.Contains(ooto.Data, []byte("Auto-Submitted: auto-replied")) {
@@ -414,7 +416,7 @@ func TestMailboxSimulatorEndToEnd(t *testing.T) {
 			t.Errorf("no delivery event for %s%s", r, dom)
 		}
 	}
-	if n := len(e.mx1.messages()) + len(e.mx2.messages()); n != 0 {
+	if n := len(e.mx1.Messages()) + len(e.mx2.Messages()); n != 0 {
 		t.Errorf("%d messages reached a real server", n)
 	}
 	var sups []map[string]any

@@ -67,7 +67,7 @@ func TestKillLoop(t *testing.T) {
 
 	var dups, badDups int
 	for _, tok := range acked {
-		copies := inst.sink.all(tok)
+		copies := inst.sink.Keyed(tok)
 		if len(copies) < 2 {
 			continue
 		}
@@ -83,7 +83,7 @@ func TestKillLoop(t *testing.T) {
 	}
 	var inflightArrived int
 	for _, tok := range inflight {
-		if inst.sink.copies(tok) > 0 {
+		if len(inst.sink.Keyed(tok)) > 0 {
 			inflightArrived++
 		}
 	}

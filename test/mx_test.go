@@ -1,7 +1,7 @@
 package test
 
 // MX delivery end to end: no smarthost. Sesame looks the recipient domains
-// up in the instance's DNS server (dns_test.go: miekg/dns on 127.0.0.1, UDP
+// up in the instance's DNS server (testkit.Zone: miekg/dns on 127.0.0.1, UDP
 // and TCP) and delivers to sinks standing in for the domains' mail exchangers, all on
 // one port of different loopback addresses (relay.mx_port):
 //
@@ -15,12 +15,10 @@ package test
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -28,14 +26,14 @@ import (
 	"net/textproto"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 const (
@@ -61,192 +59,39 @@ var queuedIDRE = regexp.MustCompile(`250[ -]2\.0\.0 Ok: queued as (\S+)`)
 
 // ---------------------------------------------------------------- sinks
 
-// mxSink is one mail exchanger: an SMTP server offering STARTTLS that
-// records every connection, every RCPT and every message it accepts. What
-// it answers to RCPT can be changed while it runs; the change applies to
-// connections already open (Sesame reuses them).
+// mxSink is one mail exchanger: a sink offering STARTTLS (with a
+// self-signed certificate for mx.test), and the host name the test's DNS
+// gives it. What it answers to RCPT can be changed while it runs
+// (SetRcptPolicy); the change applies to connections already open (Sesame
+// reuses them).
 type mxSink struct {
-	name  string
-	addr  string
-	conns atomic.Int64
-
-	mu      sync.Mutex
-	policy  func(rcpt string) error // nil accepts
-	rcpts   map[string]int          // RCPT commands seen, by address
-	msgs    []*sinkMessage
-	changed chan struct{}
-}
-
-// countingListener counts the connections a sink accepts.
-type countingListener struct {
-	net.Listener
-	n *atomic.Int64
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
+	*testkit.Sink
+	name string
 }
 
 // startMXSinks starts one sink on each of hosts, all on the same free port,
 // and returns the port.
 func startMXSinks(t *testing.T, hosts ...string) (int, []*mxSink) {
 	t.Helper()
-	cert := selfSignedCert(t, "mx.test")
-	for attempt := 0; attempt < 20; attempt++ {
-		first, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
-		if err != nil {
-			t.Fatalf("MX sink: %v", err)
-		}
-		_, port, _ := net.SplitHostPort(first.Addr().String())
-		lns := []net.Listener{first}
-		for _, h := range hosts[1:] {
-			ln, err := net.Listen("tcp", net.JoinHostPort(h, port))
-			if err != nil {
-				break
-			}
-			lns = append(lns, ln)
-		}
-		if len(lns) < len(hosts) {
-			for _, ln := range lns {
-				ln.Close()
-			}
-			continue
-		}
-		var sinks []*mxSink
-		for _, ln := range lns {
-			s := &mxSink{addr: ln.Addr().String(), rcpts: map[string]int{}, changed: make(chan struct{})}
-			srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-				_, isTLS := c.TLSConnectionState()
-				return &mxSession{sink: s, peer: c.Conn().RemoteAddr().String(), tls: isTLS}, nil
-			}))
-			srv.Domain = "mx.test"
-			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-			srv.ReadTimeout = time.Minute
-			srv.WriteTimeout = time.Minute
-			srv.MaxMessageBytes = 64 << 20
-			srv.ErrorLog = log.New(io.Discard, "", 0)
-			go srv.Serve(countingListener{Listener: ln, n: &s.conns})
-			t.Cleanup(func() { srv.Close() })
-			sinks = append(sinks, s)
-		}
-		n, _ := strconv.Atoi(port)
-		return n, sinks
+	port, lns := testkit.ReservePort(t, hosts...)
+	tlsConfig := testkit.SelfSigned(t, "mx.test")
+	var sinks []*mxSink
+	for _, h := range hosts {
+		sinks = append(sinks, &mxSink{Sink: testkit.StartSink(t, testkit.SinkOptions{Listener: lns[h], Domain: "mx.test", TLS: tlsConfig})})
 	}
-	t.Fatalf("MX sinks: no port free on all of %v", hosts)
-	return 0, nil
-}
-
-func (s *mxSink) setPolicy(p func(rcpt string) error) {
-	s.mu.Lock()
-	s.policy = p
-	s.mu.Unlock()
-}
-
-func (s *mxSink) rcptSeen(addr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.rcpts[strings.ToLower(addr)]
-}
-
-func (s *mxSink) messages() []*sinkMessage {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.msgs)
-}
-
-// wait returns the first message that match accepts, waiting up to timeout.
-func (s *mxSink) wait(match func(*sinkMessage) bool, timeout time.Duration) (*sinkMessage, bool) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		s.mu.Lock()
-		msgs, changed := s.msgs, s.changed
-		s.mu.Unlock()
-		for _, m := range msgs {
-			if match(m) {
-				return m, true
-			}
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return nil, false
-		}
-	}
-}
-
-// count returns how many messages match accepts.
-func (s *mxSink) count(match func(*sinkMessage) bool) int {
-	n := 0
-	for _, m := range s.messages() {
-		if match(m) {
-			n++
-		}
-	}
-	return n
+	return port, sinks
 }
 
 // carrying matches a message (not a DSN) that contains token.
-func carrying(token string) func(*sinkMessage) bool {
-	return func(m *sinkMessage) bool { return m.From != "" && bytes.Contains(m.Data, []byte(token)) }
+func carrying(token string) func(*testkit.Message) bool {
+	return func(m *testkit.Message) bool { return m.From != "" && bytes.Contains(m.Data, []byte(token)) }
 }
 
 // dsnFor matches a message from the null sender that contains token: a DSN
 // returning the header of the message that carried it.
-func dsnFor(token string) func(*sinkMessage) bool {
-	return func(m *sinkMessage) bool { return m.From == "" && bytes.Contains(m.Data, []byte(token)) }
+func dsnFor(token string) func(*testkit.Message) bool {
+	return func(m *testkit.Message) bool { return m.From == "" && bytes.Contains(m.Data, []byte(token)) }
 }
-
-type mxSession struct {
-	sink *mxSink
-	peer string
-	tls  bool
-	from string
-	to   []string
-}
-
-var _ smtp.Session = (*mxSession)(nil)
-
-func (ss *mxSession) Mail(from string, _ *smtp.MailOptions) error {
-	ss.from, ss.to = from, nil
-	return nil
-}
-
-func (ss *mxSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s := ss.sink
-	s.mu.Lock()
-	s.rcpts[strings.ToLower(to)]++
-	policy := s.policy
-	s.mu.Unlock()
-	if policy != nil {
-		if err := policy(to); err != nil {
-			return err
-		}
-	}
-	ss.to = append(ss.to, to)
-	return nil
-}
-
-func (ss *mxSession) Data(r io.Reader) error {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s := ss.sink
-	s.mu.Lock()
-	s.msgs = append(s.msgs, &sinkMessage{From: ss.from, To: slices.Clone(ss.to), Data: data, Peer: ss.peer, TLS: ss.tls, At: time.Now()})
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
-	return nil
-}
-
-func (ss *mxSession) Reset()        { ss.from, ss.to = "", nil }
-func (ss *mxSession) Logout() error { return nil }
 
 // tempFail answers every RCPT 451 4.3.0.
 func tempFail(string) error {
@@ -266,7 +111,7 @@ type mxOptions struct {
 // exists too but is not configured.
 type mxEnv struct {
 	inst     *instance
-	zone     *testZone
+	zone     *testkit.Zone
 	mxPort   int
 	mx1      *mxSink // 127.0.0.2, MX 10 of example.net
 	mx2      *mxSink // 127.0.0.3, MX 20 of example.net
@@ -304,7 +149,7 @@ func newMXEnvNoDomain(t *testing.T, opts mxOptions) *mxEnv {
 	e.mx1.name, e.mx2.name, e.senderMX.name = "mx1.example.net", "mx2.example.net", "mx.example.com"
 	e.inst = newInstance(t)
 	e.zone = e.inst.zone
-	e.zone.add(t, mxZone...)
+	e.zone.Add(t, mxZone...)
 	e.inst.configure(map[string]any{
 		"log_level":                        "debug",
 		"relay.smarthost":                  nil,
@@ -444,11 +289,11 @@ func (e *mxEnv) waitGone(t *testing.T, id string) {
 	e.waitQueue(t, "message "+id+" gone", func(list []mxQueueEntry) bool { return findEntry(list, id) == nil })
 }
 
-func mustWait(t *testing.T, s *mxSink, what string, match func(*sinkMessage) bool) *sinkMessage {
+func mustWait(t *testing.T, s *mxSink, what string, match func(*testkit.Message) bool) *testkit.Message {
 	t.Helper()
-	m, ok := s.wait(match, mxWait)
+	m, ok := s.Wait(match, mxWait)
 	if !ok {
-		t.Fatalf("%s did not reach %s (%s) within %s; it holds %d messages", what, s.name, s.addr, mxWait, len(s.messages()))
+		t.Fatalf("%s did not reach %s (%s) within %s; it holds %d messages", what, s.name, s.Addr, mxWait, len(s.Messages()))
 	}
 	return m
 }
@@ -480,7 +325,7 @@ type parsedDSN struct {
 // multipart/report of report-type delivery-status (RFC 6522) with its
 // message/delivery-status (RFC 3464) and text/rfc822-headers parts, and
 // returns its pieces.
-func parseDSN(t *testing.T, m *sinkMessage) parsedDSN {
+func parseDSN(t *testing.T, m *testkit.Message) parsedDSN {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Helper()
@@ -606,16 +451,16 @@ func TestMXDeliveryEndToEnd(t *testing.T) {
 	verifyDKIM(t, msg, senderDomain, e.inst.dnsRecords())
 
 	e.waitGone(t, id)
-	if n := e.mx1.count(carrying(tok)); n != 1 {
+	if n := e.mx1.Count(carrying(tok)); n != 1 {
 		t.Errorf("mx1 got %d copies, want 1 (one transaction for both recipients)", n)
 	}
-	if n := e.mx2.conns.Load(); n != 0 {
+	if n := e.mx2.Accepted(); n != 0 {
 		t.Errorf("mx2 (MX 20) got %d connections while mx1 (MX 10) accepted; want none", n)
 	}
-	if n := len(e.senderMX.messages()); n != 0 {
+	if n := len(e.senderMX.Messages()); n != 0 {
 		t.Errorf("the sender got %d messages (DSNs?) for a delivered message", n)
 	}
-	if !e.zone.asked("example.net. MX") {
+	if e.zone.CountType("example.net", dns.TypeMX) == 0 {
 		t.Errorf("the relay never asked the test's DNS server for example.net MX")
 	}
 }
@@ -626,7 +471,7 @@ func TestMXDeliveryEndToEnd(t *testing.T) {
 func TestMXBounceDSN(t *testing.T) {
 	e := newMXEnv(t, mxOptions{})
 	const bad, good = "nobody@example.net", "somebody@example.net"
-	e.mx1.setPolicy(func(rcpt string) error {
+	e.mx1.SetRcptPolicy(func(rcpt string) error {
 		if strings.EqualFold(rcpt, bad) {
 			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
 		}
@@ -668,10 +513,10 @@ func TestMXBounceDSN(t *testing.T) {
 	}
 
 	e.waitGone(t, id)
-	if n := e.senderMX.count(dsnFor(tok)); n != 1 {
+	if n := e.senderMX.Count(dsnFor(tok)); n != 1 {
 		t.Errorf("the sender got %d DSNs, want 1", n)
 	}
-	if n := e.mx1.count(carrying(tok)); n != 1 {
+	if n := e.mx1.Count(carrying(tok)); n != 1 {
 		t.Errorf("mx1 got %d copies, want 1", n)
 	}
 }
@@ -681,8 +526,8 @@ func TestMXBounceDSN(t *testing.T) {
 // exchangers recover, and the restarted serve delivers.
 func TestMXDeferredSurvivesRestart(t *testing.T) {
 	e := newMXEnv(t, mxOptions{})
-	e.mx1.setPolicy(tempFail)
-	e.mx2.setPolicy(tempFail)
+	e.mx1.SetRcptPolicy(tempFail)
+	e.mx2.SetRcptPolicy(tempFail)
 	e.start(t)
 
 	tok := newToken()
@@ -695,11 +540,11 @@ func TestMXDeferredSurvivesRestart(t *testing.T) {
 	if m := findEntry(e.queue(t), id); m == nil || len(m.Recipients) != 1 || m.Recipients[0].State != "deferred" {
 		t.Fatalf("after the stop the queue holds %+v for %s, want %s deferred", m, id, rcpt)
 	}
-	if n := e.mx1.count(carrying(tok)) + e.mx2.count(carrying(tok)); n != 0 {
+	if n := e.mx1.Count(carrying(tok)) + e.mx2.Count(carrying(tok)); n != 0 {
 		t.Fatalf("the message was delivered %d times while the exchangers answered 451", n)
 	}
-	e.mx1.setPolicy(nil)
-	e.mx2.setPolicy(nil)
+	e.mx1.SetRcptPolicy(nil)
+	e.mx2.SetRcptPolicy(nil)
 
 	restarted := time.Now()
 	e.start(t)
@@ -712,7 +557,7 @@ func TestMXDeferredSurvivesRestart(t *testing.T) {
 	}
 	verifyDKIM(t, msg, senderDomain, e.inst.dnsRecords())
 	e.waitGone(t, id)
-	if n := len(e.senderMX.messages()); n != 0 {
+	if n := len(e.senderMX.Messages()); n != 0 {
 		t.Errorf("the sender got %d messages (DSNs?) for a message delivered after a delay", n)
 	}
 }
@@ -722,8 +567,8 @@ func TestMXDeferredSurvivesRestart(t *testing.T) {
 // seconds.
 func TestMXDeferredRetryAll(t *testing.T) {
 	e := newMXEnv(t, mxOptions{retryFirst: "1h", retryMax: "1h"})
-	e.mx1.setPolicy(tempFail)
-	e.mx2.setPolicy(tempFail)
+	e.mx1.SetRcptPolicy(tempFail)
+	e.mx2.SetRcptPolicy(tempFail)
 	e.start(t)
 
 	tok := newToken()
@@ -732,9 +577,9 @@ func TestMXDeferredRetryAll(t *testing.T) {
 	if next := entry.Recipients[0].NextAttempt; time.Until(next) < 30*time.Minute {
 		t.Errorf("next attempt at %s, want about an hour away (retry_first = 1h)", next)
 	}
-	e.mx1.setPolicy(nil)
-	e.mx2.setPolicy(nil)
-	before := e.mx1.rcptSeen("patient@example.net")
+	e.mx1.SetRcptPolicy(nil)
+	e.mx2.SetRcptPolicy(nil)
+	before := e.mx1.RcptCount("patient@example.net")
 
 	// serve notices other processes' writes through SQLite's data_version,
 	// read every second.
@@ -743,10 +588,10 @@ func TestMXDeferredRetryAll(t *testing.T) {
 	if !strings.Contains(string(out), "1 recipient") {
 		t.Errorf("sesame queue retry --all printed %q, want 1 recipient due now", out)
 	}
-	msg, ok := e.mx1.wait(carrying(tok), 5*time.Second-time.Since(retried))
+	msg, ok := e.mx1.Wait(carrying(tok), 5*time.Second-time.Since(retried))
 	if !ok {
 		t.Fatalf("not delivered within 5s of queue retry --all (RCPTs seen by mx1: %d before, %d now)",
-			before, e.mx1.rcptSeen("patient@example.net"))
+			before, e.mx1.RcptCount("patient@example.net"))
 	}
 	t.Logf("delivered %s after queue retry --all", msg.At.Sub(retried).Round(time.Millisecond))
 	verifyDKIM(t, msg, senderDomain, e.inst.dnsRecords())
@@ -775,13 +620,13 @@ func TestNullMXBounces(t *testing.T) {
 		t.Errorf("text/rfc822-headers part lacks the original Subject %q:\n%s", tok, d.returned)
 	}
 	e.waitGone(t, id)
-	if n := e.mx1.conns.Load() + e.mx2.conns.Load(); n != 0 {
+	if n := e.mx1.Accepted() + e.mx2.Accepted(); n != 0 {
 		t.Errorf("the exchangers got %d connections; a null MX domain must get none", n)
 	}
-	if n := e.senderMX.count(carrying(tok)); n != 0 {
+	if n := e.senderMX.Count(carrying(tok)); n != 0 {
 		t.Errorf("the message itself reached the sender's exchanger %d times", n)
 	}
-	if !e.zone.asked("nomail.example.org. MX") {
+	if e.zone.CountType("nomail.example.org", dns.TypeMX) == 0 {
 		t.Errorf("the relay never asked for nomail.example.org MX")
 	}
 }
@@ -790,8 +635,8 @@ func TestNullMXBounces(t *testing.T) {
 // the queue, is no longer attempted, and its sender gets a DSN (5.0.0).
 func TestQueueDeleteBounce(t *testing.T) {
 	e := newMXEnv(t, mxOptions{})
-	e.mx1.setPolicy(tempFail)
-	e.mx2.setPolicy(tempFail)
+	e.mx1.SetRcptPolicy(tempFail)
+	e.mx2.SetRcptPolicy(tempFail)
 	e.start(t)
 
 	tok := newToken()
@@ -807,7 +652,7 @@ func TestQueueDeleteBounce(t *testing.T) {
 	if findEntry(e.queue(t), id) != nil {
 		t.Errorf("message %s still in queue list after queue delete", id)
 	}
-	attemptsAtDelete := e.mx1.rcptSeen(rcpt)
+	attemptsAtDelete := e.mx1.RcptCount(rcpt)
 
 	dsnMsg := mustWait(t, e.senderMX, "the DSN", dsnFor(tok))
 	d := parseDSN(t, dsnMsg)
@@ -825,16 +670,16 @@ func TestQueueDeleteBounce(t *testing.T) {
 	// Retries were every 200–500 ms; a deleted message gets none (one
 	// attempt already on its way at the delete may still arrive).
 	time.Sleep(max(0, 1500*time.Millisecond-time.Since(deleted)))
-	if n := e.mx1.rcptSeen(rcpt) - attemptsAtDelete; n > 1 {
+	if n := e.mx1.RcptCount(rcpt) - attemptsAtDelete; n > 1 {
 		t.Errorf("mx1 saw %d more RCPTs for %s after the message was deleted", n, rcpt)
 	}
 	if findEntry(e.queue(t), id) != nil {
 		t.Errorf("message %s is back in the queue after queue delete", id)
 	}
-	if n := e.senderMX.count(dsnFor(tok)); n != 1 {
+	if n := e.senderMX.Count(dsnFor(tok)); n != 1 {
 		t.Errorf("the sender got %d DSNs, want 1", n)
 	}
-	if n := e.mx1.count(carrying(tok)) + e.mx2.count(carrying(tok)); n != 0 {
+	if n := e.mx1.Count(carrying(tok)) + e.mx2.Count(carrying(tok)); n != 0 {
 		t.Errorf("the deleted message was delivered %d times", n)
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // qsReadme is the README's "Quick start" section, parsed.
@@ -221,7 +223,7 @@ func TestQuickstart(t *testing.T) {
 
 	// Publish the DKIM record, then ./sesame domain verify example.com.
 	for _, r := range records {
-		e.zone.setTXT(r.Name, r.Value)
+		e.zone.SetTXT(r.Name, r.Value)
 	}
 	status, out, errOut = e.inst.adminStatus(t, strings.Fields(verifyCmd)...)
 	if status != 0 {
@@ -259,7 +261,7 @@ func TestQuickstart(t *testing.T) {
 	id := m[1]
 
 	// Delivered to example.net's best MX, signed for example.com.
-	msg := mustWait(t, e.mx1, "message "+id, func(s *sinkMessage) bool {
+	msg := mustWait(t, e.mx1, "message "+id, func(s *testkit.Message) bool {
 		return strings.Contains(string(s.Data), "(Sesame) with ESMTPSA id "+id)
 	})
 	if !strings.EqualFold(msg.From, from) || len(msg.To) != 1 || !strings.EqualFold(msg.To[0], to) {

@@ -53,14 +53,14 @@ func TestWarmupEndToEnd(t *testing.T) {
 		ids = append(ids, e.send(t, fmt.Sprintf("warm-%d-%s", n, newToken()), fmt.Sprintf("user%d@example.net", n)))
 	}
 	deadline := time.Now().Add(mxWait)
-	for len(e.mx1.messages()) < 3 && time.Now().Before(deadline) {
+	for len(e.mx1.Messages()) < 3 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(1500 * time.Millisecond) // every chance to send a fourth
 	if time.Now().UTC().Format(time.DateOnly) != today {
 		t.Skip("midnight UTC passed during the test: day 2 has no cap")
 	}
-	msgs := e.mx1.messages()
+	msgs := e.mx1.Messages()
 	if len(msgs) != 3 {
 		t.Fatalf("the sink got %d messages, want the day-1 cap of 3", len(msgs))
 	}
@@ -128,7 +128,7 @@ func TestWarmupEndToEnd(t *testing.T) {
 	e.stopGracefully(t)
 	e.start(t)
 	time.Sleep(1500 * time.Millisecond)
-	if n := len(e.mx1.messages()); n != 3 {
+	if n := len(e.mx1.Messages()); n != 3 {
 		t.Errorf("after a restart the sink has %d messages, want still 3", n)
 	}
 	checkIPs("after the restart")
@@ -154,7 +154,7 @@ func TestIPPauseResumeEndToEnd(t *testing.T) {
 		m := findEntry(list, id)
 		return m != nil && strings.Contains(m.Recipients[0].LastReply, "paused")
 	})
-	if n := len(e.mx1.messages()); n != 0 {
+	if n := len(e.mx1.Messages()); n != 0 {
 		t.Fatalf("%d messages left a paused IP", n)
 	}
 	var l ipListJSON

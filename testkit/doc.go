@@ -1,5 +1,7 @@
-// Package testkit holds helpers for the tests of Sesame's packages: one
-// test clock, one DNS zone server, one SMTP sink, so that a fix to a fake
-// reaches every test that uses it. It is never imported by production
-// code.
+// Package testkit holds the helpers the tests of every Sesame package share:
+// one test clock (Clock, Start, Day), a DNS zone server (Zone) and an SMTP
+// sink (Sink), both real servers on loopback addresses, so that a fix to a
+// test double reaches every test at once.
+//
+// Only tests import it; production code never does.
 package testkit

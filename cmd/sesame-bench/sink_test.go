@@ -342,24 +342,15 @@ func TestSinkVerifiesDKIM(t *testing.T) {
 // subcommand's zone), once for the whole run.
 func TestSinkDKIMOverDNS(t *testing.T) {
 	f := newDKIMFixture(t)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var queries atomic.Int32
 	zone := benchZone{txt: map[string]string{f.name + ".": f.record}}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	dnsAddr := testkit.ServeDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		queries.Add(1)
 		zone.ServeDNS(w, r)
-	})}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	defer srv.Shutdown()
+	}))
 
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 3, Timeout: 30 * time.Second,
-		DNS: pc.LocalAddr().String()}, time.Now, &syncBuffer{})
+		DNS: dnsAddr}, time.Now, &syncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,19 +389,10 @@ func TestSinkWithoutDKIM(t *testing.T) {
 // 512-byte DNS answer and spread over several strings; the lookup gets it
 // whole, and a name the server does not know is a not-found error.
 func TestDKIMLookupLongRecord(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	long := "v=DKIM1; k=rsa; p=" + strings.Repeat("A", 600)
-	srv := &dns.Server{PacketConn: pc, Handler: benchZone{txt: map[string]string{"rsa._domainkey.example.com.": long}}}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	defer srv.Shutdown()
+	dnsAddr := testkit.ServeDNS(t, benchZone{txt: map[string]string{"rsa._domainkey.example.com.": long}})
 
-	c, err := newDKIMChecker("", pc.LocalAddr().String())
+	c, err := newDKIMChecker("", dnsAddr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sesame-mail/sesame/config"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // writeCert writes a self-signed certificate for cn to dir.
@@ -152,7 +153,7 @@ func TestSystemdNotifyAndReadiness(t *testing.T) {
 func TestGracefulStopUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	smarthost := freePort(t, "127.0.0.2")
-	sk := startSink(t, smarthost)
+	sk := testkit.StartSink(t, testkit.SinkOptions{Addr: smarthost})
 	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\n", smarthost))
 	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
 	var creds credentialsOutput
@@ -232,14 +233,12 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 	}
 
 	// Every acknowledged message was delivered or is still queued.
-	sk.mu.Lock()
 	delivered := map[string]bool{}
-	for _, m := range sk.msgs {
-		if _, rest, ok := strings.Cut(string(m), "ESMTPSA id "); ok {
+	for _, m := range sk.Messages() {
+		if _, rest, ok := strings.Cut(string(m.Data), "ESMTPSA id "); ok {
 			delivered[rest[:16]] = true
 		}
 	}
-	sk.mu.Unlock()
 	out, _, _ = sesame(t, "queue", "list", "--config", cfgPath, "--json")
 	var queued []struct{ ID string }
 	json.Unmarshal([]byte(out), &queued)
@@ -251,7 +250,7 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 			t.Errorf("message %s got a 250 but is neither delivered nor queued", id)
 		}
 	}
-	t.Logf("%d acknowledged, %d delivered before the stop, %d still queued", len(acked), len(sk.msgs), len(queued))
+	t.Logf("%d acknowledged, %d delivered before the stop, %d still queued", len(acked), len(sk.Messages()), len(queued))
 }
 
 // A configured webhook receives the run's events, signed; the backlog is a
@@ -274,7 +273,7 @@ func TestWebhookEndToEnd(t *testing.T) {
 	defer hook.Close()
 	dir := t.TempDir()
 	smarthost := freePort(t, "127.0.0.2")
-	startSink(t, smarthost)
+	testkit.StartSink(t, testkit.SinkOptions{Addr: smarthost})
 	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\n[[webhook]]\nurl = %q\nsecret = %q\nevents = [\"send\", \"delivery\"]\n",
 		smarthost, hook.URL, secret))
 	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")

@@ -19,11 +19,11 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"github.com/miekg/dns"
 
 	"github.com/sesame-mail/sesame/config"
 	"github.com/sesame-mail/sesame/events"
 	"github.com/sesame-mail/sesame/store"
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // sesame runs the command line in-process and returns its output.
@@ -44,26 +44,6 @@ func freePort(t *testing.T, ip string) string {
 	return l.Addr().String()
 }
 
-// emptyDNS starts a DNS server on loopback that knows no names: commands
-// that look records up (domain show, check, verify) find them missing,
-// and nothing ever asks the internet's DNS.
-func emptyDNS(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetRcode(r, dns.RcodeNameError)
-		m.RecursionAvailable = true
-		w.WriteMsg(m)
-	})}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	return pc.LocalAddr().String()
-}
-
 // writeConfig writes a configuration with every listener on a free loopback
 // port; extra is TOML for the [relay] section and any later ones.
 func writeConfig(t *testing.T, dir, extra string) (path string, cfg *config.Config) {
@@ -71,7 +51,10 @@ func writeConfig(t *testing.T, dir, extra string) (path string, cfg *config.Conf
 	if !strings.HasPrefix(extra, "[relay]") {
 		extra = "[relay]\n" + extra
 	}
-	extra = strings.Replace(extra, "[relay]\n", fmt.Sprintf("[relay]\ndns_servers = [%q]\n", emptyDNS(t)), 1)
+	// A DNS server that knows no names: commands that look records up
+	// (domain show, check, verify) find them missing, and nothing ever asks
+	// the internet's DNS.
+	extra = strings.Replace(extra, "[relay]\n", fmt.Sprintf("[relay]\ndns_servers = [%q]\n", testkit.StartZone(t).Addr), 1)
 	text := fmt.Sprintf(`hostname = "sesame.test"
 data_dir = %q
 [submission]
@@ -241,52 +224,6 @@ func TestDomainCommands(t *testing.T) {
 	}
 }
 
-// sink is an SMTP server standing in for the smarthost.
-type sink struct {
-	mu   sync.Mutex
-	msgs [][]byte
-	got  chan struct{}
-}
-
-func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }
-
-type sinkSession struct{ s *sink }
-
-func (*sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (*sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (*sinkSession) Reset()                               {}
-func (*sinkSession) Logout() error                        { return nil }
-func (ss *sinkSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	ss.s.mu.Lock()
-	ss.s.msgs = append(ss.s.msgs, b)
-	ss.s.mu.Unlock()
-	// Never block a delivery on a test that is not counting (the graceful
-	// stop test sends hundreds): a full buffer only drops notifications.
-	select {
-	case ss.s.got <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-func startSink(t *testing.T, addr string) *sink {
-	t.Helper()
-	s := &sink{got: make(chan struct{}, 100)}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := smtp.NewServer(s)
-	srv.Domain = "sink.test"
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return s
-}
-
 // startServe runs serve in-process until the returned stop is called.
 func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *lockedBuffer) {
 	t.Helper()
@@ -377,20 +314,17 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 
 	// Smarthost up, service restarted: the queued message goes out, then a new one.
-	sk := startSink(t, smarthost)
+	sk := testkit.StartSink(t, testkit.SinkOptions{Addr: smarthost})
 	startServe(t, cfg)
 	submit(t, cfg, creds, "second")
 	for i := 0; i < 2; i++ {
-		select {
-		case <-sk.got:
-		case <-time.After(20 * time.Second):
+		if _, ok := sk.NextWithin(20 * time.Second); !ok {
 			t.Fatalf("sink got %d of 2 messages; logs:\n%s", i, logs)
 		}
 	}
-	sk.mu.Lock()
-	defer sk.mu.Unlock()
 	subjects := ""
-	for _, m := range sk.msgs {
+	for _, msg := range sk.Messages() {
+		m := msg.Data
 		subjects += string(m[bytes.Index(m, []byte("\r\nSubject: ")):][:18])
 		vs, err := dkim.VerifyWithOptions(bytes.NewReader(m), &dkim.VerifyOptions{
 			LookupTXT: func(name string) ([]string, error) {
@@ -440,7 +374,7 @@ func TestServeEndToEnd(t *testing.T) {
 func TestEventsAndStats(t *testing.T) {
 	dir := t.TempDir()
 	smarthost := freePort(t, "127.0.0.2")
-	sk := startSink(t, smarthost)
+	sk := testkit.StartSink(t, testkit.SinkOptions{Addr: smarthost})
 	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("[relay]\nsmarthost = %q\n", smarthost))
 	out, _, _ := sesame(t, "user", "create", "app", "--config", cfgPath, "--json")
 	var creds credentialsOutput
@@ -451,9 +385,7 @@ func TestEventsAndStats(t *testing.T) {
 	submit(t, cfg, creds, "one")
 	submit(t, cfg, creds, "two")
 	for range 2 {
-		select {
-		case <-sk.got:
-		case <-time.After(20 * time.Second):
+		if _, ok := sk.NextWithin(20 * time.Second); !ok {
 			t.Fatal("not delivered")
 		}
 	}
