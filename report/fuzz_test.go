@@ -130,7 +130,10 @@ func TestBoundedWork(t *testing.T) {
 			runtime.ReadMemStats(&after)
 			alloc := after.TotalAlloc - before.TotalAlloc
 			t.Logf("%v, %d MiB allocated, err %v", d, alloc>>20, err)
-			if d > 5*time.Second {
+			// The real bound is the allocation check below; the time is
+			// only a guard against a runaway (quadratic work takes minutes),
+			// generous enough for the race detector on a loaded machine.
+			if d > time.Minute {
 				t.Errorf("Parse took %v", d)
 			}
 			if alloc > 8*MaxSize {
