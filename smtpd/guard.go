@@ -24,7 +24,7 @@ import (
 // BlockFor after each one's own last failure; a network that did not fail
 // (the owner's) still has its password checked. A refusal without a check
 // proves nothing and does not extend the block. Sesame generates the
-// passwords (about 130 bits), so the few guesses a network gets per block
+// passwords (256 random bits), so the few guesses a network gets per block
 // are worth nothing to a guesser.
 type AuthLimits struct {
 	PerConnection int
