@@ -200,7 +200,7 @@ func (g *authGuard) failed(ip, username string, kind loginFailure) (delay time.D
 	key := strings.ToLower(username)
 	if kind == unchecked {
 		if u := g.user[key]; u != nil {
-			n = max(n, len(u.recent.times))
+			n = max(n, u.recent.within(now.Add(-g.limits.Window)))
 		}
 	} else {
 		var u *userFailures
