@@ -75,6 +75,8 @@ type Submission struct {
 	AuthFailuresPerUsername   int      `toml:"auth_failures_per_username"`
 	AuthFailureWindow         Duration `toml:"auth_failure_window"`
 	AuthBlockTime             Duration `toml:"auth_block_time"`
+	AuthFailureDelay          Duration `toml:"auth_failure_delay"`
+	AuthFailureReportInterval Duration `toml:"auth_failure_report_interval"`
 }
 
 // Relay configures what happens to mail after it is queued.
@@ -308,6 +310,8 @@ func Default() *Config {
 			AuthFailuresPerUsername:   20,
 			AuthFailureWindow:         Duration{15 * time.Minute},
 			AuthBlockTime:             Duration{15 * time.Minute},
+			AuthFailureDelay:          Duration{250 * time.Millisecond},
+			AuthFailureReportInterval: Duration{10 * time.Second},
 		},
 		Relay: Relay{
 			MXPort:            25,
@@ -554,6 +558,8 @@ func (c *Config) Validate() error {
 	}
 	positive("submission.auth_failure_window", s.AuthFailureWindow)
 	positive("submission.auth_block_time", s.AuthBlockTime)
+	positive("submission.auth_failure_delay", s.AuthFailureDelay)
+	positive("submission.auth_failure_report_interval", s.AuthFailureReportInterval)
 	if s.AuthCacheTTL.Duration < 0 {
 		bad("submission.auth_cache_ttl", "%s: expected 0 (no cache) or a positive duration", s.AuthCacheTTL)
 	}

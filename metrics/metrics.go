@@ -177,6 +177,43 @@ func (c *listenerCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// LoginGuardStats is what the failed-login guard blocks now.
+type LoginGuardStats struct {
+	UsernameAttacks         int // credentials' usernames over the per-username limit
+	BlockedNetworks         int // networks refused at connect
+	BlockedUsernameNetworks int // (network, username) pairs refused without a check
+}
+
+// LoginGuard exports, at each scrape, the usernames under attack and the
+// networks blocked. No label names a username or a network: an attacker
+// chooses those.
+func (m *Metrics) LoginGuard(stats func() LoginGuardStats) {
+	m.reg.MustRegister(&loginGuardCollector{stats: stats})
+}
+
+var (
+	usernameAttacksDesc = prometheus.NewDesc("sesame_auth_username_attacks",
+		"Usernames of credentials with more failed logins, from any networks, than auth_failures_per_username within auth_failure_window.",
+		nil, nil)
+	blockedNetworksDesc = prometheus.NewDesc("sesame_auth_blocked_networks",
+		"Client networks blocked for failed logins: refused at connect (scope all), or refused without a check as one username under attack (scope username; one per network and username).",
+		[]string{"scope"}, nil)
+)
+
+type loginGuardCollector struct{ stats func() LoginGuardStats }
+
+func (c *loginGuardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- usernameAttacksDesc
+	ch <- blockedNetworksDesc
+}
+
+func (c *loginGuardCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(usernameAttacksDesc, prometheus.GaugeValue, float64(s.UsernameAttacks))
+	ch <- prometheus.MustNewConstMetric(blockedNetworksDesc, prometheus.GaugeValue, float64(s.BlockedNetworks), "all")
+	ch <- prometheus.MustNewConstMetric(blockedNetworksDesc, prometheus.GaugeValue, float64(s.BlockedUsernameNetworks), "username")
+}
+
 // TLSHandshake counts an inbound TLS handshake.
 func (m *Metrics) TLSHandshake(version string) {
 	m.handshakes.WithLabelValues(tlsLabel(version)).Inc()

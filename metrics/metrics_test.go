@@ -46,6 +46,9 @@ func TestExposition(t *testing.T) {
 	m.Listeners(func() []netguard.Stats {
 		return []netguard.Stats{{Listener: "submission", Authenticated: 3, Unauthenticated: 4}}
 	})
+	m.LoginGuard(func() LoginGuardStats {
+		return LoginGuardStats{UsernameAttacks: 1, BlockedNetworks: 2, BlockedUsernameNetworks: 5}
+	})
 
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -75,6 +78,9 @@ func TestExposition(t *testing.T) {
 		`sesame_listener_accept_errors_total{listener="inbound"} 1`,
 		`sesame_listener_open_connections{listener="submission",state="authenticated"} 3`,
 		`sesame_listener_open_connections{listener="submission",state="unauthenticated"} 4`,
+		"sesame_auth_username_attacks 1",
+		`sesame_auth_blocked_networks{scope="all"} 2`,
+		`sesame_auth_blocked_networks{scope="username"} 5`,
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -22,8 +22,9 @@
 // interfaces, which Deps gathers: Authenticator (logins), Signer (DKIM),
 // Queue (durable storage of accepted mail), Policy (who may send as whom),
 // Quotas, Standing (paused credentials), Events (refused submissions, for
-// operators and statistics, repeats summed: rejects.go; optional) and
-// Metrics (optional). A Queue that
+// operators and statistics, repeats summed: rejects.go; optional), Metrics
+// (optional) and LoginReports (the failed logins of each credential, for
+// operators; optional). A Queue that
 // is also a StorageChecker has mail refused with 452 4.3.1 at MAIL FROM
 // while its disk is full (storage.go).
 package smtpd
@@ -123,6 +124,14 @@ type Events interface {
 	RecordEvent(ctx context.Context, e store.Event) error
 }
 
+// LoginReports keeps, for the operator ("sesame user show"), the summary of
+// each credential's failed logins that the guard holds in memory.
+type LoginReports interface {
+	// RecordLoginFailures replaces the summary of the credential whose
+	// username is username; it does nothing when no credential has it.
+	RecordLoginFailures(ctx context.Context, username string, f store.LoginFailures) error
+}
+
 // Deps are the parts of Sesame the submission service works with.
 type Deps struct {
 	Auth     Authenticator
@@ -133,6 +142,9 @@ type Deps struct {
 	Standing Standing
 	Events   Events  // nil: none
 	Metrics  Metrics // nil: none
+	// LoginReports gets each credential's failed logins every
+	// AuthLimits.ReportEvery while there are new ones; nil: none.
+	LoginReports LoginReports
 }
 
 type noMetrics struct{}
@@ -196,6 +208,12 @@ type Server struct {
 	listeners []net.Listener
 
 	rejects rejectCaps // each credential's cap on reject events (rejects.go)
+	// The loop writing the failed-login reports: started by Serve,
+	// stopped by Shutdown (after which it does not start).
+	reporting  bool
+	stopped    bool
+	stopReport chan struct{}
+	reportDone chan struct{}
 }
 
 // New returns a submission service; Listen binds it, Serve runs it.
@@ -231,6 +249,9 @@ func New(cfg Config, deps Deps) *Server {
 		conns: newConnGuard(cfg, deps.Metrics, cfg.Logger),
 		open:  newOpenConns(),
 		guard: newAuthGuard(cfg.AuthLimits, cfg.Now),
+
+		stopReport: make(chan struct{}),
+		reportDone: make(chan struct{}),
 	}
 }
 
@@ -317,6 +338,40 @@ func (s *Server) closeListeners() {
 // ConnStats returns the open submission connections, logged in and not.
 func (s *Server) ConnStats() netguard.Stats { return s.conns.Stats() }
 
+// GuardStats returns what the failed-login guard blocks now.
+func (s *Server) GuardStats() GuardStats { return s.guard.stats() }
+
+// reportLoop hands the summaries of failed logins that changed to
+// LoginReports every ReportEvery, and once more when stopped: however many
+// failures an attacker makes, a credential's summary is written at most
+// once an interval.
+func (s *Server) reportLoop() {
+	defer close(s.reportDone)
+	tick := time.NewTicker(s.cfg.AuthLimits.ReportEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			s.report()
+		case <-s.stopReport:
+			s.report()
+			return
+		}
+	}
+}
+
+func (s *Server) report() {
+	for _, r := range s.guard.reports() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.deps.LoginReports.RecordLoginFailures(ctx, r.username, r.summary)
+		cancel()
+		if err != nil {
+			// The next failure reports it again; the guard itself works on.
+			s.log.Warn("recording failed logins for sesame user show failed", "username", r.username, "err", err)
+		}
+	}
+}
+
 // Addrs returns the bound addresses, STARTTLS listeners first, in
 // configuration order.
 func (s *Server) Addrs() []net.Addr {
@@ -334,6 +389,10 @@ func (s *Server) Addrs() []net.Addr {
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	servers, listeners := s.servers, s.listeners
+	if s.deps.LoginReports != nil && !s.reporting && !s.stopped {
+		s.reporting = true
+		go s.reportLoop()
+	}
 	s.mu.Unlock()
 	errc := make(chan error, len(servers))
 	for i := range servers {
@@ -356,6 +415,12 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	servers := s.servers
+	s.stopped = true
+	if s.reporting {
+		s.reporting = false
+		close(s.stopReport)
+		defer func() { <-s.reportDone }() // a last report first
+	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {

@@ -713,8 +713,8 @@ func TestFallbackSigningDomain(t *testing.T) {
 }
 
 // Password guessing from one network is slowed, then refused at connect;
-// guessing one username from many networks locks the username, not the
-// real owner's network.
+// guessing one username from many networks blocks those networks for that
+// username, never the real owner, whose network did not fail.
 func TestPasswordGuessing(t *testing.T) {
 	limits := AuthLimits{PerConnection: 100, PerNetwork: 4, PerUsername: 6, Window: time.Minute, BlockFor: time.Minute,
 		Delay: 20 * time.Millisecond}
@@ -751,17 +751,33 @@ func TestPasswordGuessing(t *testing.T) {
 	if r, _ := guess("127.0.0.6", "SMOTHERUSER"); !strings.HasPrefix(r, "535") {
 		t.Fatalf("other network: %q", r)
 	}
-	// Two more failures for the username from a third network lock it:
-	// even the right password is refused, with the same reply.
+	// Two more failures for the username from a third network take it
+	// over its limit: the networks that failed as it are refused as it
+	// even with the right password, with the same reply.
 	guess("127.0.0.7", te.username)
 	guess("127.0.0.7", te.username)
-	c, err := smtp.DialStartTLS(te.starttls, clientTLS)
-	if err != nil {
-		t.Fatal(err)
+	login := func(from string) error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 20 * time.Second}
+		conn, err := d.Dial("tcp", te.starttls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := smtp.NewClientStartTLS(conn, clientTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.Auth(sasl.NewPlainClient("", te.username, te.password))
 	}
-	defer c.Close()
-	if err := c.Auth(sasl.NewPlainClient("", te.username, te.password)); code(err) != 535 {
-		t.Fatalf("locked username with the right password: %v", err)
+	if err := login("127.0.0.7"); code(err) != 535 {
+		t.Fatalf("the right password from a network that failed as the username under attack: %v, want 535", err)
+	}
+	// The owner, from a network that did not fail as it, logs in; so does
+	// 127.0.0.6, which guessed another username.
+	for _, from := range []string{"127.0.0.8", "127.0.0.6"} {
+		if err := login(from); err != nil {
+			t.Fatalf("the right password from %s during the attack: %v", from, err)
+		}
 	}
 }
 
@@ -771,9 +787,13 @@ func TestAuthGuard(t *testing.T) {
 	clock := testkit.NewClock(t)
 	g := newAuthGuard(AuthLimits{PerNetwork: 3, PerUsername: 5, Window: time.Minute, BlockFor: 10 * time.Minute}.withDefaults(),
 		clock.Now)
+	failed := func(ip, user string) time.Duration {
+		d, _ := g.failed(ip, user, wrongPassword)
+		return d
+	}
 	var delays []time.Duration
 	for i := 0; i < 4; i++ {
-		delays = append(delays, g.failed("192.0.2.1", "SMUSER"))
+		delays = append(delays, failed("192.0.2.1", "SMUSER"))
 	}
 	if want := []time.Duration{250, 500, 1000, 1500}; delays[0] != want[0]*time.Millisecond ||
 		delays[1] != want[1]*time.Millisecond || delays[2] != want[2]*time.Millisecond {
@@ -784,26 +804,38 @@ func TestAuthGuard(t *testing.T) {
 	}
 	// IPv6: the whole /64 is one network.
 	for i := 0; i < 4; i++ {
-		g.failed("2001:db8:1:2::a", "other")
+		failed("2001:db8:1:2::a", "other")
 	}
 	if !g.networkBlocked("2001:db8:1:2::ffff") || g.networkBlocked("2001:db8:1:3::a") {
 		t.Error("IPv6 blocks must cover the /64 and only it")
 	}
-	// Failures for one username from many networks.
-	g.failed("198.51.100.1", "SMUSER")
-	g.failed("198.51.100.2", "SMUSER")
-	if !g.userBlocked("smuser") {
-		t.Error("username not blocked after 6 failures from several networks")
+	// Failures for one username from many networks: the networks that
+	// failed as it are blocked for it, no other network, and no other
+	// username.
+	failed("198.51.100.1", "SMUSER")
+	if _, attack := g.failed("198.51.100.2", "SMUSER", wrongPassword); !attack {
+		t.Error("the 6th failure as SMUSER did not report the attack")
 	}
-	if d := g.failed("203.0.113.9", "SMUSER"); d < 4*time.Second || d > maxAuthDelay {
+	for _, ip := range []string{"192.0.2.1", "198.51.100.1", "198.51.100.2"} {
+		if !g.blocked(ip, "smuser") {
+			t.Errorf("%s failed as SMUSER during the attack but is not blocked for it", ip)
+		}
+	}
+	if g.blocked("203.0.113.1", "SMUSER") || g.blocked("198.51.100.1", "other") {
+		t.Error("a network that did not fail as the username is blocked for it")
+	}
+	if d := failed("203.0.113.9", "SMUSER"); d < 4*time.Second || d > maxAuthDelay {
 		t.Errorf("delay %s for a username under attack, want 4s to %s", d, maxAuthDelay)
+	}
+	if !g.blocked("203.0.113.9", "SMUSER") {
+		t.Error("a network failing as a username under attack is not blocked at once")
 	}
 	// Blocks end; old failures are forgotten.
 	clock.Advance(11 * time.Minute)
-	if g.networkBlocked("192.0.2.1") || g.userBlocked("SMUSER") {
+	if g.networkBlocked("192.0.2.1") || g.blocked("198.51.100.1", "SMUSER") {
 		t.Error("blocks did not end")
 	}
-	if d := g.failed("192.0.2.1", "fresh"); d != 250*time.Millisecond {
+	if d := failed("192.0.2.1", "fresh"); d != 250*time.Millisecond {
 		t.Errorf("after the window the delay starts again: %s", d)
 	}
 }

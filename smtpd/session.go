@@ -114,16 +114,30 @@ func (s *session) authenticate(username, password string) error {
 	defer cancel()
 	var cred store.Credential
 	err := account.ErrInvalidCredentials
-	// A username under attack from many networks is refused without a
-	// check: the same reply, after the same kind of wait.
-	if !s.srv.guard.userBlocked(username) {
+	// A network that failed as a username under attack is refused as it
+	// without a check: the same reply, after the same kind of wait. Other
+	// networks, the owner's among them, are checked as usual.
+	blocked := s.srv.guard.blocked(s.remoteIP, username)
+	if !blocked {
 		cred, err = s.srv.deps.Auth.Authenticate(ctx, username, password)
 	}
 	switch {
 	case errors.Is(err, account.ErrInvalidCredentials):
 		s.srv.deps.Metrics.AuthFailure()
-		delay := s.srv.guard.failed(s.remoteIP, username)
-		s.log.Warn("auth failed", usernameAttr(username, err), "delay", delay)
+		kind := unknownUsername
+		switch {
+		case blocked:
+			kind = unchecked
+		case errors.Is(err, account.ErrWrongPassword):
+			kind = wrongPassword
+		}
+		delay, attack := s.srv.guard.failed(s.remoteIP, username, kind)
+		user := usernameAttr(username, err)
+		if attack {
+			s.log.Warn("login attack: more failed logins as this username than auth_failures_per_username; "+
+				"the networks failing as it are refused as it", user)
+		}
+		s.log.Warn("auth failed", user, "delay", delay, "unchecked", blocked)
 		time.Sleep(delay) // slows guessing; a wrong password and an unknown user wait alike
 		if lc := s.limitedConn(); lc != nil && int(lc.authFailures.Add(1)) >= s.srv.cfg.AuthLimits.PerConnection {
 			lc.hangUp.Store(true)
@@ -134,6 +148,7 @@ func (s *session) authenticate(username, password string) error {
 		s.log.Error("auth error", usernameAttr(username, err), "err", err)
 		return errAuthTemporary
 	}
+	s.srv.guard.succeeded(s.remoteIP, username)
 	s.cred = cred
 	if lc := s.limitedConn(); lc != nil {
 		lc.authenticated() // out of the unauthenticated caps, onto read_timeout

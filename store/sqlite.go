@@ -309,6 +309,21 @@ var migrations = []string{
 	// How many refusals a reject event stands for (Event.Count); 1 for
 	// every event before.
 	`ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;`,
+	// The last summary of each credential's failed logins (package smtpd
+	// writes it, at most once per credential every few seconds), for
+	// "sesame user show". A table of its own: writing it must not touch
+	// the credentials row, whose reads are cached.
+	`CREATE TABLE login_failures (
+		credential       TEXT PRIMARY KEY REFERENCES credentials(name) ON DELETE CASCADE,
+		first_at         INTEGER NOT NULL,
+		last_at          INTEGER NOT NULL,
+		failures         INTEGER NOT NULL,
+		networks         INTEGER NOT NULL,
+		last_network     TEXT NOT NULL,
+		blocked_networks INTEGER NOT NULL,
+		blocked_until    INTEGER NOT NULL,
+		updated_at       INTEGER NOT NULL
+	 );`,
 }
 
 func migrate(db *sql.DB) error {

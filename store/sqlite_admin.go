@@ -484,3 +484,40 @@ func (s *SQLite) VerifyAddress(ctx context.Context, address string, at time.Time
 		`UPDATE addresses SET status = 'verified', verified_at = ?, token_hash = '', token_expires = 0 WHERE address = ?`,
 		unixNano(at), address)
 }
+
+// RecordLoginFailures replaces the summary of failed logins of the
+// credential whose username is username; nothing happens when no credential
+// has it. It changes nothing the administrative cache holds.
+func (s *SQLite) RecordLoginFailures(ctx context.Context, username string, f LoginFailures) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO login_failures (credential, first_at, last_at, failures, networks,
+		last_network, blocked_networks, blocked_until, updated_at)
+		SELECT name, ?, ?, ?, ?, ?, ?, ?, ? FROM credentials WHERE username = ?
+		ON CONFLICT (credential) DO UPDATE SET first_at = excluded.first_at, last_at = excluded.last_at,
+			failures = excluded.failures, networks = excluded.networks, last_network = excluded.last_network,
+			blocked_networks = excluded.blocked_networks, blocked_until = excluded.blocked_until,
+			updated_at = excluded.updated_at`,
+		unixNano(f.First), unixNano(f.Last), f.Failures, f.Networks, f.LastNetwork, f.BlockedNetworks,
+		unixNano(f.BlockedUntil), unixNano(f.UpdatedAt), username)
+	if err != nil {
+		return fmt.Errorf("store: record failed logins: %w", err)
+	}
+	return nil
+}
+
+// LoginFailures returns the credential's last summary of failed logins, or
+// the zero LoginFailures.
+func (s *SQLite) LoginFailures(ctx context.Context, name string) (LoginFailures, error) {
+	var f LoginFailures
+	var first, last, until, updated int64
+	err := s.db.QueryRowContext(ctx, `SELECT first_at, last_at, failures, networks, last_network, blocked_networks,
+		blocked_until, updated_at FROM login_failures WHERE credential = ?`, name).
+		Scan(&first, &last, &f.Failures, &f.Networks, &f.LastNetwork, &f.BlockedNetworks, &until, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LoginFailures{}, nil
+	}
+	if err != nil {
+		return LoginFailures{}, fmt.Errorf("store: failed logins of %q: %w", name, err)
+	}
+	f.First, f.Last, f.BlockedUntil, f.UpdatedAt = fromNano(first), fromNano(last), fromNano(until), fromNano(updated)
+	return f, nil
+}

@@ -423,3 +423,48 @@ func TestNewQueueIDOrder(t *testing.T) {
 		seen[id], prev = true, id
 	}
 }
+
+// The summary of failed logins is kept only for a username a credential
+// has, replaced by each write, and goes with the credential.
+func TestLoginFailures(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	if err := s.CreateCredential(ctx, Credential{Name: "shop", Username: "SMABC", PasswordHash: "h", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LoginFailures(ctx, "shop"); err != nil || got != (LoginFailures{}) {
+		t.Fatalf("before any failure: %+v, %v", got, err)
+	}
+	f := LoginFailures{First: now.Add(-time.Minute), Last: now, Failures: 25, Networks: 4, LastNetwork: "192.0.2.7",
+		BlockedNetworks: 3, BlockedUntil: now.Add(15 * time.Minute), UpdatedAt: now}
+	if err := s.RecordLoginFailures(ctx, "SMABC", f); err != nil {
+		t.Fatal(err)
+	}
+	// An unknown username is not stored anywhere.
+	if err := s.RecordLoginFailures(ctx, "SMNOBODY", LoginFailures{Failures: 1, Last: now}); err != nil {
+		t.Fatal(err)
+	}
+	var rows int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM login_failures`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("%d rows (%v), want 1: an unknown username must not be stored", rows, err)
+	}
+	got, err := s.LoginFailures(ctx, "shop")
+	if err != nil || got.Failures != 25 || got.Networks != 4 || got.LastNetwork != "192.0.2.7" || got.BlockedNetworks != 3 ||
+		!got.First.Equal(f.First) || !got.Last.Equal(f.Last) || !got.BlockedUntil.Equal(f.BlockedUntil) || !got.UpdatedAt.Equal(now) {
+		t.Fatalf("got %+v, %v; want %+v", got, err, f)
+	}
+	f.Failures, f.BlockedNetworks = 30, 0
+	if err := s.RecordLoginFailures(ctx, "SMABC", f); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.LoginFailures(ctx, "shop"); got.Failures != 30 || got.BlockedNetworks != 0 {
+		t.Fatalf("after a second write: %+v", got)
+	}
+	if err := s.DeleteCredential(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM login_failures`).Scan(&rows); err != nil || rows != 0 {
+		t.Fatalf("%d rows (%v) after the credential was deleted", rows, err)
+	}
+}

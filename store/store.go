@@ -111,6 +111,27 @@ type Credentials interface {
 	Sent(ctx context.Context, name string, since time.Time) (int, error)
 	// SentByHour is Sent per hour bucket, keyed by the hour's start.
 	SentByHour(ctx context.Context, name string, since time.Time) (map[time.Time]int, error)
+	// RecordLoginFailures replaces the summary of failed logins of the
+	// credential whose Username is username; it does nothing when no
+	// credential has it.
+	RecordLoginFailures(ctx context.Context, username string, f LoginFailures) error
+	// LoginFailures returns the credential's summary of failed logins: the
+	// zero LoginFailures when there is none.
+	LoginFailures(ctx context.Context, name string) (LoginFailures, error)
+}
+
+// LoginFailures summarizes a run of failed logins as a credential's
+// username, as the submission service saw it (smtpd decides what a run is
+// and what is blocked; the store keeps its last summary for "sesame user
+// show").
+type LoginFailures struct {
+	First, Last     time.Time // the run's first and last failure
+	Failures        int       // failures in the run
+	Networks        int       // distinct client networks they came from
+	LastNetwork     string    // the network of the last one
+	BlockedNetworks int       // networks refused as the username when written
+	BlockedUntil    time.Time // when the last of those blocks ends
+	UpdatedAt       time.Time // when the summary was written
 }
 
 // Identity verification states, of domains and of addresses.

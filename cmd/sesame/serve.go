@@ -284,6 +284,8 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			PerUsername:   cfg.Submission.AuthFailuresPerUsername,
 			Window:        cfg.Submission.AuthFailureWindow.Duration,
 			BlockFor:      cfg.Submission.AuthBlockTime.Duration,
+			Delay:         cfg.Submission.AuthFailureDelay.Duration,
+			ReportEvery:   cfg.Submission.AuthFailureReportInterval.Duration,
 		},
 		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
 		SimulatorDomain:       cfg.Policy.SimulatorDomain,
@@ -297,6 +299,8 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		Standing: st,
 		Events:   st,
 		Metrics:  m,
+
+		LoginReports: st,
 	})
 	if err := sub.Listen(); err != nil {
 		return err
@@ -419,6 +423,11 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			out = append(out, httpConns.Stats())
 		}
 		return out
+	})
+	m.LoginGuard(func() metrics.LoginGuardStats {
+		g := sub.GuardStats()
+		return metrics.LoginGuardStats{UsernameAttacks: g.UsernameAttacks, BlockedNetworks: g.BlockedNetworks,
+			BlockedUsernameNetworks: g.BlockedUsernameNetworks}
 	})
 	checkFileLimit(cfg, log)
 

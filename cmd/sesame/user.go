@@ -248,6 +248,69 @@ type userShowOutput struct {
 	Reputation    string  `json:"reputation"` // ok, warning or pause
 	Paused        string  `json:"paused"`     // why sending is paused; "" when it is not
 	Pool          string  `json:"pool"`       // the IP pool its mail leaves from
+
+	FailedLogins failedLoginsOutput `json:"failed_logins"`
+}
+
+// failedLoginsOutput is the last run of failed logins as the credential's
+// username that the server reported (an attack, or an app with an old
+// password): a run lasts while failures come less than auth_failure_window
+// apart.
+type failedLoginsOutput struct {
+	Recent      bool       `json:"recent"` // the last failure is within auth_failure_window
+	Failures    int        `json:"failures"`
+	Networks    int        `json:"networks"` // distinct client networks (/32, /64)
+	First       *time.Time `json:"first"`
+	Last        *time.Time `json:"last"`
+	LastNetwork string     `json:"last_network"`
+	// BlockedNetworks were refused as the username, without a password
+	// check, when the server last reported, until BlockedUntil.
+	BlockedNetworks int        `json:"blocked_networks"`
+	BlockedUntil    *time.Time `json:"blocked_until"`
+	Blocked         bool       `json:"blocked"` // BlockedUntil is still ahead
+}
+
+func newFailedLoginsOutput(f store.LoginFailures, window time.Duration, now time.Time) failedLoginsOutput {
+	out := failedLoginsOutput{Failures: f.Failures, Networks: f.Networks, LastNetwork: f.LastNetwork, BlockedNetworks: f.BlockedNetworks}
+	opt := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		t = t.UTC()
+		return &t
+	}
+	out.First, out.Last, out.BlockedUntil = opt(f.First), opt(f.Last), opt(f.BlockedUntil)
+	out.Recent = f.Failures > 0 && now.Sub(f.Last) < window
+	out.Blocked = f.BlockedNetworks > 0 && now.Before(f.BlockedUntil)
+	return out
+}
+
+// String is the failed-logins line of "sesame user show".
+func (f failedLoginsOutput) String(window time.Duration) string {
+	if f.Failures == 0 || f.Last == nil {
+		return "none"
+	}
+	run := fmt.Sprintf("%d from %d network%s between %s and %s, the last from %s", f.Failures, f.Networks, plural(f.Networks),
+		f.First.Format(time.DateTime), f.Last.Format(time.DateTime), f.LastNetwork)
+	if !f.Recent {
+		return fmt.Sprintf("none in the last %s (before: %s)", window, run)
+	}
+	switch {
+	case f.Blocked:
+		run += fmt.Sprintf("\n                  %d network%s refused as this username (no password check) until %s",
+			f.BlockedNetworks, plural(f.BlockedNetworks), f.BlockedUntil.Format(time.DateTime))
+	case f.BlockedNetworks > 0:
+		run += fmt.Sprintf("\n                  %d network%s were refused as this username until %s",
+			f.BlockedNetworks, plural(f.BlockedNetworks), f.BlockedUntil.Format(time.DateTime))
+	}
+	return run
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 func userShow(e *env, args []string) error {
@@ -267,9 +330,14 @@ func userShow(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		failures, err := st.LoginFailures(ctx, name)
+		if err != nil {
+			return err
+		}
 		out = userShowOutput{Name: c.Name, Username: c.Username, Sandbox: c.Sandbox, DailyQuota: lim.Daily,
 			MaxSendRate: lim.Rate, Sent24h: sent, Allowed: c.Allowed, CreatedAt: c.CreatedAt.UTC(),
-			BounceRate: rep.BounceRate, ComplaintRate: rep.ComplaintRate, Reputation: rep.Verdict, Paused: c.PausedReason, Pool: c.Pool}
+			BounceRate: rep.BounceRate, ComplaintRate: rep.ComplaintRate, Reputation: rep.Verdict, Paused: c.PausedReason, Pool: c.Pool,
+			FailedLogins: newFailedLoginsOutput(failures, e.cfg.Submission.AuthFailureWindow.Duration, time.Now())}
 		if out.Pool == "" {
 			out.Pool = config.DefaultPool
 		}
@@ -317,9 +385,10 @@ func userShow(e *env, args []string) error {
   IP pool:        %s
   created:        %s
   last used:      %s
+  failed logins:  %s
 `, out.Name, out.Username, access, out.Sent24h, out.DailyQuota, out.MaxSendRate, allowed,
 		100*out.BounceRate, 100*out.ComplaintRate, e.cfg.Reputation.Window, out.Reputation, paused, out.Pool,
-		out.CreatedAt.Format(time.DateTime), used)
+		out.CreatedAt.Format(time.DateTime), used, out.FailedLogins.String(e.cfg.Submission.AuthFailureWindow.Duration))
 	return nil
 }
 
