@@ -244,6 +244,7 @@ type Identity struct {
 	AddressLinkTTL        Duration `toml:"address_link_ttl"`
 	MailFromSubdomain     string   `toml:"mail_from_subdomain"`
 	DMARCReportAddress    string   `toml:"dmarc_report_address"`
+	BulkSender            bool     `toml:"bulk_sender"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
@@ -349,6 +350,9 @@ func Default() *Config {
 			FailedAfterChecks:     3,
 			AddressLinkTTL:        Duration{24 * time.Hour},
 			MailFromSubdomain:     "bounce",
+			// Held to the bulk-sender rules unless the operator says it
+			// sends little: a user should meet them without knowing them.
+			BulkSender: true,
 		},
 		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
 		Inbound: Inbound{

@@ -31,6 +31,8 @@ func (e *env) identityConfig() identity.Config {
 		PublicURL:             c.PublicURL(),
 		MailFromSubdomain:     c.Identity.MailFromSubdomain,
 		DMARCReportAddress:    c.Identity.DMARCReportAddress,
+		BulkSender:            c.Identity.BulkSender,
+		SignedReturnPath:      len(c.Inbound.Listen) > 0, // serve gives verified domains a return path then
 		PendingCheckInterval:  c.Identity.PendingCheckInterval.Duration,
 		VerifiedCheckInterval: c.Identity.VerifiedCheckInterval.Duration,
 		PendingTimeout:        c.Identity.PendingTimeout.Duration,
@@ -186,7 +188,22 @@ func domainCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	d, findings, err := e.checkDomain(name)
+	var d store.Domain
+	var findings []identity.Finding
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		if d, err = st.Domain(ctx, name); err != nil {
+			return err
+		}
+		checker, err := identity.NewChecker(e.identityConfig())
+		if err != nil {
+			return err
+		}
+		findings, err = checker.Audit(ctx, d)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no domain %s; add it with \"sesame domain add %s\"", name, name)
+	}
 	if err != nil {
 		return err
 	}
@@ -194,60 +211,7 @@ func domainCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Only a record known to be missing or wrong fails the check. An
-	// unknown one is reported but not counted: Sesame could not judge it
-	// (an SPF term it does not evaluate), and the operator may have checked
-	// it by hand. A lookup that failed fails the check apart: it says
-	// nothing about the records, but nothing was checked either.
-	var problems, unjudged, unlooked int
-	for _, f := range findings {
-		switch {
-		case f.Status == identity.StatusMissing || f.Status == identity.StatusWrong:
-			problems++
-		case f.Status == identity.StatusUnknown && f.LookupErr != nil:
-			unlooked++
-		case f.Status == identity.StatusUnknown:
-			unjudged++
-		}
-	}
-	if e.json {
-		if err := e.printJSON(out); err != nil {
-			return err
-		}
-	} else {
-		for _, f := range findings {
-			mark := "OK     "
-			switch f.Status {
-			case identity.StatusMissing:
-				mark = "MISSING"
-			case identity.StatusWrong:
-				mark = "WRONG  "
-			case identity.StatusUnknown:
-				mark = "UNKNOWN"
-			}
-			fmt.Fprintf(e.stdout, "%s  %s %s (%s)\n", mark, f.Type, f.Name, f.Purpose)
-			if f.Status != identity.StatusOK {
-				if len(f.Found) > 0 {
-					fmt.Fprintf(e.stdout, "         found: %s\n", clean(strings.Join(f.Found, " | ")))
-				}
-				fmt.Fprintf(e.stdout, "         fix:   %s\n", clean(f.Advice))
-			}
-		}
-	}
-	switch {
-	case problems > 0:
-		return fmt.Errorf("%s: %d record(s) missing or wrong", name, problems)
-	case unlooked > 0:
-		return fmt.Errorf("%s: %d record(s) could not be looked up (DNS trouble, see the UNKNOWN lines); check [relay] dns_servers and try again", name, unlooked)
-	}
-	if !e.json {
-		if unjudged > 0 {
-			fmt.Fprintf(e.stdout, "\nNothing of %s is missing or wrong; Sesame cannot judge %d record(s) marked UNKNOWN: check them by hand.\n", name, unjudged)
-		} else {
-			fmt.Fprintf(e.stdout, "\nEvery record of %s is in place.\n", name)
-		}
-	}
-	return nil
+	return e.reportFindings(name, "record(s)", "Every record of "+name+" is in place.", findings, out)
 }
 
 func domainVerify(e *env, args []string) error {

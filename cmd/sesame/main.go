@@ -78,6 +78,8 @@ func commands() []command {
 		{words: "ip pause", args: "IP", minArgs: 1, maxArgs: 1, run: ipPause,
 			help: "stop sending from IP until resumed (its mail waits or leaves from the pool's other IPs)", values: map[string]string{"note": "why"}},
 		one("ip resume", "IP", "send from a paused IP again", ipResume),
+		{words: "ip check", args: "[IP]", maxArgs: 1, run: ipCheck,
+			help: "look up each outbound IP's reverse DNS (PTR) and say whether it resolves back (FCrDNS) and matches hostname, and how to fix it"},
 		one("domain add", "DOMAIN", "add a sending domain: make its DKIM keys and print the DNS records to publish", domainAdd),
 		none("domain list", "list sending domains and their verification status", domainList),
 		one("domain show", "DOMAIN", "print every DNS record to publish and whether each is in place", domainShow),
