@@ -245,6 +245,8 @@ type Identity struct {
 	MailFromSubdomain     string   `toml:"mail_from_subdomain"`
 	DMARCReportAddress    string   `toml:"dmarc_report_address"`
 	BulkSender            bool     `toml:"bulk_sender"`
+	// Let verified addresses send whatever their domain's DMARC policy.
+	AllowDMARCProtectedAddresses bool `toml:"allow_dmarc_protected_addresses"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").

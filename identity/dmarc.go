@@ -20,17 +20,13 @@ import (
 // it, and warned otherwise.
 func (c *Checker) checkDMARC(ctx context.Context, domain string, r Record, found []string) Finding {
 	f := Finding{Record: r, Found: found}
-	records, at := dmarcRecords(found), r.Name
-	policyTag := "p"
-	if org := orgDomain(domain); len(records) == 0 && org != domain {
-		ans, err := c.dns.Lookup(ctx, "_dmarc."+org, dns.TypeTXT)
-		if err != nil {
-			return Finding{Record: r, Status: StatusUnknown, LookupErr: err,
-				Advice: fmt.Sprintf("DNS lookup of _dmarc.%s TXT (the organizational domain's DMARC record, which applies to %s when it has none): %v", org, domain, err)}
-		}
-		if records = dmarcRecords(txtValues(ans.Records)); len(records) > 0 {
-			f.Found, at, policyTag = records, "_dmarc."+org, "sp" // RFC 7489 §6.3: sp= for subdomains, else p=
-		}
+	records, at, policyTag, err := c.applicableDMARC(ctx, domain, found)
+	if err != nil {
+		return Finding{Record: r, Status: StatusUnknown, LookupErr: err,
+			Advice: fmt.Sprintf("DNS lookup of %s TXT (the organizational domain's DMARC record, which applies to %s when it has none): %v", at, domain, err)}
+	}
+	if at != r.Name {
+		f.Found = records
 	}
 	switch {
 	case len(records) == 0 && c.cfg.BulkSender:
@@ -45,11 +41,7 @@ func (c *Checker) checkDMARC(ctx context.Context, domain string, r Record, found
 		f.Status = StatusWrong
 		f.Advice = fmt.Sprintf("%s has %d DMARC records, so receivers apply none (RFC 7489 §6.6.3); keep one", at, len(records))
 	default:
-		t, _ := tags(records[0])
-		p := t[policyTag]
-		if policyTag == "sp" {
-			p = cmp.Or(p, t["p"])
-		}
+		p := policyOf(records[0], policyTag)
 		switch p {
 		case "none", "quarantine", "reject":
 			f.Status, f.dmarc = StatusOK, records[0]
@@ -72,6 +64,58 @@ func (c *Checker) checkDMARC(ctx context.Context, domain string, r Record, found
 		}
 	}
 	return f
+}
+
+// applicableDMARC returns the DMARC records that apply to domain, given
+// the TXT values found at _dmarc.DOMAIN: those, or when there are none the
+// organizational domain's (RFC 7489 §6.6.3); where they were found; and the
+// tag whose policy applies: "p", or "sp" for the organizational domain's
+// (§6.3). The error is a lookup of the organizational domain's that failed.
+func (c *Checker) applicableDMARC(ctx context.Context, domain string, own []string) (records []string, at, policyTag string, err error) {
+	records, at, policyTag = dmarcRecords(own), "_dmarc."+domain, "p"
+	if org := orgDomain(domain); len(records) == 0 && org != domain {
+		ans, err := c.dns.Lookup(ctx, "_dmarc."+org, dns.TypeTXT)
+		if err != nil {
+			return nil, "_dmarc." + org, "", err
+		}
+		if orgRecords := dmarcRecords(txtValues(ans.Records)); len(orgRecords) > 0 {
+			return orgRecords, "_dmarc." + org, "sp", nil
+		}
+	}
+	return records, at, policyTag, nil
+}
+
+// policyOf returns the policy a DMARC record gives by tag ("p", or "sp"
+// falling back to "p"), as written.
+func policyOf(record, tag string) string {
+	t, _ := tags(record)
+	if tag == "sp" && t["sp"] != "" {
+		return t["sp"]
+	}
+	return t["p"]
+}
+
+// DMARCPolicy returns the DMARC policy receivers apply to mail From: an
+// address in domain: "none", "quarantine" or "reject"; "" when none
+// applies (no record, several, or one without a valid policy). The error
+// is a lookup that failed: the policy is then not known.
+func (c *Checker) DMARCPolicy(ctx context.Context, domain string) (string, error) {
+	ans, err := c.dns.Lookup(ctx, "_dmarc."+domain, dns.TypeTXT)
+	if err != nil {
+		return "", fmt.Errorf("identity: DMARC policy of %s: %w", domain, err)
+	}
+	records, _, tag, err := c.applicableDMARC(ctx, domain, txtValues(ans.Records))
+	if err != nil {
+		return "", fmt.Errorf("identity: DMARC policy of %s: %w", domain, err)
+	}
+	if len(records) != 1 {
+		return "", nil
+	}
+	switch p := policyOf(records[0], tag); p {
+	case "none", "quarantine", "reject":
+		return p, nil
+	}
+	return "", nil
 }
 
 // dmarcRecords returns the values that are DMARC records: those that start

@@ -309,6 +309,11 @@ var migrations = []string{
 	// How many refusals a reject event stands for (Event.Count); 1 for
 	// every event before.
 	`ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;`,
+	// The DMARC policy of an address identity's domain, and the
+	// operator's choice to let it send anyway (package identity).
+	`ALTER TABLE addresses ADD COLUMN dmarc_policy TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE addresses ADD COLUMN dmarc_checked_at INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE addresses ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func migrate(db *sql.DB) error {

@@ -154,3 +154,44 @@ func TestDoctorPTRNotResolvingBack(t *testing.T) {
 		t.Fatalf("ip check with a SERVFAIL: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// address add refuses an address whose domain publishes DMARC p=reject or
+// p=quarantine unless --force, and records the choice (issue 19 item 5).
+func TestAddressAddDMARCProtected(t *testing.T) {
+	cfgPath, z := compliantSetup(t, "")
+	z.SetTXT("_dmarc.gmail.test", "v=DMARC1; p=reject")
+	z.SetTXT("_dmarc.lax.test", "v=DMARC1; p=none")
+
+	out, errOut, code := sesame(t, "address", "add", "me@gmail.test", "--config", cfgPath)
+	if code != 1 || !strings.Contains(errOut, "me@gmail.test was not added: gmail.test publishes DMARC p=reject: every receiver that checks DMARC rejects mail From: me@gmail.test") ||
+		!strings.Contains(errOut, "verify a domain of your own with sesame domain add and send from it, or allow me@gmail.test anyway with sesame address add me@gmail.test --force") {
+		t.Fatalf("address add of a p=reject domain's address: exit %d, want 1 saying why and what to do\n%s%s", code, out, errOut)
+	}
+	out, _, _ = sesame(t, "address", "list", "--config", cfgPath)
+	if strings.Contains(out, "me@gmail.test") {
+		t.Fatalf("the refused address is listed:\n%s", out)
+	}
+
+	out, errOut, code = sesame(t, "address", "add", "me@gmail.test", "--force", "--config", cfgPath)
+	if code != 0 || !strings.Contains(out, "Warning: gmail.test publishes DMARC p=reject, so receivers that check DMARC refuse or junk mail from me@gmail.test") ||
+		!strings.Contains(out, "A verification link was queued to me@gmail.test") {
+		t.Fatalf("address add --force: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code := sesame(t, "address", "add", "ok@lax.test", "--config", cfgPath); code != 0 {
+		t.Fatalf("address add of a p=none domain's address: exit %d\n%s", code, errOut)
+	}
+	out, _, _ = sesame(t, "address", "list", "--config", cfgPath)
+	if !regexp.MustCompile(`(?m)^me@gmail\.test +pending .* p=reject: allowed \(--force\)$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^ok@lax\.test +pending .* p=none$`).MatchString(out) {
+		t.Errorf("address list does not show the policies:\n%s", out)
+	}
+	out, _, _ = sesame(t, "address", "list", "--config", cfgPath, "--json")
+	var list []struct {
+		Address     string
+		DMARCPolicy string `json:"dmarc_policy"`
+		Forced      bool
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 2 || list[0].DMARCPolicy != "reject" || !list[0].Forced {
+		t.Errorf("address list --json: %v\n%s", err, out)
+	}
+}

@@ -86,7 +86,10 @@ func commands() []command {
 		one("domain verify", "DOMAIN", "check the domain's DKIM records now and update its status", domainVerify),
 		one("domain check", "DOMAIN", "look up every record and say what is missing or wrong, and how to fix it", domainCheck),
 		one("domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", domainDelete),
-		one("address add", "ADDRESS", "add a sender address: a verification link is mailed to it", addressAdd),
+		{words: "address add", args: "ADDRESS [--force]", minArgs: 1, maxArgs: 1, run: addressAdd,
+			help: "add a sender address: a verification link is mailed to it",
+			bools: map[string]string{"force": "add it although its domain publishes DMARC p=quarantine or p=reject, " +
+				"which makes receivers refuse or junk its mail sent through Sesame (or let such a verified address send again)"}},
 		none("address list", "list sender addresses and their status", addressList),
 		one("address delete", "ADDRESS", "delete a sender address", addressDelete),
 		{words: "events", run: eventsList, maxArgs: 0,
