@@ -21,7 +21,11 @@
 //
 // An Authorizer answers the two questions the submission service asks: may
 // this credential use this sender address, and (for sandboxed credentials)
-// is this recipient a verified identity.
+// is this recipient a verified identity. A verified address in a domain that
+// publishes DMARC p=quarantine or p=reject may send only when the operator
+// allowed it: receivers refuse its mail sent through Sesame. Its policy is
+// recorded when it is added (AddressVerifier.AddSender) and looked up again
+// by the Verifier, so sending asks no DNS.
 //
 // Statuses are the store's: store.IdentityPending, IdentityVerified and
 // IdentityFailed. Everything that reads the clock or asks DNS gets its clock

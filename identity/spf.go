@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/sesame-mail/sesame/dnsclient"
 )
 
 // SPF limits of RFC 7208 §4.6.4: a receiver that meets more terms that ask
@@ -88,8 +90,9 @@ func (c *Checker) checkSPF(ctx context.Context, r Record, txts []string) Finding
 	}
 	var missing, unsure, unevaluated []string
 	var permErr string
+	answers := spfAnswers{} // the targets ask mostly the same questions
 	for _, t := range targets {
-		e := &spfEval{ctx: ctx, c: c, target: t}
+		e := &spfEval{ctx: ctx, c: c, target: t, answers: answers}
 		res := e.checkHost(r.Name, terms)
 		switch res {
 		case spfNotPass:
@@ -281,9 +284,10 @@ func parseNetwork(s string, v4 bool) (netip.Prefix, error) {
 // term without Sesame's address) it notes the term and carries on, as far
 // as the outcome does not depend on it.
 type spfEval struct {
-	ctx    context.Context
-	c      *Checker
-	target spfTarget
+	ctx     context.Context
+	c       *Checker
+	target  spfTarget
+	answers spfAnswers // earlier answers, shared by the evaluations of one record; nil: none kept
 
 	lookups int      // terms that asked DNS
 	voids   int      // of those, the ones that found nothing
@@ -291,6 +295,11 @@ type spfEval struct {
 	why     string   // for a permerror or temperror: what happened
 	err     error    // for a temperror: the lookup error
 }
+
+// spfAnswers keeps DNS answers for the evaluations of one record for each
+// of Sesame's addresses, which ask mostly the same questions. Each
+// evaluation still counts its lookups as a receiver would make them.
+type spfAnswers map[dns.Question]dnsclient.Answer
 
 // checkHost evaluates the record terms of domain (RFC 7208 §4.6.2): the
 // first mechanism that matches decides, else redirect=, else neutral.
@@ -529,7 +538,14 @@ func (e *spfEval) lookup(term, name string, qtype uint16) ([]dns.RR, spfResult) 
 		e.why = fmt.Sprintf("%s: %q is not a domain name", term, name)
 		return nil, spfPermError
 	}
-	ans, err := e.c.dns.Lookup(e.ctx, name, qtype)
+	q := dns.Question{Name: dns.CanonicalName(name), Qtype: qtype}
+	ans, known := e.answers[q]
+	var err error
+	if !known {
+		if ans, err = e.c.dns.Lookup(e.ctx, name, qtype); err == nil && e.answers != nil {
+			e.answers[q] = ans
+		}
+	}
 	if err != nil {
 		e.err = err
 		e.why = fmt.Sprintf("%s: DNS lookup of %s %s: %v", term, name, dns.TypeToString[qtype], err)

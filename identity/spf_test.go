@@ -198,3 +198,29 @@ func TestCheckSPFOverLookupLimit(t *testing.T) {
 		t.Errorf("SPF over the lookup limit: %s, %s", f.Status, f.Advice)
 	}
 }
+
+// The evaluations for each of Sesame's addresses share the answers: an
+// include is asked once, not once per address.
+func TestCheckSPFAsksOnce(t *testing.T) {
+	c := testkit.NewClock(t)
+	d := newDomain(t, "example.com", c.Now(), store.AlgEd25519)
+	z := testkit.StartZone(t)
+	cfg := testConfig(z, c, nil) // three source addresses
+	publishAll(t, z, cfg, d)
+	z.SetTXT("example.com", "v=spf1 include:_spf.example.net -all")
+	z.SetTXT("_spf.example.net", "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.7 -all")
+	checker, err := NewChecker(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	findings, err := checker.Check(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := findings[iSPF]; f.Status != StatusOK {
+		t.Errorf("SPF through an include: %s (%s)", f.Status, f.Advice)
+	}
+	if n := z.CountType("_spf.example.net", dns.TypeTXT); n != 1 {
+		t.Errorf("the include was asked %d times for three addresses, want once", n)
+	}
+}
