@@ -246,6 +246,9 @@ type Identity struct {
 	AddressLinkTTL        Duration `toml:"address_link_ttl"`
 	MailFromSubdomain     string   `toml:"mail_from_subdomain"`
 	DMARCReportAddress    string   `toml:"dmarc_report_address"`
+	BulkSender            bool     `toml:"bulk_sender"`
+	// Let verified addresses send whatever their domain's DMARC policy.
+	AllowDMARCProtectedAddresses bool `toml:"allow_dmarc_protected_addresses"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
@@ -353,6 +356,9 @@ func Default() *Config {
 			FailedAfterChecks:     3,
 			AddressLinkTTL:        Duration{24 * time.Hour},
 			MailFromSubdomain:     "bounce",
+			// Held to the bulk-sender rules unless the operator says it
+			// sends little: a user should meet them without knowing them.
+			BulkSender: true,
 		},
 		Events: Events{Retention: Duration{30 * 24 * time.Hour}},
 		Inbound: Inbound{
@@ -379,15 +385,17 @@ func Default() *Config {
 			ThrottleBackoffMax: Duration{4 * time.Hour},
 			DefaultProviders:   true,
 		},
-		// SES's thresholds: warning at 5% bounces or 0.1% complaints,
-		// sending paused at 10% or 0.5%.
+		// Bounces: SES's thresholds, warning at 5%, sending paused at 10%.
+		// Complaints: the mailbox providers' (Gmail's and Yahoo's sender
+		// rules of 2024): under 0.1% is healthy, 0.3% and over gets mail
+		// refused or junked, so pause there, before SES's 0.5% would.
 		Reputation: Reputation{
 			Window:           Duration{7 * 24 * time.Hour},
 			MinVolume:        200,
 			BounceWarning:    0.05,
 			BouncePause:      0.10,
 			ComplaintWarning: 0.001,
-			ComplaintPause:   0.005,
+			ComplaintPause:   0.003,
 		},
 	}
 }

@@ -19,12 +19,16 @@
 // rewrapping and whitespace changes relays make, and simple breaks on them.
 // The hash is SHA-256; no l= (the whole body is signed), no i= and no x=.
 //
-// The signed header fields are From, To, Cc, Reply-To, Subject, Date,
-// Message-ID, MIME-Version, Content-Type and Content-Transfer-Encoding, each
-// listed in h= as often as it occurs in the message. From is listed once more
-// than it occurs (over-signing, RFC 6376 section 8.15): the extra entry signs
-// the absence of a further From, so a From prepended later by anyone makes
-// the signature fail instead of letting a forged author ride on it.
+// The signed header fields are those receivers show or act on: From, To,
+// Cc, Reply-To, Sender, Subject, Date, Message-ID, In-Reply-To, References,
+// MIME-Version, Content-Type, Content-Transfer-Encoding, List-Id,
+// List-Unsubscribe, List-Unsubscribe-Post and Feedback-ID, each listed in h=
+// as often as it occurs in the message. From, List-Unsubscribe and
+// List-Unsubscribe-Post are listed once more than they occur (over-signing,
+// RFC 6376 section 8.15), present or not: the extra entry signs the absence
+// of a further instance, so one prepended later by anyone makes the
+// signature fail instead of letting a forged author, or a forged one-click
+// unsubscribe URL that receivers POST to (RFC 8058 section 4), ride on it.
 //
 // Signing never changes the message: Signer.Sign returns only the
 // DKIM-Signature header fields, which the caller prepends to the bytes it

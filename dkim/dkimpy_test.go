@@ -3,6 +3,7 @@ package dkim
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,34 +17,45 @@ import (
 // (the python3 first on PATH may be another one).
 const systemPython = "/usr/bin/python3"
 
-// dkimpyScript verifies every DKIM-Signature of the message in argv[1] with
-// dkimpy, answering key lookups from the JSON object in argv[2], and prints
-// one "True"/"False" line per signature, topmost first. dkimpy reports
-// some failures (a body hash mismatch) by raising instead of returning False.
+// dkimpyScript verifies every DKIM-Signature of each message file in
+// argv[2:] with dkimpy, answering key lookups from the JSON object in
+// argv[1], and prints one line per message: a "True"/"False" word per
+// signature, topmost first. dkimpy reports some failures (a body hash
+// mismatch) by raising instead of returning False.
 const dkimpyScript = `
 import json, sys
 import dkim
 
-msg = open(sys.argv[1], 'rb').read()
-records = json.load(open(sys.argv[2]))
+records = json.load(open(sys.argv[1]))
 
 def dnsfunc(name, timeout=5):
     # dkimpy asks for e.g. b"sel._domainkey.example.com."
     v = records.get(name.decode('ascii').rstrip('.'))
     return v.encode('ascii') if v is not None else None
 
-n = sum(1 for k, _ in dkim.DKIM(msg).headers if k.lower() == b'dkim-signature')
-for i in range(n):
-    try:
-        print(dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc))
-    except dkim.ValidationError as e:
-        print(False)
-        print('signature', i, e, file=sys.stderr)
+for path in sys.argv[2:]:
+    msg = open(path, 'rb').read()
+    n = sum(1 for k, _ in dkim.DKIM(msg).headers if k.lower() == b'dkim-signature')
+    verdicts = []
+    for i in range(n):
+        try:
+            verdicts.append(str(dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc)))
+        except dkim.ValidationError as e:
+            verdicts.append('False')
+            print(path, 'signature', i, e, file=sys.stderr)
+    print(' '.join(verdicts))
 `
 
 // dkimpyVerify runs dkimpy over msg and returns its verdict per signature.
 // It skips the test when dkimpy is unavailable, unless SESAME_E2E is set.
 func dkimpyVerify(t *testing.T, msg []byte, records map[string]string) []string {
+	t.Helper()
+	return strings.Fields(dkimpyVerifyAll(t, [][]byte{msg}, records)[0])
+}
+
+// dkimpyVerifyAll runs dkimpy once over every message in msgs and returns,
+// per message, its verdicts joined by spaces ("True False").
+func dkimpyVerifyAll(t *testing.T, msgs [][]byte, records map[string]string) []string {
 	t.Helper()
 	if err := exec.Command(systemPython, "-c", "import dkim, nacl").Run(); err != nil {
 		if os.Getenv("SESAME_E2E") != "" {
@@ -52,20 +64,26 @@ func dkimpyVerify(t *testing.T, msg []byte, records map[string]string) []string 
 		t.Skipf("%s cannot import dkim and nacl (python3-dkim, python3-nacl): %v", systemPython, err)
 	}
 	dir := t.TempDir()
-	msgFile := filepath.Join(dir, "msg.eml")
 	recFile := filepath.Join(dir, "records.json")
 	scriptFile := filepath.Join(dir, "verify.py")
 	rec, err := json.Marshal(records)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{msgFile: msg, recFile: rec, scriptFile: []byte(dkimpyScript)} {
+	files := map[string][]byte{recFile: rec, scriptFile: []byte(dkimpyScript)}
+	args := []string{scriptFile, recFile}
+	for i, m := range msgs {
+		name := filepath.Join(dir, fmt.Sprintf("msg%d.eml", i))
+		files[name] = m
+		args = append(args, name)
+	}
+	for name, data := range files {
 		if err := os.WriteFile(name, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(systemPython, scriptFile, msgFile, recFile)
+	cmd := exec.Command(systemPython, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("dkimpy: %v\n%s", err, stderr.Bytes())
@@ -73,7 +91,11 @@ func dkimpyVerify(t *testing.T, msg []byte, records map[string]string) []string 
 	if stderr.Len() > 0 {
 		t.Logf("dkimpy: %s", stderr.Bytes())
 	}
-	return strings.Fields(stdout.String())
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != len(msgs) {
+		t.Fatalf("dkimpy printed %d lines for %d messages:\n%s", len(lines), len(msgs), stdout.Bytes())
+	}
+	return lines
 }
 
 func TestDkimpyVerifies(t *testing.T) {

@@ -29,17 +29,21 @@ func referenceHeaderKeys(msg []byte) (string, bool) {
 		seen = true
 		k, _, _ := strings.Cut(l, ":")
 		for i, f := range signedFields {
-			if strings.EqualFold(strings.TrimSpace(k), f) {
+			if strings.EqualFold(strings.TrimSpace(k), f.name) {
 				counts[i]++
 				break
 			}
 		}
 	}
-	counts[fromIndex]++
+	for i, f := range signedFields {
+		if f.overSign {
+			counts[i]++
+		}
+	}
 	var names []string
 	for i, n := range counts {
 		for range n {
-			names = append(names, signedFields[i])
+			names = append(names, signedFields[i].name)
 		}
 	}
 	return strings.Join(names, ":"), true
@@ -51,6 +55,7 @@ func FuzzHeaderKeys(f *testing.F) {
 	f.Add([]byte(" From: a\r\nFROM : b\r\n\r\n"))
 	f.Add([]byte("ſubject: x\r\nFrom\v: y\r\n\r\n"))
 	f.Add([]byte("To: a\r\r\n\tTo: b\n\n"))
+	f.Add([]byte(bulkMessage()))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		names, terminated, err := headerKeys(msg)
 		want, ok := referenceHeaderKeys(msg)

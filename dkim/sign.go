@@ -13,13 +13,27 @@ import (
 	"github.com/sesame-mail/sesame/store"
 )
 
-// signedFields are the header fields Sesame signs, in h= order. Read only.
-var signedFields = [...]string{
-	"From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID",
-	"MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+// signedFields are the header fields Sesame signs, in h= order: the ones
+// receivers show or act on (author, recipients, subject, threading), the
+// MIME structure, and the list and feedback fields bulk-mail rules rest on
+// (RFC 2369, RFC 2919, RFC 8058 section 4, Gmail's Feedback-ID). Read only.
+//
+// An over-signed field is listed in h= once more than it occurs (RFC 6376
+// section 8.15), so one added after signing, above or below the signed ones,
+// breaks the signature: From, whose forgery is what DKIM is for, and the
+// one-click unsubscribe pair, which RFC 8058 section 4 requires to be signed
+// and which receivers act on with an automatic POST.
+var signedFields = [...]struct {
+	name     string
+	overSign bool
+}{
+	{"From", true}, {"To", false}, {"Cc", false}, {"Reply-To", false}, {"Sender", false},
+	{"Subject", false}, {"Date", false}, {"Message-ID", false},
+	{"In-Reply-To", false}, {"References", false},
+	{"MIME-Version", false}, {"Content-Type", false}, {"Content-Transfer-Encoding", false},
+	{"List-Id", false}, {"List-Unsubscribe", true}, {"List-Unsubscribe-Post", true},
+	{"Feedback-ID", false},
 }
-
-const fromIndex = 0 // signedFields[fromIndex] is "From"
 
 // maxHeaderList bounds the h= tag: go-msgauth puts it on one line, and
 // RFC 5322 section 2.1.1 caps a line at 998 characters. Only a message with
@@ -119,7 +133,8 @@ func (s *Signer) signOne(k signingKey, names []string, msg []byte, terminated bo
 }
 
 // headerKeys scans msg's header (up to the first empty line) and returns the
-// h= list: each signed field as often as it occurs, From once more.
+// h= list: each signed field as often as it occurs, the overSigned ones once
+// more.
 // terminated reports whether the header ends in an empty line; a header
 // that runs to the end of msg without one is accepted only if msg ends in a
 // line break.
@@ -162,10 +177,14 @@ func headerKeys(msg []byte) (names []string, terminated bool, err error) {
 			counts[f]++
 		}
 	}
-	counts[fromIndex]++ // over-sign From
+	for f := range signedFields {
+		if signedFields[f].overSign {
+			counts[f]++
+		}
+	}
 	size, total := 0, 0
 	for f, n := range counts {
-		size += n * (len(signedFields[f]) + 1)
+		size += n * (len(signedFields[f].name) + 1)
 		total += n
 	}
 	if size > maxHeaderList {
@@ -174,7 +193,7 @@ func headerKeys(msg []byte) (names []string, terminated bool, err error) {
 	names = make([]string, 0, total)
 	for f, n := range counts {
 		for range n {
-			names = append(names, signedFields[f])
+			names = append(names, signedFields[f].name)
 		}
 	}
 	return names, terminated, nil
@@ -191,7 +210,8 @@ func fieldIndex(name []byte) int {
 			break
 		}
 	}
-	for i, f := range signedFields {
+	for i := range signedFields {
+		f := signedFields[i].name
 		if ascii {
 			if asciiEqualFold(name, f) {
 				return i

@@ -40,7 +40,11 @@ const testMessage = "Received: from app.example.net (app.example.net [192.0.2.7]
 	"\r\n"
 
 // wantH is the h= list for testMessage.
-const wantH = "From:From:To:To:Subject:Date:Message-ID:MIME-Version:Content-Type:Content-Transfer-Encoding"
+const wantH = "From:From:To:To:Subject:Date:Message-ID:MIME-Version:Content-Type:Content-Transfer-Encoding" + absentOverSigned
+
+// absentOverSigned ends the h= list of a message without the one-click
+// unsubscribe fields: their absence is signed.
+const absentOverSigned = ":List-Unsubscribe:List-Unsubscribe-Post"
 
 // signerFor returns a signer for example.com with keys of the given
 // algorithms and the TXT records that publish them.
@@ -260,7 +264,7 @@ func TestSignHeaderOnly(t *testing.T) {
 	s, records := signerFor(t, store.AlgRSA)
 	msg := "From: a@example.com\r\nTo: b@example.org\r\nSubject: no body\r\n"
 	sigs, _ := signTest(t, s, msg)
-	if h := sigTags(t, sigs)[0]["h"]; h != "From:From:To:Subject" {
+	if h := sigTags(t, sigs)[0]["h"]; h != "From:From:To:Subject"+absentOverSigned {
 		t.Errorf("h=%s", h)
 	}
 	// go-msgauth's verifier needs the empty line too; the body is empty
@@ -317,19 +321,22 @@ func TestHeaderKeys(t *testing.T) {
 		name, msg, want string
 		terminated      bool
 	}{
-		{"minimal", "From: a\r\n\r\nbody\r\n", "From:From", true},
-		{"no From", "Subject: x\r\n\r\n", "From:Subject", true},
-		{"empty header", "\r\nbody\r\n", "From", true},
-		{"case and obsolete space", "FROM : a\r\nreply-to: b\r\ncc:c\r\nCC: d\r\n\r\n", "From:From:Cc:Cc:Reply-To", true},
-		{"folded, continuation not a field", "To: a,\r\n From: b\r\n\tTo: c\r\n\r\n", "From:To", true},
-		{"body fields ignored", "From: a\r\n\r\nTo: b\r\nFrom: c\r\n", "From:From", true},
-		{"bare LF", "From: a\nDate: d\n\nbody\n", "From:From:Date", true},
-		{"unsigned fields", "X-From: a\r\nResent-From: b\r\nFrom-X: c\r\nReceived: d\r\n\r\n", "From", true},
-		{"no colon counts like go-msgauth", "From\r\nTo: x\r\n\r\n", "From:From:To", true},
-		{"header only", "From: a\r\nTo: b\r\n", "From:From:To", false},
+		{"minimal", "From: a\r\n\r\nbody\r\n", "From:From" + absentOverSigned, true},
+		{"no From", "Subject: x\r\n\r\n", "From:Subject" + absentOverSigned, true},
+		{"empty header", "\r\nbody\r\n", "From" + absentOverSigned, true},
+		{"case and obsolete space", "FROM : a\r\nreply-to: b\r\ncc:c\r\nCC: d\r\n\r\n", "From:From:Cc:Cc:Reply-To" + absentOverSigned, true},
+		{"folded, continuation not a field", "To: a,\r\n From: b\r\n\tTo: c\r\n\r\n", "From:To" + absentOverSigned, true},
+		{"body fields ignored", "From: a\r\n\r\nTo: b\r\nFrom: c\r\n", "From:From" + absentOverSigned, true},
+		{"bare LF", "From: a\nDate: d\n\nbody\n", "From:From:Date" + absentOverSigned, true},
+		{"unsigned fields", "X-From: a\r\nResent-From: b\r\nFrom-X: c\r\nReceived: d\r\n\r\n", "From" + absentOverSigned, true},
+		{"no colon counts like go-msgauth", "From\r\nTo: x\r\n\r\n", "From:From:To" + absentOverSigned, true},
+		{"header only", "From: a\r\nTo: b\r\n", "From:From:To" + absentOverSigned, false},
 		{"all fields", "content-transfer-encoding: a\r\ncontent-type: b\r\nmime-version: c\r\nmessage-id: d\r\ndate: e\r\n" +
 			"subject: f\r\nreply-to: g\r\ncc: h\r\nto: i\r\nfrom: j\r\n\r\n",
-			"From:From:To:Cc:Reply-To:Subject:Date:Message-ID:MIME-Version:Content-Type:Content-Transfer-Encoding", true},
+			"From:From:To:Cc:Reply-To:Subject:Date:Message-ID:MIME-Version:Content-Type:Content-Transfer-Encoding" + absentOverSigned, true},
+		{"list and thread fields", "feedback-id: a\r\nlist-unsubscribe-post: b\r\nlist-unsubscribe: c\r\nlist-id: d\r\n" +
+			"references: e\r\nin-reply-to: f\r\nsender: g\r\nList-Unsubscribe: h\r\n\r\n",
+			"From:Sender:In-Reply-To:References:List-Id:List-Unsubscribe:List-Unsubscribe:List-Unsubscribe:List-Unsubscribe-Post:List-Unsubscribe-Post:Feedback-ID", true},
 	} {
 		names, terminated, err := headerKeys([]byte(tc.msg))
 		if err != nil {

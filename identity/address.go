@@ -41,6 +41,8 @@ type AddressStore interface {
 	DeleteAddress(ctx context.Context, address string) error
 	SetAddressToken(ctx context.Context, address, tokenHash string, expires time.Time) error
 	VerifyAddress(ctx context.Context, address string, at time.Time) error
+	SetAddressDMARC(ctx context.Context, address, policy string, checked time.Time) error
+	SetAddressForced(ctx context.Context, address string, forced bool) error
 }
 
 // Enqueuer queues a message durably for delivery.

@@ -20,19 +20,38 @@ type IdentityStore interface {
 // so a domain that fails verification stops being usable at once, in every
 // process.
 type Authorizer struct {
-	ids IdentityStore
+	ids  IdentityStore
+	opts AuthorizerOptions
+}
+
+// AuthorizerOptions are the operator's exceptions to the Authorizer's rules.
+type AuthorizerOptions struct {
+	// AllowDMARCProtected lets every verified address send, whatever the
+	// DMARC policy of its domain ([identity]
+	// allow_dmarc_protected_addresses).
+	AllowDMARCProtected bool
 }
 
 // NewAuthorizer returns an Authorizer that reads identities from ids.
 func NewAuthorizer(ids IdentityStore) *Authorizer {
-	return &Authorizer{ids: ids}
+	return NewAuthorizerWith(ids, AuthorizerOptions{})
+}
+
+// NewAuthorizerWith is NewAuthorizer with the operator's exceptions.
+func NewAuthorizerWith(ids IdentityStore, opts AuthorizerOptions) *Authorizer {
+	return &Authorizer{ids: ids, opts: opts}
 }
 
 // MaySendAs reports whether cred may use address as a sender (envelope,
 // From, Sender or a Resent- field): the address, or its domain, is a
 // verified identity, and cred's Allowed list is empty or names the address
-// or its domain. Comparisons ignore case. An error means the store could
-// not answer.
+// or its domain. Comparisons ignore case.
+//
+// A verified address whose domain is not verified but publishes DMARC
+// p=quarantine or p=reject (as recorded by AddSender and the Verifier: no
+// DNS lookup here) may not send unless the operator allowed it: the answer
+// is then false with a *DMARCError, a refusal that says why, not a failure.
+// Any other error means the store could not answer.
 func (a *Authorizer) MaySendAs(ctx context.Context, cred store.Credential, address string) (bool, error) {
 	addr, domain, ok := canonical(address)
 	if !ok {
@@ -41,7 +60,14 @@ func (a *Authorizer) MaySendAs(ctx context.Context, cred store.Credential, addre
 	if len(cred.Allowed) > 0 && !allows(cred.Allowed, addr, domain) {
 		return false, nil
 	}
-	return a.verified(ctx, addr, domain)
+	ok, ad, err := a.verifiedAs(ctx, addr, domain)
+	if !ok || err != nil || ad == nil {
+		return ok, err
+	}
+	if dmarcProtected(ad.DMARCPolicy) && !ad.Forced && !a.opts.AllowDMARCProtected {
+		return false, &DMARCError{Address: addr, Domain: domain, Policy: ad.DMARCPolicy}
+	}
+	return true, nil
 }
 
 // VerifiedRecipient reports whether address is a verified address or in a
@@ -54,23 +80,31 @@ func (a *Authorizer) VerifiedRecipient(ctx context.Context, address string) (boo
 	return a.verified(ctx, addr, domain)
 }
 
-// verified looks at the domain first: most identities are domains.
+// verified reports whether addr is a verified identity or in one.
 func (a *Authorizer) verified(ctx context.Context, addr, domain string) (bool, error) {
+	ok, _, err := a.verifiedAs(ctx, addr, domain)
+	return ok, err
+}
+
+// verifiedAs is verified, and returns the address identity when that is
+// what is verified (nil when the domain is). It looks at the domain first:
+// most identities are domains.
+func (a *Authorizer) verifiedAs(ctx context.Context, addr, domain string) (bool, *store.Address, error) {
 	d, err := a.ids.DomainStatusOf(ctx, domain)
 	switch {
 	case err == nil && d.Status == store.IdentityVerified:
-		return true, nil
+		return true, nil, nil
 	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return false, fmt.Errorf("identity: is %s verified: %w", domain, err)
+		return false, nil, fmt.Errorf("identity: is %s verified: %w", domain, err)
 	}
 	ad, err := a.ids.Address(ctx, addr)
 	switch {
-	case err == nil:
-		return ad.Status == store.IdentityVerified, nil
-	case errors.Is(err, store.ErrNotFound):
-		return false, nil
+	case err == nil && ad.Status == store.IdentityVerified:
+		return true, &ad, nil
+	case err == nil, errors.Is(err, store.ErrNotFound):
+		return false, nil, nil
 	}
-	return false, fmt.Errorf("identity: is %s verified: %w", addr, err)
+	return false, nil, fmt.Errorf("identity: is %s verified: %w", addr, err)
 }
 
 // allows reports whether the list names addr or domain.

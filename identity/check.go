@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,14 +19,18 @@ const (
 	StatusMissing = "missing" // not published
 	StatusWrong   = "wrong"   // published, but receivers would not get what Sesame needs
 	StatusUnknown = "unknown" // the lookup failed, or the record cannot be judged here
+	StatusWarning = "warning" // receivers accept the mail, but the domain falls short of what they advise
 )
 
 // Finding is a Record as found in DNS.
 type Finding struct {
 	Record
-	Status string   `json:"status"` // StatusOK, StatusMissing, StatusWrong or StatusUnknown
+	Status string   `json:"status"` // StatusOK, StatusMissing, StatusWrong, StatusUnknown or StatusWarning
 	Found  []string `json:"found"`  // the values seen at the name
 	Advice string   `json:"advice"` // what to do, or "" when nothing is to be done
+	// dmarc is, for the DMARC record, the one record that applies to the
+	// domain (its own, or its organizational domain's), for Audit.
+	dmarc string
 	// LookupErr is why the lookup failed (Status is then StatusUnknown):
 	// not a verdict on the record but on the DNS servers, so a caller may
 	// treat it apart from a record Sesame cannot judge.
@@ -98,11 +100,11 @@ func (c *Checker) check(ctx context.Context, domain string, r Record) Finding {
 	case kindDKIM:
 		return checkDKIM(r, txtValues(rrs))
 	case kindSPF:
-		return c.checkSPF(r, txtValues(rrs))
+		return c.checkSPF(ctx, r, txtValues(rrs))
 	case kindMailFrom:
 		return c.checkMX(r, rrs)
 	default:
-		return checkDMARC(r, txtValues(rrs))
+		return c.checkDMARC(ctx, domain, r, txtValues(rrs))
 	}
 }
 
@@ -225,31 +227,6 @@ func checkDKIM(r Record, found []string) Finding {
 	return f
 }
 
-// checkDMARC wants exactly one DMARC record; its policy is the operator's
-// choice.
-func checkDMARC(r Record, found []string) Finding {
-	f := Finding{Record: r, Found: found}
-	n := 0
-	for _, v := range found {
-		// RFC 7489 §6.6.3: records that do not start with v=DMARC1 are
-		// not DMARC records.
-		if t, order := tags(v); len(order) > 0 && order[0] == "v" && t["v"] == "DMARC1" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		f.Status, f.Advice = StatusMissing, publish(r)
-	case n > 1:
-		// RFC 7489 §6.6.3: with more than one, no DMARC policy applies.
-		f.Status = StatusWrong
-		f.Advice = fmt.Sprintf("%s has %d DMARC records, so receivers apply none (RFC 7489 §6.6.3); keep one", r.Name, n)
-	default:
-		f.Status = StatusOK
-	}
-	return f
-}
-
 // checkMX wants an MX record of the MAIL FROM domain that points at Sesame.
 func (c *Checker) checkMX(r Record, rrs []dns.RR) Finding {
 	f := Finding{Record: r}
@@ -280,241 +257,4 @@ func (c *Checker) checkMX(r Record, rrs []dns.RR) Finding {
 		f.Status = StatusOK
 	}
 	return f
-}
-
-// spfResult is what an SPF record yields for one of Sesame's addresses.
-type spfResult int
-
-const (
-	spfPass    spfResult = iota
-	spfNotPass           // fail, softfail, neutral or none: receivers do not accept Sesame
-	spfUnsure            // depends on terms Sesame does not evaluate
-)
-
-// spfTarget is a sender to judge an SPF record for: one of Sesame's
-// configured outbound addresses, or (when none is configured) its host name.
-type spfTarget struct {
-	ip   netip.Addr
-	name string // what to add to the record for it: "ip4:…", "ip6:…" or "a:HOSTNAME"
-}
-
-func (c *Checker) spfTargets() []spfTarget {
-	ips, _ := c.cfg.sourceIPs() // checked by NewChecker
-	if len(ips) == 0 {
-		return []spfTarget{{name: "a:" + c.cfg.Hostname}}
-	}
-	var out []spfTarget
-	for _, ip := range ips {
-		out = append(out, spfTarget{ip: ip, name: spfMechanism(ip)})
-	}
-	return out
-}
-
-// checkSPF wants exactly one SPF record at the name that passes each of
-// Sesame's addresses.
-func (c *Checker) checkSPF(r Record, txts []string) Finding {
-	f := Finding{Record: r}
-	for _, v := range txts {
-		if isSPF(v) {
-			f.Found = append(f.Found, v)
-		}
-	}
-	targets := c.spfTargets()
-	var mechs []string
-	for _, t := range targets {
-		mechs = append(mechs, t.name)
-	}
-	switch len(f.Found) {
-	case 0:
-		f.Status, f.Advice = StatusMissing, publish(r)
-		return f
-	case 1:
-	default:
-		// RFC 7208 §4.5: more than one record is a permerror, and
-		// receivers treat the domain as having no SPF at all.
-		f.Status = StatusWrong
-		f.Advice = fmt.Sprintf("%s has %d SPF records, which receivers treat as an error (RFC 7208 §4.5) and ignore all of them; "+
-			"merge them into one v=spf1 record that keeps their mechanisms and adds %s", r.Name, len(f.Found), strings.Join(mechs, " "))
-		return f
-	}
-
-	terms, err := parseSPF(f.Found[0])
-	if err != nil {
-		f.Status = StatusWrong
-		f.Advice = fmt.Sprintf("the SPF record at %s is invalid (%v), which receivers treat as an error (RFC 7208 §4.6); fix it, e.g. %q",
-			r.Name, err, r.Value)
-		return f
-	}
-	var missing, unsure, unevaluated []string
-	for _, t := range targets {
-		res, skipped := evalSPF(terms, t, c.cfg.Hostname)
-		switch res {
-		case spfNotPass:
-			missing = append(missing, t.name)
-		case spfUnsure:
-			unsure = append(unsure, t.name)
-			for _, s := range skipped {
-				if !slices.Contains(unevaluated, s) {
-					unevaluated = append(unevaluated, s)
-				}
-			}
-		}
-	}
-	// Sesame's terms go first, where nothing before them can decide.
-	fixed := strings.Join(slices.Concat([]string{"v=spf1"}, missing, unsure, strings.Fields(f.Found[0])[1:]), " ")
-	switch {
-	case len(missing) > 0:
-		f.Status = StatusWrong
-		f.Advice = fmt.Sprintf("the SPF record at %s does not allow Sesame's %s; change it to %q", r.Name, strings.Join(missing, " "), fixed)
-	case len(unsure) > 0:
-		f.Status = StatusUnknown
-		f.Advice = fmt.Sprintf("whether the SPF record at %s allows %s depends on %s, which Sesame cannot evaluate; "+
-			"make sure it does, or change the record to %q", r.Name, strings.Join(unsure, " "), strings.Join(unevaluated, " "), fixed)
-		if !targets[0].ip.IsValid() {
-			f.Advice += "; with Sesame's outbound addresses in relay.source_ips (or [[ip]]), Sesame could check ip4:/ip6: terms"
-		}
-	default:
-		f.Status = StatusOK
-	}
-	return f
-}
-
-// isSPF reports whether a TXT record is an SPF record: "v=spf1" alone or
-// followed by a space (RFC 7208 §4.5).
-func isSPF(v string) bool {
-	return len(v) >= 6 && strings.EqualFold(v[:6], "v=spf1") && (len(v) == 6 || v[6] == ' ')
-}
-
-// spfTerm is one directive or modifier of an SPF record (RFC 7208 §4.6.1).
-type spfTerm struct {
-	text      string // as written
-	qualifier byte   // '+', '-', '~' or '?'; 0 for a modifier
-	name      string // mechanism or modifier name, lower case
-	arg       string // domain-spec or IP network, without the CIDR length of a/mx
-	prefix    netip.Prefix
-}
-
-// parseSPF splits an SPF record into terms. A syntax error is what
-// receivers call a permerror.
-func parseSPF(record string) ([]spfTerm, error) {
-	var terms []spfTerm
-	for _, word := range strings.Fields(record)[1:] {
-		// A modifier is name=value, its name starting with a letter; a
-		// mechanism has no '=' before any ':' or '/'.
-		if i := strings.IndexByte(word, '='); i > 0 && !strings.ContainsAny(word[:i], ":/") {
-			terms = append(terms, spfTerm{text: word, name: strings.ToLower(word[:i]), arg: word[i+1:]})
-			continue
-		}
-		t := spfTerm{text: word, qualifier: '+'}
-		rest := word
-		if strings.IndexByte("+-~?", rest[0]) >= 0 {
-			t.qualifier, rest = rest[0], rest[1:]
-		}
-		name, arg, _ := strings.Cut(rest, ":")
-		if i := strings.IndexByte(name, '/'); i >= 0 {
-			name = name[:i] // "a/24", "mx/24"
-		}
-		t.name = strings.ToLower(name)
-		switch t.name {
-		case "ip4", "ip6":
-			var err error
-			if t.prefix, err = parseNetwork(arg, t.name == "ip4"); err != nil {
-				return nil, fmt.Errorf("%s: %w", word, err)
-			}
-		case "a", "mx", "ptr":
-			t.arg, _, _ = strings.Cut(arg, "/")
-		case "include", "exists":
-			if arg == "" {
-				return nil, fmt.Errorf("%s needs a domain", word)
-			}
-			t.arg = arg
-		case "all":
-		default:
-			return nil, fmt.Errorf("unknown mechanism %q", word)
-		}
-		terms = append(terms, t)
-	}
-	return terms, nil
-}
-
-func parseNetwork(s string, v4 bool) (netip.Prefix, error) {
-	var p netip.Prefix
-	var err error
-	if strings.Contains(s, "/") {
-		p, err = netip.ParsePrefix(s)
-	} else {
-		var ip netip.Addr
-		if ip, err = netip.ParseAddr(s); err == nil {
-			p = netip.PrefixFrom(ip, ip.BitLen())
-		}
-	}
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	if p.Addr().Is4() != v4 {
-		return netip.Prefix{}, fmt.Errorf("%s is of the wrong IP version", s)
-	}
-	return p, nil
-}
-
-// evalSPF runs the record's directives for t in order, as a receiver would
-// (RFC 7208 §4.6.2), as far as it can without DNS, and returns the terms it
-// could not evaluate on the way. Such a term (an include, say) might match;
-// after one, a later match decides only if the unevaluated term could not
-// have given another result.
-func evalSPF(terms []spfTerm, t spfTarget, hostname string) (spfResult, []string) {
-	var skipped []string
-	var mayPass, mayNotPass bool // an earlier unevaluated term might have matched with this result
-	redirect := false
-	for _, term := range terms {
-		if term.qualifier == 0 {
-			if term.name == "redirect" {
-				redirect = true
-				skipped = append(skipped, term.text)
-			}
-			continue
-		}
-		var matches, known bool
-		switch term.name {
-		case "all":
-			matches, known = true, true
-		case "ip4", "ip6":
-			// Sesame's host name: its addresses may or may not be listed.
-			known = t.ip.IsValid()
-			matches = known && term.prefix.Contains(t.ip)
-		case "a":
-			// The host name that sends stands for its addresses, whatever
-			// they are.
-			if strings.EqualFold(strings.TrimSuffix(term.arg, "."), hostname) {
-				matches, known = true, true
-			}
-		}
-		if !known {
-			skipped = append(skipped, term.text)
-			if term.qualifier == '+' {
-				mayPass = true
-			} else {
-				mayNotPass = true
-			}
-			continue
-		}
-		if !matches {
-			continue
-		}
-		if term.qualifier == '+' {
-			if mayNotPass {
-				return spfUnsure, skipped
-			}
-			return spfPass, nil
-		}
-		if mayPass {
-			return spfUnsure, skipped
-		}
-		return spfNotPass, nil
-	}
-	// RFC 7208 §6.1: redirect applies only when no mechanism matched.
-	if redirect || mayPass {
-		return spfUnsure, skipped
-	}
-	return spfNotPass, nil
 }

@@ -30,6 +30,7 @@ func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
 		noIPs  bool                                // configure no source IP
+		bulk   bool                                // configure a bulk sender
 		ips    []string                            // configure these source IPs instead of testConfig's
 		change func(t *testing.T, z *testkit.Zone) // after publishing every record right
 		index  int
@@ -88,20 +89,57 @@ func TestCheck(t *testing.T) {
 		{name: "spf cidr and a:hostname", index: iSPF, status: StatusOK,
 			change: func(t *testing.T, z *testkit.Zone) {
 				z.SetTXT("example.com", "v=spf1 mx ip4:203.0.113.0/24 a:RELAY.example.net. -all")
+				z.Add(t, "relay.example.net. 300 IN A 10.0.0.7", "relay.example.net. 300 IN AAAA 2001:db8::5")
 			}},
+		{name: "spf a:hostname without the address", index: iSPF, status: StatusWrong,
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 ip4:203.0.113.0/24 a:relay.example.net -all")
+				z.Add(t, "relay.example.net. 300 IN A 10.0.0.7")
+			},
+			advice: `does not allow Sesame's ip6:2001:db8::5`},
 		{name: "spf two records", index: iSPF, status: StatusWrong,
 			change: func(t *testing.T, z *testkit.Zone) {
 				z.SetTXT("example.com", "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ~all", "v=spf1 include:_spf.google.com ~all")
 			}, advice: "RFC 7208 §4.5"},
-		{name: "spf include", index: iSPF, status: StatusUnknown,
-			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 include:_spf.google.com ~all") },
-			advice: "depends on include:_spf.google.com, which Sesame cannot evaluate"},
+		{name: "spf include without the addresses", index: iSPF, status: StatusWrong,
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 include:_spf.google.com ~all")
+				z.SetTXT("_spf.google.com", "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 ~all")
+			},
+			advice: `does not allow Sesame's ip4:203.0.113.5 ip4:10.0.0.7; change it to "v=spf1 ip4:203.0.113.5 ip4:10.0.0.7 include:_spf.google.com ~all"`},
+		{name: "spf include with the addresses", index: iSPF, status: StatusOK,
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 include:_spf.example.net -all")
+				z.SetTXT("_spf.example.net", "v=spf1 include:_ip4.example.net ip6:2001:db8::/32 -all")
+				z.SetTXT("_ip4.example.net", "v=spf1 ip4:203.0.113.0/24 ip4:10.0.0.0/8 -all")
+			}},
+		{name: "spf include of a domain without SPF", index: iSPF, status: StatusWrong,
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 include:_spf.example.net ~all") },
+			advice: "include:_spf.example.net names a domain without an SPF record"},
 		{name: "spf include before the address", index: iSPF, status: StatusOK,
 			change: func(t *testing.T, z *testkit.Zone) {
 				z.SetTXT("example.com", "v=spf1 include:_spf.google.com ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.0/8 -all")
+				z.SetTXT("_spf.google.com", "v=spf1 ip4:192.0.2.0/24 ~all")
 			}},
-		{name: "spf redirect", index: iSPF, status: StatusUnknown,
-			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 redirect=_spf.example.org") }, advice: "redirect="},
+		{name: "spf include with a macro", index: iSPF, status: StatusUnknown,
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 include:%{ir}._spf.example.net ~all")
+			},
+			advice: "depends on include:%{ir}._spf.example.net, which Sesame cannot evaluate"},
+		{name: "spf include that fails to resolve", index: iSPF, status: StatusUnknown,
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 include:_spf.example.net ~all")
+				z.Fail("_spf.example.net", dns.RcodeServerFailure)
+			},
+			advice: "SERVFAIL"},
+		{name: "spf redirect", index: iSPF, status: StatusOK,
+			change: func(t *testing.T, z *testkit.Zone) {
+				z.SetTXT("example.com", "v=spf1 redirect=_spf.example.org")
+				z.SetTXT("_spf.example.org", "v=spf1 ip4:203.0.113.5 ip6:2001:db8::5 ip4:10.0.0.7 -all")
+			}},
+		{name: "spf redirect to nothing", index: iSPF, status: StatusWrong,
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 redirect=_spf.example.org") },
+			advice: "redirect=_spf.example.org names a domain without an SPF record"},
 		{name: "spf invalid", index: iSPF, status: StatusWrong,
 			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("example.com", "v=spf1 ip4:203.0.113.500 ~all") }, advice: "invalid"},
 		// Configured addresses count whatever their range: loopback in
@@ -133,10 +171,13 @@ func TestCheck(t *testing.T) {
 
 		{name: "dmarc ok, any policy", index: iDMARC, status: StatusOK,
 			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com", "v=DMARC1;p=reject") }},
-		{name: "dmarc missing", index: iDMARC, status: StatusMissing,
+		{name: "dmarc missing", bulk: true, index: iDMARC, status: StatusMissing,
 			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com") },
-			advice: `publish TXT _dmarc.example.com "v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com"`},
-		{name: "dmarc not dmarc", index: iDMARC, status: StatusMissing,
+			advice: `publish TXT _dmarc.example.com "v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com"; Gmail, Yahoo and Outlook.com refuse`},
+		{name: "dmarc missing, not a bulk sender", index: iDMARC, status: StatusWarning,
+			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com") },
+			advice: `publish TXT _dmarc.example.com "v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com"; Gmail, Yahoo and Outlook.com require DMARC of bulk senders`},
+		{name: "dmarc not dmarc", bulk: true, index: iDMARC, status: StatusMissing,
 			change: func(t *testing.T, z *testkit.Zone) { z.SetTXT("_dmarc.example.com", "p=none; v=DMARC1") }},
 		{name: "dmarc two records", index: iDMARC, status: StatusWrong,
 			change: func(t *testing.T, z *testkit.Zone) {
@@ -155,6 +196,7 @@ func TestCheck(t *testing.T) {
 			if tc.ips != nil {
 				cfg.SourceIPs = tc.ips
 			}
+			cfg.BulkSender = tc.bulk
 			publishAll(t, z, cfg, d)
 			if tc.change != nil {
 				tc.change(t, z)

@@ -27,6 +27,15 @@ type Config struct {
 	AddressLinkTTL        time.Duration // default 24h
 	Logger                *slog.Logger  // default: discard
 	Now                   func() time.Time
+
+	// BulkSender holds domains to the rules Gmail, Yahoo and Outlook.com
+	// set for bulk senders: without a DMARC record a domain is then
+	// missing one, not only warned about it.
+	BulkSender bool
+	// SignedReturnPath says that mail from a verified domain leaves with a
+	// return path in MailFromSubdomain.DOMAIN (the inbound listener is
+	// on); otherwise it keeps the application's own envelope sender.
+	SignedReturnPath bool
 }
 
 // withDefaults returns c with every unset field at its default.

@@ -1,9 +1,13 @@
 package identity
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // FuzzSPF runs DNS text through the SPF parser and evaluator: no panic, and
@@ -19,6 +23,12 @@ func FuzzSPF(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	// An empty zone: every lookup finds nothing, quickly.
+	z := testkit.StartZone(f)
+	checker, err := NewChecker(Config{Hostname: testHost, DNSServers: []string{z.Addr}, DNSTimeout: time.Second})
+	if err != nil {
+		f.Fatal(err)
+	}
 	target := spfTarget{ip: netip.MustParseAddr("203.0.113.5"), name: "ip4:203.0.113.5"}
 	f.Fuzz(func(t *testing.T, record string) {
 		if !isSPF(record) {
@@ -28,12 +38,17 @@ func FuzzSPF(f *testing.F) {
 		if err != nil {
 			return
 		}
-		res, _ := evalSPF(terms, target, testHost)
+		e := &spfEval{ctx: context.Background(), c: checker, target: target}
+		res := e.checkHost("example.com", terms)
 		if res == spfPass && !strings.Contains(record, "ip4:") && !strings.Contains(strings.ToLower(record), "all") &&
 			!strings.Contains(strings.ToLower(record), testHost) {
 			t.Errorf("%q passes %s without naming it", record, target.ip)
 		}
-		evalSPF(terms, spfTarget{name: "a:" + testHost}, testHost)
+		if (res == spfPermError || res == spfTempError) && e.why == "" {
+			t.Errorf("%q: result %d without a reason", record, res)
+		}
+		e = &spfEval{ctx: context.Background(), c: checker, target: spfTarget{name: "a:" + testHost}}
+		e.checkHost("example.com", terms)
 	})
 }
 

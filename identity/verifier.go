@@ -13,11 +13,14 @@ import (
 	"github.com/sesame-mail/sesame/store"
 )
 
-// DomainStore is what the Verifier reads and writes.
+// DomainStore is what the Verifier reads and writes: domains, and the DMARC
+// policies of address identities' domains.
 type DomainStore interface {
 	Domain(ctx context.Context, name string) (store.Domain, error)
 	ListDomains(ctx context.Context) ([]store.Domain, error)
 	SetDomainStatus(ctx context.Context, name string, st store.DomainStatus) error
+	ListAddresses(ctx context.Context) ([]store.Address, error)
+	SetAddressDMARC(ctx context.Context, address, policy string, checked time.Time) error
 }
 
 // Verifier keeps the verification status of domains current. Only the DKIM
@@ -157,8 +160,10 @@ func why(bad []Finding) string {
 // Run re-checks domains until ctx ends: pending ones every
 // PendingCheckInterval, verified ones every VerifiedCheckInterval, counted
 // from their last check; failed ones never (sesame domain verify does).
-// It wakes up at least once a minute, so a domain added by another process
-// gets its first check within a minute.
+// It also looks up the DMARC policy of each address identity's domain every
+// VerifiedCheckInterval, which MaySendAs reads. It wakes up at least once a
+// minute, so a domain added by another process gets its first check within
+// a minute.
 func (v *Verifier) Run(ctx context.Context) {
 	const maxSleep = time.Minute
 	// A floor on the sleep, so a store that keeps failing cannot make a
@@ -167,6 +172,7 @@ func (v *Verifier) Run(ctx context.Context) {
 	// When a domain was last tried, so one whose check fails before
 	// storing anything is not tried again at once.
 	tried := make(map[string]time.Time)
+	triedAddrs := make(map[string]time.Time)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -175,7 +181,7 @@ func (v *Verifier) Run(ctx context.Context) {
 			return
 		case <-timer.C:
 		}
-		next := v.runOnce(ctx, tried)
+		next := earliest(v.runOnce(ctx, tried), v.refreshAddresses(ctx, triedAddrs))
 		sleep := maxSleep
 		if !next.IsZero() {
 			sleep = min(max(next.Sub(v.cfg.Now()), minSleep), maxSleep)

@@ -71,7 +71,9 @@ type Queue interface {
 
 // Policy decides who may send as whom, and to whom from the sandbox.
 type Policy interface {
-	// MaySendAs reports whether cred may use address as a sender.
+	// MaySendAs reports whether cred may use address as a sender. A
+	// *identity.DMARCError is a refusal with its reason (the address's
+	// domain publishes a strict DMARC policy), not a failure to decide.
 	MaySendAs(ctx context.Context, cred store.Credential, address string) (bool, error)
 	// VerifiedRecipient reports whether address is a verified identity or
 	// in a verified domain.
@@ -110,6 +112,10 @@ const (
 	reasonNoKeys       = "no_keys"
 	reasonPaused       = "paused"
 	reasonTemporary    = "temporary"
+
+	// reasonDMARCProtected: a verified address whose domain's DMARC policy
+	// is quarantine or reject.
+	reasonDMARCProtected = "dmarc_protected"
 )
 
 // Standing says whether a credential may send at all right now.

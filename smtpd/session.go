@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/sesame-mail/sesame/account"
+	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -58,6 +59,15 @@ var (
 func notVerified(identity string) error {
 	return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
 		Message: "Message rejected: Email address is not verified. The following identities failed the check: " + identity}
+}
+
+// dmarcProtected is the reply to a sender address whose domain's DMARC
+// policy makes receivers refuse or junk the mail Sesame would send.
+func dmarcProtected(e *identity.DMARCError) error {
+	return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: fmt.Sprintf(
+		"Message rejected: %s publishes DMARC p=%s, so receivers refuse mail from %s that %s's own servers did not send; "+
+			"send from an address in a domain verified on this server, or ask the operator to allow this address "+
+			"(\"sesame address add %s --force\")", e.Domain, e.Policy, e.Address, e.Domain, e.Address)}
 }
 
 // session is one client connection's SMTP transaction state. go-smtp drives
@@ -250,6 +260,9 @@ func (s *session) checkSender(addr string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ok, err := s.srv.deps.Policy.MaySendAs(ctx, s.cred, addr)
+	if dm := (*identity.DMARCError)(nil); errors.As(err, &dm) {
+		return s.refuse(reasonDMARCProtected, dmarcProtected(dm))
+	}
 	if err != nil {
 		s.log.Error("checking a sender failed", "sender", addr, "err", err)
 		return s.refuse(reasonTemporary, errPolicyFailed)

@@ -324,6 +324,11 @@ var migrations = []string{
 		blocked_until    INTEGER NOT NULL,
 		updated_at       INTEGER NOT NULL
 	 );`,
+	// The DMARC policy of an address identity's domain, and the
+	// operator's choice to let it send anyway (package identity).
+	`ALTER TABLE addresses ADD COLUMN dmarc_policy TEXT NOT NULL DEFAULT '';
+	 ALTER TABLE addresses ADD COLUMN dmarc_checked_at INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE addresses ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;`,
 }
 
 func migrate(db *sql.DB) error {

@@ -397,8 +397,10 @@ func (s *SQLite) DeleteDomain(ctx context.Context, name string) error {
 // CreateAddress stores a new address identity; ErrExists if present.
 func (s *SQLite) CreateAddress(ctx context.Context, a Address) error {
 	defer s.admin.changed()
-	_, err := s.db.ExecContext(ctx, `INSERT INTO addresses (address, status, token_hash, token_expires, created_at, verified_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, a.Address, a.Status, a.TokenHash, unixNano(a.TokenExpires), unixNano(a.CreatedAt), unixNano(a.VerifiedAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO addresses (address, status, token_hash, token_expires, created_at, verified_at,
+		dmarc_policy, dmarc_checked_at, forced)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, a.Address, a.Status, a.TokenHash, unixNano(a.TokenExpires), unixNano(a.CreatedAt), unixNano(a.VerifiedAt),
+		a.DMARCPolicy, unixNano(a.DMARCCheckedAt), a.Forced)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: address %s: %w", a.Address, ErrExists)
 	}
@@ -408,15 +410,15 @@ func (s *SQLite) CreateAddress(ctx context.Context, a Address) error {
 	return nil
 }
 
-const addressColumns = `address, status, token_hash, token_expires, created_at, verified_at`
+const addressColumns = `address, status, token_hash, token_expires, created_at, verified_at, dmarc_policy, dmarc_checked_at, forced`
 
 func scanAddress(row interface{ Scan(...any) error }) (Address, error) {
 	var a Address
-	var expires, created, verified int64
-	if err := row.Scan(&a.Address, &a.Status, &a.TokenHash, &expires, &created, &verified); err != nil {
+	var expires, created, verified, checked int64
+	if err := row.Scan(&a.Address, &a.Status, &a.TokenHash, &expires, &created, &verified, &a.DMARCPolicy, &checked, &a.Forced); err != nil {
 		return Address{}, err
 	}
-	a.TokenExpires, a.CreatedAt, a.VerifiedAt = fromNano(expires), fromNano(created), fromNano(verified)
+	a.TokenExpires, a.CreatedAt, a.VerifiedAt, a.DMARCCheckedAt = fromNano(expires), fromNano(created), fromNano(verified), fromNano(checked)
 	return a, nil
 }
 
@@ -520,4 +522,17 @@ func (s *SQLite) LoginFailures(ctx context.Context, name string) (LoginFailures,
 	}
 	f.First, f.Last, f.BlockedUntil, f.UpdatedAt = fromNano(first), fromNano(last), fromNano(until), fromNano(updated)
 	return f, nil
+}
+
+// SetAddressDMARC records the DMARC policy of the address's domain, as
+// looked up at checked.
+func (s *SQLite) SetAddressDMARC(ctx context.Context, address, policy string, checked time.Time) error {
+	return s.execOne(ctx, "set DMARC policy of "+address,
+		`UPDATE addresses SET dmarc_policy = ?, dmarc_checked_at = ? WHERE address = ?`, policy, unixNano(checked), address)
+}
+
+// SetAddressForced records whether the operator lets the address send
+// whatever its domain's DMARC policy.
+func (s *SQLite) SetAddressForced(ctx context.Context, address string, forced bool) error {
+	return s.execOne(ctx, "set forced of "+address, `UPDATE addresses SET forced = ? WHERE address = ?`, forced, address)
 }

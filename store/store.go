@@ -194,6 +194,14 @@ type Address struct {
 	TokenExpires time.Time
 	CreatedAt    time.Time
 	VerifiedAt   time.Time // zero until verified
+	// DMARCPolicy is the DMARC policy its domain published when last
+	// looked up ("none", "quarantine", "reject"; "" for none or not yet
+	// known), and DMARCCheckedAt when that was (zero: never).
+	DMARCPolicy    string
+	DMARCCheckedAt time.Time
+	// Forced records the operator's choice to let it send whatever that
+	// policy (sesame address add --force).
+	Forced bool
 }
 
 // Addresses stores address identities.
@@ -207,6 +215,12 @@ type Addresses interface {
 	SetAddressToken(ctx context.Context, address, tokenHash string, expires time.Time) error
 	// VerifyAddress marks the address verified and forgets its token.
 	VerifyAddress(ctx context.Context, address string, at time.Time) error
+	// SetAddressDMARC records the DMARC policy of the address's domain, as
+	// looked up at checked.
+	SetAddressDMARC(ctx context.Context, address, policy string, checked time.Time) error
+	// SetAddressForced records whether the operator lets the address send
+	// whatever its domain's DMARC policy.
+	SetAddressForced(ctx context.Context, address string, forced bool) error
 }
 
 // Recipient states. Queued and deferred recipients wait for an attempt;

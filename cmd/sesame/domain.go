@@ -31,6 +31,8 @@ func (e *env) identityConfig() identity.Config {
 		PublicURL:             c.PublicURL(),
 		MailFromSubdomain:     c.Identity.MailFromSubdomain,
 		DMARCReportAddress:    c.Identity.DMARCReportAddress,
+		BulkSender:            c.Identity.BulkSender,
+		SignedReturnPath:      len(c.Inbound.Listen) > 0, // serve gives verified domains a return path then
 		PendingCheckInterval:  c.Identity.PendingCheckInterval.Duration,
 		VerifiedCheckInterval: c.Identity.VerifiedCheckInterval.Duration,
 		PendingTimeout:        c.Identity.PendingTimeout.Duration,
@@ -186,7 +188,22 @@ func domainCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	d, findings, err := e.checkDomain(name)
+	var d store.Domain
+	var findings []identity.Finding
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		if d, err = st.Domain(ctx, name); err != nil {
+			return err
+		}
+		checker, err := identity.NewChecker(e.identityConfig())
+		if err != nil {
+			return err
+		}
+		findings, err = checker.Audit(ctx, d)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no domain %s; add it with \"sesame domain add %s\"", name, name)
+	}
 	if err != nil {
 		return err
 	}
@@ -194,60 +211,7 @@ func domainCheck(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	// Only a record known to be missing or wrong fails the check. An
-	// unknown one is reported but not counted: Sesame could not judge it
-	// (an SPF term it does not evaluate), and the operator may have checked
-	// it by hand. A lookup that failed fails the check apart: it says
-	// nothing about the records, but nothing was checked either.
-	var problems, unjudged, unlooked int
-	for _, f := range findings {
-		switch {
-		case f.Status == identity.StatusMissing || f.Status == identity.StatusWrong:
-			problems++
-		case f.Status == identity.StatusUnknown && f.LookupErr != nil:
-			unlooked++
-		case f.Status == identity.StatusUnknown:
-			unjudged++
-		}
-	}
-	if e.json {
-		if err := e.printJSON(out); err != nil {
-			return err
-		}
-	} else {
-		for _, f := range findings {
-			mark := "OK     "
-			switch f.Status {
-			case identity.StatusMissing:
-				mark = "MISSING"
-			case identity.StatusWrong:
-				mark = "WRONG  "
-			case identity.StatusUnknown:
-				mark = "UNKNOWN"
-			}
-			fmt.Fprintf(e.stdout, "%s  %s %s (%s)\n", mark, f.Type, f.Name, f.Purpose)
-			if f.Status != identity.StatusOK {
-				if len(f.Found) > 0 {
-					fmt.Fprintf(e.stdout, "         found: %s\n", clean(strings.Join(f.Found, " | ")))
-				}
-				fmt.Fprintf(e.stdout, "         fix:   %s\n", clean(f.Advice))
-			}
-		}
-	}
-	switch {
-	case problems > 0:
-		return fmt.Errorf("%s: %d record(s) missing or wrong", name, problems)
-	case unlooked > 0:
-		return fmt.Errorf("%s: %d record(s) could not be looked up (DNS trouble, see the UNKNOWN lines); check [relay] dns_servers and try again", name, unlooked)
-	}
-	if !e.json {
-		if unjudged > 0 {
-			fmt.Fprintf(e.stdout, "\nNothing of %s is missing or wrong; Sesame cannot judge %d record(s) marked UNKNOWN: check them by hand.\n", name, unjudged)
-		} else {
-			fmt.Fprintf(e.stdout, "\nEvery record of %s is in place.\n", name)
-		}
-	}
-	return nil
+	return e.reportFindings(name, "record(s)", "Every record of "+name+" is in place.", findings, out)
 }
 
 func domainVerify(e *env, args []string) error {
@@ -385,16 +349,41 @@ func addressAdd(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	force := e.flags["force"]
 	var a store.Address
+	var link string
 	err = e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
-		a, _, err = identity.NewAddressVerifier(e.identityConfig(), st, st).Add(ctx, addr)
+		checker, err := identity.NewChecker(e.identityConfig())
+		if err != nil {
+			return err
+		}
+		a, link, err = identity.NewAddressVerifier(e.identityConfig(), st, st).AddSender(ctx, addr, checker, force)
 		return err
 	})
+	var dm *identity.DMARCError
+	if errors.As(err, &dm) && a.Address != "" {
+		return fmt.Errorf("%s (%s) may not send: %v", addr, a.Status, dm)
+	}
+	if errors.As(err, &dm) {
+		return fmt.Errorf("%s was not added: %v", addr, dm)
+	}
 	if err != nil {
 		return err
 	}
 	if e.json {
 		return e.printJSON(addressOutput(a))
+	}
+	if force && (a.DMARCPolicy == "quarantine" || a.DMARCPolicy == "reject") {
+		fmt.Fprintf(e.stdout, "Warning: %s publishes DMARC p=%s, so receivers that check DMARC refuse or junk mail from %s sent through\n"+
+			"Sesame. It is allowed to send anyway (--force).\n\n", store.AddressDomain(addr), a.DMARCPolicy, addr)
+	}
+	if link == "" {
+		fmt.Fprintf(e.stdout, "%s is verified and may send.\n", addr)
+		return nil
+	}
+	if a.DMARCCheckedAt.IsZero() {
+		fmt.Fprintf(e.stdout, "The DMARC policy of %s could not be looked up; Sesame looks again later and refuses mail from %s\n"+
+			"if it is p=quarantine or p=reject.\n\n", store.AddressDomain(addr), addr)
 	}
 	fmt.Fprintf(e.stdout, "A verification link was queued to %s; it works for %s. %s becomes a verified sender when its\n"+
 		"owner opens the link and confirms. \"sesame address list\" shows the status.\n",
@@ -408,10 +397,19 @@ type addressJSON struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	VerifiedAt *time.Time `json:"verified_at"`
 	LinkExpiry *time.Time `json:"link_expires,omitempty"`
+	// The DMARC policy of the address's domain ("" for none or not known
+	// yet), when it was looked up, and whether it may send whatever it is.
+	DMARCPolicy    string     `json:"dmarc_policy"`
+	DMARCCheckedAt *time.Time `json:"dmarc_checked_at"`
+	Forced         bool       `json:"forced"`
 }
 
 func addressOutput(a store.Address) addressJSON {
-	out := addressJSON{Address: a.Address, Status: a.Status, CreatedAt: a.CreatedAt.UTC()}
+	out := addressJSON{Address: a.Address, Status: a.Status, CreatedAt: a.CreatedAt.UTC(), DMARCPolicy: a.DMARCPolicy, Forced: a.Forced}
+	if !a.DMARCCheckedAt.IsZero() {
+		t := a.DMARCCheckedAt.UTC()
+		out.DMARCCheckedAt = &t
+	}
 	if !a.VerifiedAt.IsZero() {
 		t := a.VerifiedAt.UTC()
 		out.VerifiedAt = &t
@@ -444,13 +442,14 @@ func addressList(e *env, _ []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tADDED\tLINK EXPIRES")
+	fmt.Fprintln(tw, "ADDRESS\tSTATUS\tADDED\tLINK EXPIRES\tDMARC")
 	for _, a := range list {
 		expires := "-"
 		if a.TokenHash != "" {
 			expires = a.TokenExpires.UTC().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clean(a.Address), a.Status, a.CreatedAt.UTC().Format(time.DateTime), expires)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(a.Address), a.Status, a.CreatedAt.UTC().Format(time.DateTime), expires,
+			dmarcColumn(a, e.cfg.Identity.AllowDMARCProtectedAddresses))
 	}
 	return tw.Flush()
 }
@@ -471,4 +470,23 @@ func addressDelete(e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "Deleted %s; mail from it is refused from now on (unless its domain is verified).\n", addr)
 	}
 	return nil
+}
+
+// dmarcColumn says what the DMARC policy of an address's domain means for
+// its mail: "p=reject: refused" unless allowed (allowAll: by the
+// configuration).
+func dmarcColumn(a store.Address, allowAll bool) string {
+	switch {
+	case a.DMARCCheckedAt.IsZero():
+		return "not looked up yet"
+	case a.DMARCPolicy == "":
+		return "none"
+	case a.DMARCPolicy != "quarantine" && a.DMARCPolicy != "reject":
+		return "p=" + a.DMARCPolicy
+	case a.Forced:
+		return "p=" + a.DMARCPolicy + ": allowed (--force)"
+	case allowAll:
+		return "p=" + a.DMARCPolicy + ": allowed (allow_dmarc_protected_addresses)"
+	}
+	return "p=" + a.DMARCPolicy + ": refused (see sesame address add --force)"
 }

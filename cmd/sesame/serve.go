@@ -264,6 +264,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	if err != nil {
 		return err
 	}
+	senders := identity.NewAuthorizerWith(st, identity.AuthorizerOptions{AllowDMARCProtected: cfg.Identity.AllowDMARCProtectedAddresses})
 	sub := smtpd.New(smtpd.Config{
 		Hostname:                           cfg.Hostname,
 		StartTLSListen:                     cfg.Submission.StartTLSListen,
@@ -294,7 +295,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		Auth:     account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
 		Signer:   dkim.NewDomainSigner(st),
 		Queue:    st,
-		Policy:   identity.NewAuthorizer(st),
+		Policy:   senders,
 		Quotas:   account.NewQuotas(st, e.quotaDefaults(), time.Now),
 		Standing: st,
 		Events:   st,
