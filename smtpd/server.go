@@ -105,6 +105,7 @@ const (
 	reasonNoKeys       = "no_keys"
 	reasonPaused       = "paused"
 	reasonTemporary    = "temporary"
+	reasonInflight     = "inflight_limit" // the in-flight memory budget (inflight.go)
 )
 
 // Standing says whether a credential may send at all right now.
@@ -159,6 +160,11 @@ type Config struct {
 	SimulatorDomain string
 	Logger          *slog.Logger
 	Now             func() time.Time // default time.Now
+
+	// MaxInflightBytes bounds the memory held by messages being received,
+	// signed and queued, all clients together; one client network may
+	// hold a quarter of it. 0: DefaultMaxInflightBytes.
+	MaxInflightBytes int64
 }
 
 // maxLineLength bounds a line of a command or of a message. RFC 5321 allows
@@ -173,6 +179,8 @@ type Server struct {
 	log    *slog.Logger
 	limits *connLimits
 	guard  *authGuard
+
+	inflight *inflight // the memory budget of message buffers (inflight.go)
 
 	mu        sync.Mutex
 	servers   []*smtp.Server
@@ -191,6 +199,9 @@ func New(cfg Config, deps Deps) *Server {
 		deps.Metrics = noMetrics{}
 	}
 	cfg.AuthLimits = cfg.AuthLimits.withDefaults()
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	if cfg.TLS != nil {
 		// Count inbound TLS versions: this runs once per handshake, on both
 		// STARTTLS and implicit-TLS listeners.
@@ -211,6 +222,8 @@ func New(cfg Config, deps Deps) *Server {
 		log:    cfg.Logger,
 		limits: newConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
 		guard:  newAuthGuard(cfg.AuthLimits, cfg.Now),
+
+		inflight: newInflight(cfg.MaxInflightBytes, cfg.MaxMessageBytes),
 	}
 }
 
