@@ -107,7 +107,7 @@ func TestMsgBufGrowth(t *testing.T) {
 	}
 	buf.free()
 
-	budget = newInflight(8*poolCap, 0) // 2*poolCap a network
+	budget = newInflight(8*poolCap, 0)         // 2*poolCap a network
 	if !budget.reserve("192.0.2.1", poolCap) { // another message of the same network
 		t.Fatal("reserve refused")
 	}
