@@ -39,6 +39,7 @@ func TestExposition(t *testing.T) {
 	m.Delivery("deferred", "mx.example.net", "192.0.2.10", 0)
 	m.Delivery("deferred", "", "", 0)
 	m.OutboundConnection("")
+	m.SubmissionInflight(func() int64 { return 3 << 20 }, 512<<20)
 
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -53,6 +54,8 @@ func TestExposition(t *testing.T) {
 		"sesame_smtp_connections_total 1",
 		`sesame_smtp_tls_handshakes_total{tls_version="1.3"} 1`,
 		"sesame_auth_failures_total 1",
+		"sesame_smtp_inflight_bytes 3.145728e+06",
+		"sesame_smtp_inflight_limit_bytes 5.36870912e+08",
 		`sesame_submissions_total{reason="",result="accepted"} 1`,
 		`sesame_submissions_total{reason="quota_rate",result="rejected"} 1`,
 		`sesame_recipients_total{provider="google",source_ip="192.0.2.10",state="delivered"} 1`,

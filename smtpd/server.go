@@ -62,7 +62,9 @@ type Signer interface {
 
 // Queue takes accepted messages.
 type Queue interface {
-	// Enqueue returns nil only once m is durably stored.
+	// Enqueue returns nil only once m is durably stored. It must not keep
+	// m.Data once it returns: those bytes are the session's buffer, which
+	// holds the next message after it.
 	Enqueue(ctx context.Context, m *store.Message) error
 }
 

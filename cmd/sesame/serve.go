@@ -253,6 +253,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		FallbackSigningDomain: cfg.DKIM.FallbackDomain,
 		SimulatorDomain:       cfg.Policy.SimulatorDomain,
 		Logger:                log.With("part", "smtpd"),
+		MaxInflightBytes:      cfg.Submission.MaxInflightBytes,
 	}, smtpd.Deps{
 		Auth:     account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
 		Signer:   dkim.NewDomainSigner(st),
@@ -266,6 +267,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	if err := sub.Listen(); err != nil {
 		return err
 	}
+	m.SubmissionInflight(sub.InflightBytes, cfg.Submission.MaxInflightBytes)
 
 	var dnsServers []string
 	for _, s := range cfg.Relay.DNSServers {
