@@ -216,9 +216,16 @@ func TestInflightBudget(t *testing.T) {
 	waitInflight(t, te.srv, held)
 
 	// Another of the same network would need 216 KiB more: past its 270.
-	_, err := send(te.dialFrom(t, "127.0.0.1"), "shop@example.com", []string{"a@example.net"}, msg)
-	wantInflightRefusal(t, err)
+	// It is refused at the end of its data, and while that is read the
+	// part received holds nothing.
+	refused := startData(t, te.dialFrom(t, "127.0.0.1"), msg[:20<<10])
+	waitInflight(t, te.srv, held+poolCap)
+	if _, err := io.WriteString(refused, msg[20<<10:]); err != nil {
+		t.Fatal(err)
+	}
 	waitInflight(t, te.srv, held)
+	_, err := refused.CloseWithResponse()
+	wantInflightRefusal(t, err)
 
 	// Six more networks fill the total to 7*held.
 	var open []*smtp.DataCommand

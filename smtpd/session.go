@@ -330,6 +330,9 @@ func (s *session) Data(r io.Reader) error {
 		r = dr
 	}
 	err := readMessage(r, buf, s.srv.maxLineLength())
+	if err != nil {
+		buf.free() // not held while the rest of a refused message is read
+	}
 	if dr != nil {
 		dr.drain() // up to the end line, where go-smtp's own reader stops
 	}
