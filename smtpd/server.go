@@ -163,10 +163,15 @@ type Config struct {
 	Logger          *slog.Logger
 	Now             func() time.Time // default time.Now
 
-	// MaxInflightBytes bounds the memory held by messages being received,
-	// signed and queued, all clients together; one client network may
-	// hold a quarter of it. 0: DefaultMaxInflightBytes.
+	// MaxInflightBytes bounds the memory held by messages larger than a
+	// pooled buffer (64 KiB) while they are signed and queued, all
+	// clients together; one client network may hold a quarter of it.
+	// 0: DefaultMaxInflightBytes.
 	MaxInflightBytes int64
+	// SpoolDir is where such messages are written while they arrive;
+	// "": os.TempDir(). Put it on a disk, not a tmpfs: the point is to
+	// keep them out of memory.
+	SpoolDir string
 }
 
 // maxLineLength bounds a line of a command or of a message. RFC 5321 allows
@@ -182,7 +187,11 @@ type Server struct {
 	limits *connLimits
 	guard  *authGuard
 
-	inflight *inflight // the memory budget of message buffers (inflight.go)
+	inflight *inflight // the memory budget of large messages (inflight.go)
+	// cutting ends when Shutdown starts closing connections in the middle
+	// of a transaction: no use waiting for memory then.
+	cutting context.Context
+	cut     context.CancelFunc
 
 	mu        sync.Mutex
 	servers   []*smtp.Server
@@ -218,15 +227,17 @@ func New(cfg Config, deps Deps) *Server {
 		}
 		cfg.TLS = tlsCfg
 	}
-	return &Server{
+	s := &Server{
 		cfg:    cfg,
 		deps:   deps,
 		log:    cfg.Logger,
 		limits: newConnLimits(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
 		guard:  newAuthGuard(cfg.AuthLimits, cfg.Now),
 
-		inflight: newInflight(cfg.MaxInflightBytes, cfg.MaxMessageBytes),
+		inflight: newInflight(cfg.MaxInflightBytes, headroom+cfg.MaxMessageBytes),
 	}
+	s.cutting, s.cut = context.WithCancel(context.Background())
+	return s
 }
 
 func (s *Server) now() time.Time     { return s.cfg.Now() }
@@ -364,6 +375,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-done:
 			return nil
 		case <-ctx.Done():
+			s.cut()
 			s.limits.closeIdle(true)
 			<-done
 			return ctx.Err()

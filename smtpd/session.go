@@ -313,10 +313,10 @@ func (s *session) Logout() error { return nil }
 // is written only after the message is on disk. After DATA the message is
 // read from the client's bytes by a dotReader, not by go-smtp's reader r,
 // which changes some of them (dotreader.go); BDAT chunks come raw. The
-// message is in memory once, in a buffer held against the server's
-// in-flight budget (inflight.go), from its first byte until it is queued.
+// message is in memory once, and a large one only from the end of its
+// data, within the server's memory budget (msgbuf.go, inflight.go).
 func (s *session) Data(r io.Reader) error {
-	buf := newMsgBuf(s.srv.inflight, networkOf(s.remoteIP), s.srv.cfg.MaxMessageBytes)
+	buf := newMsgBuf(s.srv.inflight, networkOf(s.remoteIP), s.srv.cfg.SpoolDir, s.log)
 	defer buf.free()
 	var dr *dotReader
 	if !isBDAT(r) {
@@ -339,16 +339,21 @@ func (s *session) Data(r io.Reader) error {
 	if lc := s.limitedConn(); err == nil && lc != nil && lc.ended.Load() {
 		err = errIncomplete // a BDAT chunk cut short: go-smtp ends it as if whole
 	}
+	if err == nil {
+		err = s.load(buf)
+	}
 	if err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
 		reason := reasonBadMessage
 		switch {
+		case err == errNoStorage:
+			return s.refuseNoStorage()
+		case err == errStoreFailed:
+			reason = reasonTemporary
 		case errors.Is(err, smtp.ErrDataTooLarge):
 			reason = reasonTooBig
 		case err == errInflight:
 			reason = reasonInflight
-			s.log.Warn("message refused with 452 4.3.1: the in-flight memory budget is used up; raise [submission] max_inflight_bytes if this is regular load",
-				"inflight_bytes", s.srv.inflight.bytes())
 		}
 		return s.refuse(reason, err)
 	}
@@ -362,6 +367,20 @@ func (s *session) Data(r io.Reader) error {
 	}
 	s.srv.deps.Metrics.Submission(true, "")
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// load reads a spooled message into memory, waiting for room in the
+// budget at most inflightWait, or until the server stops cutting
+// connections.
+func (s *session) load(buf *msgBuf) error {
+	ctx, cancel := context.WithTimeout(s.srv.cutting, inflightWait)
+	defer cancel()
+	err := buf.load(ctx)
+	if err == errInflight {
+		s.log.Warn("message refused with 452 4.3.1: no room in the memory budget for messages in time; raise [submission] max_inflight_bytes if this is regular load",
+			"size", buf.spooled, "inflight_bytes", s.srv.inflight.bytes(), "waited", inflightWait)
+	}
+	return err
 }
 
 // accept turns a received message into a queued one: complete the header

@@ -254,6 +254,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		SimulatorDomain:       cfg.Policy.SimulatorDomain,
 		Logger:                log.With("part", "smtpd"),
 		MaxInflightBytes:      cfg.Submission.MaxInflightBytes,
+		SpoolDir:              cfg.DataDir, // large messages arrive into unlinked files there
 	}, smtpd.Deps{
 		Auth:     account.NewAuthenticator(st, time.Now, cfg.Submission.AuthCacheTTL.Duration),
 		Signer:   dkim.NewDomainSigner(st),
