@@ -108,7 +108,7 @@ func TestInflightWait(t *testing.T) {
 		}
 	}
 	granted(t, waitAsync(ctx, b, "d", 200)) // 950 of 1000 taken
-	larger := waitAsync(ctx, b, "e", 100) // 1050: waits
+	larger := waitAsync(ctx, b, "e", 100)   // 1050: waits
 	waitQueued(t, b, 1)
 	small := waitAsync(ctx, b, "f", 10) // would fit, but comes after
 	waitQueued(t, b, 2)

@@ -38,6 +38,7 @@ type msgBuf struct {
 	b       []byte
 	start   int
 	pooled  bool  // b is from smallBuffers (and not counted in the budget)
+	mapped  bool  // b is from allocLarge, for freeLarge
 	held    int64 // bytes of the budget reserved for b
 	spool   *os.File
 	spooled int64 // bytes of the message in spool, before those in b
@@ -122,7 +123,8 @@ func (m *msgBuf) load(ctx context.Context) error {
 	if err := m.budget.wait(ctx, m.network, size); err != nil {
 		return err
 	}
-	m.b, m.start, m.held = make([]byte, size), headroom, size
+	m.b, m.mapped = allocLarge(int(size))
+	m.start, m.held = headroom, size
 	if _, err := m.spool.ReadAt(m.b[headroom:], 0); err != nil {
 		return m.spoolFailed("reading a spool file", err)
 	}
@@ -144,10 +146,10 @@ func (m *msgBuf) prepend(parts ...[]byte) error {
 		if !m.budget.reserve(m.network, int64(size)) {
 			return errInflight
 		}
-		b := make([]byte, size)
+		b, mapped := allocLarge(size)
 		copy(b[n:], m.b[m.start:])
 		m.drop()
-		m.b, m.start, m.held = b, n, int64(size)
+		m.b, m.mapped, m.start, m.held = b, mapped, n, int64(size)
 	}
 	m.start -= n
 	at := m.start
@@ -160,12 +162,15 @@ func (m *msgBuf) prepend(parts ...[]byte) error {
 // drop lets go of the buffer: back to the pool, or its reservation back
 // to the budget.
 func (m *msgBuf) drop() {
-	if m.pooled {
+	switch {
+	case m.pooled:
 		b := m.b[:0]
 		smallBuffers.Put(&b)
+	case m.mapped:
+		freeLarge(m.b)
 	}
 	m.budget.release(m.network, m.held)
-	m.b, m.start, m.pooled, m.held = nil, 0, false, 0
+	m.b, m.start, m.pooled, m.mapped, m.held = nil, 0, false, false, 0
 }
 
 // free releases everything the message holds. Nothing may use its bytes
