@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -202,7 +203,19 @@ func TestMsgBufPrepend(t *testing.T) {
 func TestMsgBufSpool(t *testing.T) {
 	budget := newInflight(64<<20, 0)
 	dir := t.TempDir()
+
+	// Up to 64 KiB stays in the pooled buffer.
 	buf := newMsgBuf(budget, "192.0.2.1", dir, discardLog)
+	fits := "From: a@example.com\r\n\r\n" + strings.Repeat("x", poolCap-headroom-27) + "\r\n"
+	if err := readMessage(iotest.HalfReader(strings.NewReader(fits)), buf, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if buf.spool != nil || string(buf.bytes()) != fits {
+		t.Fatalf("a message of %d bytes was spooled (%v) or changed", len(fits), buf.spool)
+	}
+	buf.free()
+
+	buf = newMsgBuf(budget, "192.0.2.1", dir, discardLog)
 	defer buf.free()
 	msg := "From: a@example.com\r\n\r\n" + strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", 16<<10)
 	if err := readMessage(strings.NewReader(msg), buf, 2000); err != nil {

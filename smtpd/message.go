@@ -25,7 +25,7 @@ func readMessage(r io.Reader, buf *msgBuf, maxLine int) error {
 	for {
 		// Read straight into buf's spare room: no chunk of its own to copy
 		// from, and the budget sees every byte before it is in memory.
-		chunk, err := buf.spare(readChunk)
+		chunk, err := buf.spare()
 		if err != nil {
 			return err
 		}

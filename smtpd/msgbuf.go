@@ -57,20 +57,20 @@ func newMsgBuf(budget *inflight, network, dir string, log *slog.Logger) *msgBuf 
 // the whole message.
 func (m *msgBuf) bytes() []byte { return m.b[m.start:] }
 
-// spare returns room for n (at most readChunk) more bytes of the message,
-// making it by writing what the buffer holds to the spool file. Bytes
-// written there are kept by wrote.
-func (m *msgBuf) spare(n int) ([]byte, error) {
+// spare returns room for more of the message, at most readChunk bytes,
+// making it by writing what the buffer holds to the spool file when the
+// buffer is full. Bytes written there are kept by wrote.
+func (m *msgBuf) spare() ([]byte, error) {
 	if m.b == nil {
 		m.b = (*smallBuffers.Get().(*[]byte))[:headroom]
 		m.start, m.pooled = headroom, true
 	}
-	if cap(m.b)-len(m.b) < n {
+	if len(m.b) == cap(m.b) {
 		if err := m.flush(); err != nil {
 			return nil, err
 		}
 	}
-	return m.b[len(m.b) : len(m.b)+n], nil
+	return m.b[len(m.b):min(cap(m.b), len(m.b)+readChunk)], nil
 }
 
 // wrote keeps n bytes written at the start of the last spare.

@@ -6,7 +6,9 @@
 // at each step: AUTH only over TLS, MAIL only after AUTH, envelope addresses
 // validated (address.go), and in DATA a message with a bare CR, bare LF or
 // NUL refused whole (message.go), its bytes read as the client sent them
-// (dotreader.go). An accepted message gets a Message-ID and
+// (dotreader.go). A message is in memory once: a large one arrives into a
+// spool file and is read back for signing and queueing within a memory
+// budget (msgbuf.go, inflight.go). An accepted message gets a Message-ID and
 // Date if it lacks them, is DKIM-signed for its From domain, gets a Received
 // field on top, and is answered 250 only once the queue has it on disk.
 //
