@@ -373,6 +373,9 @@ func (s *session) Data(r io.Reader) error {
 // budget at most inflightWait, or until the server stops cutting
 // connections.
 func (s *session) load(buf *msgBuf) error {
+	if buf.spool == nil {
+		return nil // in memory already
+	}
 	ctx, cancel := context.WithTimeout(s.srv.cutting, inflightWait)
 	defer cancel()
 	err := buf.load(ctx)
