@@ -58,7 +58,7 @@ type Authenticator interface {
 type Signer interface {
 	// Sign returns the DKIM-Signature header fields for msg, signed with the
 	// keys of domain. An error wrapping store.ErrNotFound means Sesame has
-	// no keys for domain.
+	// no keys for domain. It must not keep msg once it returns (see Queue).
 	Sign(ctx context.Context, domain string, msg []byte) ([]byte, error)
 }
 

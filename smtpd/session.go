@@ -370,7 +370,7 @@ func (s *session) Data(r io.Reader) error {
 }
 
 // load reads a spooled message into memory, waiting for room in the
-// budget at most inflightWait, or until the server stops cutting
+// budget at most inflightWait, or until a shutdown starts cutting
 // connections.
 func (s *session) load(buf *msgBuf) error {
 	if buf.spool == nil {
