@@ -31,8 +31,10 @@ var errInflight = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 
 // first served, within max in total and a quarter of max for one client
 // network (/32, /64, as for failed logins), so neither many large uploads
 // nor one client's can take the server's memory, and a burst of them is
-// queued one after the other rather than refused. Safe for concurrent
-// use.
+// queued one after the other rather than refused. (Reserving as the bytes
+// arrived and refusing the upload that found no more room failed a burst
+// of 30 uploads of 40 MB whole: each held a part, none could grow.) Safe
+// for concurrent use.
 type inflight struct {
 	max, maxPerNetwork int64
 
