@@ -43,6 +43,7 @@ type msgBuf struct {
 	spool   *os.File
 	spooled int64 // bytes of the message in spool, before those in b
 
+	full    error  // a spool write's failure for lack of space, for the Queue (storage.go)
 	dir     string // where spool files are made ("": os.TempDir)
 	budget  *inflight
 	network string
@@ -101,7 +102,8 @@ func (m *msgBuf) flush() error {
 // it: 452 4.3.1 for a full disk, as when the queue is full (storage.go).
 func (m *msgBuf) spoolFailed(doing string, err error) error {
 	if store.IsStorageFull(err) {
-		m.log.Error(doing+" failed: the disk is full; free space in the data directory", "err", err)
+		m.log.Error(doing+" failed: the disk is full; free space in the data directory (mail is refused with 452 4.3.1 until then)", "err", err)
+		m.full = err
 		return errNoStorage
 	}
 	m.log.Error(doing+" failed", "dir", m.dir, "err", err)

@@ -26,7 +26,8 @@
 // Quotas, Standing (paused credentials), Events (refused submissions, for
 // operators and statistics; optional) and Metrics (optional). A Queue that
 // is also a StorageChecker has mail refused with 452 4.3.1 at MAIL FROM
-// while its disk is full (storage.go).
+// while its disk is full, and one that is a StorageReporter hears of a
+// spool file that found the disk full (storage.go).
 package smtpd
 
 import (

@@ -347,6 +347,7 @@ func (s *session) Data(r io.Reader) error {
 		reason := reasonBadMessage
 		switch {
 		case err == errNoStorage:
+			s.noteSpoolFull(buf.full)
 			return s.refuseNoStorage()
 		case err == errStoreFailed:
 			reason = reasonTemporary
