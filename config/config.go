@@ -77,6 +77,10 @@ type Submission struct {
 	AuthBlockTime             Duration `toml:"auth_block_time"`
 	AuthFailureDelay          Duration `toml:"auth_failure_delay"`
 	AuthFailureReportInterval Duration `toml:"auth_failure_report_interval"`
+
+	// MaxInflightBytes bounds the memory of messages being received,
+	// signed and queued at once; one client network may use a quarter.
+	MaxInflightBytes int64 `toml:"max_inflight_bytes"`
 }
 
 // Relay configures what happens to mail after it is queued.
@@ -315,6 +319,8 @@ func Default() *Config {
 			AuthBlockTime:             Duration{15 * time.Minute},
 			AuthFailureDelay:          Duration{250 * time.Millisecond},
 			AuthFailureReportInterval: Duration{10 * time.Second},
+
+			MaxInflightBytes: 512 << 20, // a dozen messages of the maximum size
 		},
 		Relay: Relay{
 			MXPort:            25,
@@ -530,6 +536,10 @@ func (c *Config) Validate() error {
 	}
 	if s.MaxMessageBytes < 1024 || s.MaxMessageBytes > 1<<30 {
 		bad("submission.max_message_bytes", "%d: expected a size in bytes from 1024 to 1073741824", s.MaxMessageBytes)
+	}
+	if s.MaxInflightBytes < 4*s.MaxMessageBytes {
+		bad("submission.max_inflight_bytes", "%d: expected at least 4 times max_message_bytes (%d): one client network may use a quarter of it, and that must hold the largest message",
+			s.MaxInflightBytes, 4*s.MaxMessageBytes)
 	}
 	if s.MaxRecipients < 1 || s.MaxRecipients > 10000 {
 		bad("submission.max_recipients", "%d: expected 1 to 10000", s.MaxRecipients)

@@ -16,7 +16,8 @@ func TestDefaultsAreValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.DataDir != "sesame-data" || cfg.Submission.StartTLSListen[0] != "127.0.0.1:587" ||
-		cfg.Submission.MaxMessageBytes != 41943040 || cfg.Submission.MaxRecipients != 50 || cfg.Relay.MXPort != 25 {
+		cfg.Submission.MaxMessageBytes != 41943040 || cfg.Submission.MaxRecipients != 50 || cfg.Relay.MXPort != 25 ||
+		cfg.Submission.MaxInflightBytes != 512<<20 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	// Inbound mail is bounded well below submission's: reports are small,
@@ -120,6 +121,8 @@ listen = "somewhere"
 			"relay.retry_max: 1h0m0s is shorter than retry_first",
 			`http.listen: "somewhere"`,
 		}},
+		{"in-flight budget below four messages", "[submission]\nmax_message_bytes = 41943040\nmax_inflight_bytes = 104857600\n",
+			[]string{"submission.max_inflight_bytes: 104857600: expected at least 4 times max_message_bytes (167772160)"}},
 		{"no listeners", "[submission]\nstarttls_listen = []\ntls_listen = []\n", []string{"submission: no listener"}},
 		{"feedback reporters", `
 [inbound]

@@ -115,6 +115,22 @@ func (m *Metrics) WebhookBacklog(backlog func(context.Context) (map[string]int, 
 	m.reg.MustRegister(&backlogCollector{backlog: backlog})
 }
 
+// SubmissionInflight exports, at each scrape, the memory held by large
+// messages being signed and queued, and the bound it is kept under
+// ([submission] max_inflight_bytes); a message that waits for room in vain
+// is refused with 452 4.3.1, counted in
+// sesame_submissions_total{reason="inflight_limit"}.
+func (m *Metrics) SubmissionInflight(bytes func() int64, limit int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sesame_smtp_inflight_bytes",
+		Help: "Memory held by large messages being signed and queued (submission.max_inflight_bytes bounds it).",
+	}, func() float64 { return float64(bytes()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sesame_smtp_inflight_limit_bytes",
+		Help: "submission.max_inflight_bytes: large messages wait for room under it, and get 452 4.3.1 after two minutes.",
+	}, func() float64 { return float64(limit) }))
+}
+
 var webhookBacklogDesc = prometheus.NewDesc("sesame_webhook_backlog_events",
 	"Events recorded but not yet delivered to a webhook endpoint.", []string{"endpoint"}, nil)
 

@@ -49,6 +49,7 @@ func TestExposition(t *testing.T) {
 	m.LoginGuard(func() LoginGuardStats {
 		return LoginGuardStats{UsernameAttacks: 1, BlockedNetworks: 2, BlockedUsernameNetworks: 5}
 	})
+	m.SubmissionInflight(func() int64 { return 3 << 20 }, 512<<20)
 
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -63,6 +64,8 @@ func TestExposition(t *testing.T) {
 		"sesame_smtp_connections_total 1",
 		`sesame_smtp_tls_handshakes_total{tls_version="1.3"} 1`,
 		"sesame_auth_failures_total 1",
+		"sesame_smtp_inflight_bytes 3.145728e+06",
+		"sesame_smtp_inflight_limit_bytes 5.36870912e+08",
 		`sesame_submissions_total{reason="",result="accepted"} 1`,
 		`sesame_submissions_total{reason="quota_rate",result="rejected"} 1`,
 		`sesame_recipients_total{provider="google",source_ip="192.0.2.10",state="delivered"} 1`,

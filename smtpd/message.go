@@ -16,23 +16,25 @@ import (
 // bare CR, a bare LF or a NUL anywhere. Such bytes are how SMTP smuggling
 // hides a second message in the first (receivers disagree on where a line
 // ends); fixing them after the fact would change what the client meant, so
-// the message is refused whole. It returns at the first refusal: the
-// caller drains the rest (dotReader.drain for DATA; go-smtp discards the
-// rest of a BDAT chunk itself).
-func readMessage(r io.Reader, buf *bytes.Buffer, maxLine int) error {
+// the message is refused whole. It also refuses a message that buf has no
+// room for in the memory budget (errInflight). It returns at the first
+// refusal: the caller drains the rest (dotReader.drain for DATA; go-smtp
+// discards the rest of a BDAT chunk itself).
+func readMessage(r io.Reader, buf *msgBuf, maxLine int) error {
 	prevCR := false
 	for {
-		// Read straight into buf's spare room (buf comes from a pool, so it
-		// is usually big enough already): a chunk array of its own escaped
-		// to the heap, 32 KiB allocated and zeroed for every message.
-		buf.Grow(readChunk)
-		chunk := buf.AvailableBuffer()[:readChunk]
+		// Read straight into buf's spare room: no chunk of its own to copy
+		// from, and the budget sees every byte before it is in memory.
+		chunk, err := buf.spare()
+		if err != nil {
+			return err
+		}
 		n, err := r.Read(chunk)
 		if n > 0 {
 			if bad := checkLineEnds(chunk[:n], &prevCR); bad != nil {
 				return bad
 			}
-			buf.Write(chunk[:n]) // in place: chunk is buf's own free space
+			buf.wrote(n)
 		}
 		if err == io.EOF {
 			if prevCR {

@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -26,14 +25,15 @@ func TestReadMessageLineEnds(t *testing.T) {
 	for _, tt := range tests {
 		// One byte at a time: a CRLF split across reads is still a CRLF.
 		for _, r := range []func(string) *strings.Reader{strings.NewReader} {
-			var buf bytes.Buffer
-			err := readMessage(iotest.OneByteReader(r(tt.in)), &buf, 2000)
+			buf := newMsgBuf(newInflight(1<<30, 0), "192.0.2.1", t.TempDir(), discardLog)
+			err := readMessage(iotest.OneByteReader(r(tt.in)), buf, 2000)
 			if !errors.Is(err, tt.want) && err != tt.want {
 				t.Errorf("%q: err = %v, want %v", tt.in, err, tt.want)
 			}
-			if err == nil && buf.String() != tt.in {
-				t.Errorf("%q: read %q", tt.in, buf.String())
+			if err == nil && string(buf.bytes()) != tt.in {
+				t.Errorf("%q: read %q", tt.in, buf.bytes())
 			}
+			buf.free()
 		}
 	}
 }

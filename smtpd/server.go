@@ -6,7 +6,9 @@
 // at each step: AUTH only over TLS, MAIL only after AUTH, envelope addresses
 // validated (address.go), and in DATA a message with a bare CR, bare LF or
 // NUL refused whole (message.go), its bytes read as the client sent them
-// (dotreader.go). An accepted message gets a Message-ID and
+// (dotreader.go). A message is in memory once: a large one arrives into a
+// spool file and is read back for signing and queueing within a memory
+// budget (msgbuf.go, inflight.go). An accepted message gets a Message-ID and
 // Date if it lacks them, is DKIM-signed for its From domain, gets a Received
 // field on top, and is answered 250 only once the queue has it on disk.
 //
@@ -26,7 +28,8 @@
 // (optional) and LoginReports (the failed logins of each credential, for
 // operators; optional). A Queue that
 // is also a StorageChecker has mail refused with 452 4.3.1 at MAIL FROM
-// while its disk is full (storage.go).
+// while its disk is full, and one that is a StorageReporter hears of a
+// spool file that found the disk full (storage.go).
 package smtpd
 
 import (
@@ -59,13 +62,15 @@ type Authenticator interface {
 type Signer interface {
 	// Sign returns the DKIM-Signature header fields for msg, signed with the
 	// keys of domain. An error wrapping store.ErrNotFound means Sesame has
-	// no keys for domain.
+	// no keys for domain. It must not keep msg once it returns (see Queue).
 	Sign(ctx context.Context, domain string, msg []byte) ([]byte, error)
 }
 
 // Queue takes accepted messages.
 type Queue interface {
-	// Enqueue returns nil only once m is durably stored.
+	// Enqueue returns nil only once m is durably stored. It must not keep
+	// m.Data once it returns: those bytes are the session's buffer, which
+	// holds the next message after it.
 	Enqueue(ctx context.Context, m *store.Message) error
 }
 
@@ -116,6 +121,7 @@ const (
 	// reasonDMARCProtected: a verified address whose domain's DMARC policy
 	// is quarantine or reject.
 	reasonDMARCProtected = "dmarc_protected"
+	reasonInflight       = "inflight_limit" // the in-flight memory budget (inflight.go)
 )
 
 // Standing says whether a credential may send at all right now.
@@ -193,6 +199,16 @@ type Config struct {
 	SimulatorDomain string
 	Logger          *slog.Logger
 	Now             func() time.Time // default time.Now
+
+	// MaxInflightBytes bounds the memory held by messages larger than a
+	// pooled buffer (64 KiB) while they are signed and queued, all
+	// clients together; one client network may hold a quarter of it.
+	// 0: DefaultMaxInflightBytes.
+	MaxInflightBytes int64
+	// SpoolDir is where such messages are written while they arrive;
+	// "": os.TempDir(). Put it on a disk, not a tmpfs: the point is to
+	// keep them out of memory.
+	SpoolDir string
 }
 
 // maxLineLength bounds a line of a command or of a message. RFC 5321 allows
@@ -208,6 +224,12 @@ type Server struct {
 	conns *netguard.Guard
 	open  *openConns
 	guard *authGuard
+
+	inflight *inflight // the memory budget of large messages (inflight.go)
+	// cutting ends when Shutdown starts closing connections in the middle
+	// of a transaction: no use waiting for memory then.
+	cutting context.Context
+	cut     context.CancelFunc
 
 	mu        sync.Mutex
 	servers   []*smtp.Server
@@ -234,6 +256,9 @@ func New(cfg Config, deps Deps) *Server {
 		deps.Metrics = noMetrics{}
 	}
 	cfg.AuthLimits = cfg.AuthLimits.withDefaults()
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	if cfg.TLS != nil {
 		// Count inbound TLS versions: this runs once per handshake, on both
 		// STARTTLS and implicit-TLS listeners.
@@ -248,7 +273,7 @@ func New(cfg Config, deps Deps) *Server {
 		}
 		cfg.TLS = tlsCfg
 	}
-	return &Server{
+	s := &Server{
 		cfg:   cfg,
 		deps:  deps,
 		log:   cfg.Logger,
@@ -256,9 +281,13 @@ func New(cfg Config, deps Deps) *Server {
 		open:  newOpenConns(),
 		guard: newAuthGuard(cfg.AuthLimits, cfg.Now),
 
+		inflight: newInflight(cfg.MaxInflightBytes, headroom+cfg.MaxMessageBytes),
+
 		stopReport: make(chan struct{}),
 		reportDone: make(chan struct{}),
 	}
+	s.cutting, s.cut = context.WithCancel(context.Background())
+	return s
 }
 
 func (s *Server) now() time.Time     { return s.cfg.Now() }
@@ -447,6 +476,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-done:
 			return nil
 		case <-ctx.Done():
+			s.cut()
 			s.open.closeIdle(true)
 			<-done
 			return ctx.Err()

@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -12,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -332,22 +330,15 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// buffers holds message buffers between transactions; huge ones are dropped
-// rather than kept alive.
-var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 // Data receives the message, signs it and queues it durably: the 250 reply
 // is written only after the message is on disk. After DATA the message is
 // read from the client's bytes by a dotReader, not by go-smtp's reader r,
-// which changes some of them (dotreader.go); BDAT chunks come raw.
+// which changes some of them (dotreader.go); BDAT chunks come raw. The
+// message is in memory once, and a large one only from the end of its
+// data, within the server's memory budget (msgbuf.go, inflight.go).
 func (s *session) Data(r io.Reader) error {
-	buf := buffers.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 1<<20 {
-			buffers.Put(buf)
-		}
-	}()
+	buf := newMsgBuf(s.srv.inflight, networkOf(s.remoteIP), s.srv.cfg.SpoolDir, s.log)
+	defer buf.free()
 	var dr *dotReader
 	if !isBDAT(r) {
 		br, ok := dataSource(r)
@@ -360,21 +351,35 @@ func (s *session) Data(r io.Reader) error {
 		r = dr
 	}
 	err := readMessage(r, buf, s.srv.maxLineLength())
+	if err != nil {
+		buf.free() // not held while the rest of a refused message is read
+	}
 	if dr != nil {
 		dr.drain() // up to the end line, where go-smtp's own reader stops
 	}
 	if lc := s.limitedConn(); err == nil && lc != nil && lc.ended.Load() {
 		err = errIncomplete // a BDAT chunk cut short: go-smtp ends it as if whole
 	}
+	if err == nil {
+		err = s.load(buf)
+	}
 	if err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
 		reason := reasonBadMessage
-		if errors.Is(err, smtp.ErrDataTooLarge) {
+		switch {
+		case err == errNoStorage:
+			s.noteSpoolFull(buf.full)
+			return s.refuseNoStorage()
+		case err == errStoreFailed:
+			reason = reasonTemporary
+		case errors.Is(err, smtp.ErrDataTooLarge):
 			reason = reasonTooBig
+		case err == errInflight:
+			reason = reasonInflight
 		}
 		return s.refuse(reason, err)
 	}
-	id, reason, err := s.accept(buf.Bytes())
+	id, reason, err := s.accept(buf)
 	if err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
 		if reason != "" { // refusals in accept are counted there
@@ -386,11 +391,30 @@ func (s *session) Data(r io.Reader) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 }
 
+// load reads a spooled message into memory, waiting for room in the
+// budget at most inflightWait, or until a shutdown starts cutting
+// connections.
+func (s *session) load(buf *msgBuf) error {
+	if buf.spool == nil {
+		return nil // in memory already
+	}
+	ctx, cancel := context.WithTimeout(s.srv.cutting, inflightWait)
+	defer cancel()
+	err := buf.load(ctx)
+	if err == errInflight {
+		s.log.Warn("message refused with 452 4.3.1: no room in the memory budget for messages in time; raise [submission] max_inflight_bytes if this is regular load",
+			"size", buf.spooled, "inflight_bytes", s.srv.inflight.bytes(), "waited", inflightWait)
+	}
+	return err
+}
+
 // accept turns a received message into a queued one: complete the header
 // (Message-ID, Date), sign, put Received above the signature, store. A
 // refusal comes with its reason for the metrics ("" when already counted).
-func (s *session) accept(msg []byte) (id, reason string, err error) {
-	h, err := parseHeader(msg)
+// What it adds goes into the room buf keeps in front of the message, so
+// the signer and the store get the message's own bytes, never a copy.
+func (s *session) accept(buf *msgBuf) (id, reason string, err error) {
+	h, err := parseHeader(buf.bytes())
 	if err != nil {
 		return "", reasonBadMessage, err
 	}
@@ -423,10 +447,10 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 	if !h.hasDate {
 		added = append(added, "Date: "+now.Format(time.RFC1123Z)+"\r\n"...)
 	}
-	signed := msg
-	if len(added) > 0 {
-		signed = append(added, msg...)
+	if err := buf.prepend(added); err != nil {
+		return "", reasonInflight, err
 	}
+	signed := buf.bytes()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -466,9 +490,10 @@ func (s *session) accept(msg []byte) (id, reason string, err error) {
 			Message: "Temporary failure: the message could not be signed; try again later"}
 	}
 
-	received := s.received(id, now)
-	data := make([]byte, 0, len(received)+len(signature)+len(signed))
-	data = append(append(append(data, received...), signature...), signed...)
+	if err := buf.prepend([]byte(s.received(id, now)), signature); err != nil {
+		return "", reasonInflight, err
+	}
+	data := buf.bytes()
 	m := &store.Message{
 		ID:         id,
 		Credential: s.cred.Name,

@@ -21,6 +21,22 @@ type StorageChecker interface {
 	CheckStorage(ctx context.Context) error
 }
 
+// StorageReporter is another ability the Queue may have: NoteStorageFull
+// tells it that a write in its data directory (a spool file, msgbuf.go)
+// failed for lack of space, so that CheckStorage refuses the next
+// transactions until there is room again (store.SQLite.NoteStorageFull).
+type StorageReporter interface {
+	NoteStorageFull(err error)
+}
+
+// noteSpoolFull passes a spool file's failure for lack of space to the
+// Queue, when it can take it.
+func (s *session) noteSpoolFull(err error) {
+	if sr, ok := s.srv.deps.Queue.(StorageReporter); ok {
+		sr.NoteStorageFull(err)
+	}
+}
+
 // checkStorage refuses a transaction at MAIL FROM while the queue cannot
 // write, as Postfix does when its queue file system is full: the client does
 // not send a message that could not be kept anyway.

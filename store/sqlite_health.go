@@ -113,6 +113,18 @@ func firstStorageFull(errs []error) error {
 	return nil
 }
 
+// NoteStorageFull records that a write next to the database failed for lack
+// of space (err, for which IsStorageFull is true): the submission service's
+// spool files live in the data directory too, and their disk filling is
+// the store's disk filling. CheckStorage then reports it, as after a
+// transaction that failed, until its probe finds room. Other errors are
+// ignored.
+func (s *SQLite) NoteStorageFull(err error) {
+	if IsStorageFull(err) {
+		s.health.full.CompareAndSwap(nil, &storageFailure{since: time.Now(), err: err})
+	}
+}
+
 // CheckStorage returns nil while the store can write, and an error wrapping
 // ErrStorageFull, saying what failed since when and what to do, after a
 // transaction failed for lack of space and until there is room again. It

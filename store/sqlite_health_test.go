@@ -123,3 +123,29 @@ func TestStorageFullNoted(t *testing.T) {
 		t.Error("a committed batch with an operation out of space did not set the full state")
 	}
 }
+
+// TestNoteStorageFull: a write beside the database that found no room
+// (a spool file) makes CheckStorage report the disk full until the probe
+// finds room, as a failed transaction does; other errors change nothing.
+func TestNoteStorageFull(t *testing.T) {
+	s, err := OpenSQLite(filepath.Join(t.TempDir(), "sesame.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.NoteStorageFull(syscall.EIO)
+	if s.health.full.Load() != nil {
+		t.Fatal("an I/O error counted as a full disk")
+	}
+	s.NoteStorageFull(&fs.PathError{Op: "write", Path: "/spool", Err: syscall.ENOSPC})
+	if s.health.full.Load() == nil {
+		t.Fatal("ENOSPC writing a spool file was not noted")
+	}
+	// The disk here has room: the probe clears it at the next check.
+	if err := s.CheckStorage(context.Background()); err != nil {
+		t.Fatalf("CheckStorage with room on the disk: %v", err)
+	}
+	if s.health.full.Load() != nil {
+		t.Fatal("still noted full after a good probe")
+	}
+}

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"math"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"testing"
+
+	"github.com/sesame-mail/sesame/config"
 )
 
 // TestTuneProcs checks that serve runs four Go processors per CPU unless
@@ -23,5 +27,39 @@ func TestTuneProcs(t *testing.T) {
 	tuneProcs()
 	if got := runtime.GOMAXPROCS(0); got != before {
 		t.Errorf("GOMAXPROCS = %d with GOMAXPROCS set in the environment, want it left at %d", got, before)
+	}
+}
+
+// TestTuneGC checks the collector's settings: GOGC=400 and a soft memory
+// limit with room for a message per relay worker, each unless the operator
+// set it in the environment.
+func TestTuneGC(t *testing.T) {
+	percent := debug.SetGCPercent(100)
+	limit := debug.SetMemoryLimit(-1)
+	defer func() {
+		debug.SetGCPercent(percent)
+		debug.SetMemoryLimit(limit)
+	}()
+	cfg := config.Default()
+
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	tuneGC(cfg)
+	want := int64(256<<20 + 32*40<<20) // 32 workers, 40 MiB messages
+	if got := debug.SetGCPercent(100); got != 400 {
+		t.Errorf("GOGC = %d after tuneGC, want 400", got)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != want {
+		t.Errorf("memory limit %d after tuneGC, want %d", got, want)
+	}
+
+	t.Setenv("GOGC", "100")
+	t.Setenv("GOMEMLIMIT", "1GiB")
+	tuneGC(cfg)
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC = %d with GOGC set in the environment, want it left at 100", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("memory limit %d with GOMEMLIMIT set in the environment, want it left alone", got)
 	}
 }
