@@ -526,24 +526,6 @@ func TestWebhookRestart(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination for tests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestWebhookGiveUp(t *testing.T) {
 	st := openStore(t)
 	ctx := context.Background()
@@ -562,7 +544,7 @@ func TestWebhookGiveUp(t *testing.T) {
 		return v.(*atomic.Int64).Load()
 	}
 	ep := Endpoint{URL: rc.srv.URL, Secret: testSecret}
-	var logs syncBuffer
+	var logs testkit.Buffer
 	start(t, st, []Endpoint{ep}, Options{BackoffMin: time.Millisecond, BackoffMax: 4 * time.Millisecond,
 		Now: clk.Now, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
@@ -756,7 +738,7 @@ func TestWebhookResumesFailingEndpoint(t *testing.T) {
 		NextAttempt: began.Add(wait), LastError: "HTTP 503"}); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testkit.Buffer
 	start(t, st, []Endpoint{ep}, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	caughtUp(t, st, ep)
 	reqs := rc.requests()

@@ -22,7 +22,7 @@ var linkRE = regexp.MustCompile(`https://relay\.example\.net/verify/([A-Za-z0-9_
 
 type addressSetup struct {
 	clock *testkit.Clock
-	log   *logBuffer
+	log   *testkit.Buffer
 	st    *store.SQLite
 	dir   string
 	av    *AddressVerifier
@@ -30,7 +30,7 @@ type addressSetup struct {
 
 func newAddressSetup(t *testing.T) *addressSetup {
 	t.Helper()
-	s := &addressSetup{clock: testkit.NewClock(t), log: &logBuffer{}, dir: t.TempDir()}
+	s := &addressSetup{clock: testkit.NewClock(t), log: &testkit.Buffer{}, dir: t.TempDir()}
 	var err error
 	if s.st, err = store.OpenSQLite(filepath.Join(s.dir, "sesame.db")); err != nil {
 		t.Fatal(err)

@@ -1,14 +1,13 @@
 package identity
 
 import (
-	"bytes"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
 	"github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/testkit"
@@ -16,26 +15,8 @@ import (
 
 const testHost = "relay.example.net"
 
-// logBuffer collects log output from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testConfig points at z, with a fake clock and a log the test can read.
-func testConfig(z *testkit.Zone, c *testkit.Clock, log *logBuffer) Config {
+func testConfig(z *testkit.Zone, c *testkit.Clock, log *testkit.Buffer) Config {
 	cfg := Config{
 		Hostname:   testHost,
 		SourceIPs:  []string{"203.0.113.5", "2001:db8::5", "10.0.0.7"},

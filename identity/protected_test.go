@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/testkit"
 )
@@ -179,7 +180,7 @@ func cmpOr(a, b string) string {
 func TestVerifierRefreshesAddressDMARC(t *testing.T) {
 	c := testkit.NewClock(t)
 	z := dmarcZone(t)
-	log := &logBuffer{}
+	log := &testkit.Buffer{}
 	cfg := testConfig(z, c, log)
 	st := openStore(t)
 	ctx := context.Background()

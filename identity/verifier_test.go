@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/testkit"
 )
@@ -16,7 +17,7 @@ import (
 type verifierSetup struct {
 	z     *testkit.Zone
 	clock *testkit.Clock
-	log   *logBuffer
+	log   *testkit.Buffer
 	st    *store.SQLite
 	cfg   Config
 	d     store.Domain
@@ -27,7 +28,7 @@ type verifierSetup struct {
 
 func newVerifierSetup(t *testing.T) *verifierSetup {
 	t.Helper()
-	s := &verifierSetup{z: testkit.StartZone(t), clock: testkit.NewClock(t), log: &logBuffer{}, st: openStore(t)}
+	s := &verifierSetup{z: testkit.StartZone(t), clock: testkit.NewClock(t), log: &testkit.Buffer{}, st: openStore(t)}
 	s.cfg = testConfig(s.z, s.clock, s.log)
 	s.d = newDomain(t, "example.com", s.clock.Now(), store.AlgEd25519)
 	if err := s.st.CreateDomain(context.Background(), s.d); err != nil {

@@ -2,7 +2,6 @@ package netguard
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // counter records what a guard reports to its metrics.
@@ -49,32 +50,19 @@ func (m *counter) get() (refused map[string]int, shed, acceptErrors int) {
 	return r, m.shed, m.acceptErrors
 }
 
-// logBuffer collects a guard's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-func (b *logBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
-
 // server is a guarded listener on 127.0.0.1 whose connections an accept
 // loop hands to the test, in order.
 type server struct {
 	g        *Guard
 	ln       net.Listener
 	m        *counter
-	log      *logBuffer
+	log      *testkit.Buffer
 	accepted chan *Conn
 }
 
 func newServer(t *testing.T, cfg Config) *server {
 	t.Helper()
-	s := &server{m: &counter{}, log: &logBuffer{}, accepted: make(chan *Conn, 100)}
+	s := &server{m: &counter{}, log: &testkit.Buffer{}, accepted: make(chan *Conn, 100)}
 	cfg.Name = "test"
 	cfg.Metrics = s.m
 	cfg.Logger = slog.New(slog.NewTextHandler(s.log, nil))

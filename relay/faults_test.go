@@ -254,21 +254,21 @@ var faultZone = append([]string{
 // serveFault serves mx as the MX of fault.test and a sink as the sender's
 // MX, and returns an MX configuration whose log also goes to the returned
 // buffer.
-func serveFault(t *testing.T, mx *faultMX) (Config, *lockedBuffer, *testkit.Sink) {
+func serveFault(t *testing.T, mx *faultMX) (Config, *testkit.Buffer, *testkit.Sink) {
 	t.Helper()
 	port, lns := testkit.ReservePort(t, "127.0.0.2", "127.0.0.3")
 	mx.serve(t, lns["127.0.0.2"])
 	senderMX := sinkOn(t, lns["127.0.0.3"], nil)
 	z := testkit.StartZone(t, faultZone...)
 	cfg := mxConfig(t, z, port)
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return cfg, logs, senderMX
 }
 
 // logLine returns the first line of logs that contains every one of parts,
 // or "".
-func logLine(logs *lockedBuffer, parts ...string) string {
+func logLine(logs *testkit.Buffer, parts ...string) string {
 next:
 	for _, line := range strings.Split(logs.String(), "\n") {
 		for _, p := range parts {
@@ -283,7 +283,7 @@ next:
 
 // waitLogLine is logLine, waiting up to 5s for the line: the mail log line
 // of an attempt is written after its outcome is recorded.
-func waitLogLine(logs *lockedBuffer, parts ...string) string {
+func waitLogLine(logs *testkit.Buffer, parts ...string) string {
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if line := logLine(logs, parts...); line != "" || time.Now().After(deadline) {
 			return line

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/testkit"
 )
@@ -337,7 +338,7 @@ func TestConnectionsNotChurned(t *testing.T) {
 func TestStartTLS(t *testing.T) {
 	q := newQueue(t)
 	s := newSink(t, "127.0.0.2:0", testkit.SelfSigned(t, "sink.test", "127.0.0.2"))
-	var logs lockedBuffer
+	var logs testkit.Buffer
 	enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
 	start(t, testConfig(t, s.Addr, &logs), q)
 

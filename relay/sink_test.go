@@ -1,10 +1,8 @@
 package relay
 
 import (
-	"bytes"
 	"crypto/tls"
 	"net"
-	"sync"
 	"testing"
 
 	"github.com/emersion/go-smtp"
@@ -25,22 +23,4 @@ func newSink(t *testing.T, addr string, tlsConfig *tls.Config) *testkit.Sink {
 func sinkOn(t *testing.T, ln net.Listener, wrap func(smtp.Backend) smtp.Backend) *testkit.Sink {
 	t.Helper()
 	return testkit.StartSink(t, testkit.SinkOptions{Listener: ln, Trace: true, Wrap: wrap})
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

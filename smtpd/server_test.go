@@ -2,7 +2,6 @@ package smtpd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -844,7 +843,7 @@ func TestAuthGuard(t *testing.T) {
 // password as the username. The log names a wrong password's username,
 // which is a real credential's, but only a hash of an unknown one.
 func TestAuthFailureLogsNoPassword(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Buffer
 	te := newTestEnv(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
@@ -864,22 +863,4 @@ func TestAuthFailureLogsNoPassword(t *testing.T) {
 	if want := "username=" + te.username; !strings.Contains(out, want) {
 		t.Errorf("the log lacks %s for the wrong password:\n%s", want, out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that sessions may write to concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

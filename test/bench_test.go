@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sesame-mail/sesame/testkit"
 )
 
 // TestBenchEndToEnd runs the benchmark tools the way bench/submission.sh
@@ -107,7 +109,7 @@ func buildSesameBench(t *testing.T) string {
 type benchProc struct {
 	name           string
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr testkit.Buffer
 	exited         chan struct{}
 	err            error // set before exited is closed
 }

@@ -162,24 +162,6 @@ func freeAddr(t *testing.T, host string) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer collects a child's output while it is read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // creds is the JSON that `sesame user create|rotate --json` prints.
 type creds struct {
 	Name     string `json:"name"`
@@ -237,9 +219,9 @@ type instance struct {
 	tables   string         // TOML appended after the settings ([[ip]] tables and such)
 	records  []dnsRecord    // records of every added domain, for DKIM checks
 	cmd      *exec.Cmd
-	exited   chan struct{} // closed when the current serve process has exited
-	serveLg  syncBuffer    // serve's stdout and stderr, across restarts
-	nofile   int           // serve's open-file limit (soft and hard) when > 0
+	exited   chan struct{}  // closed when the current serve process has exited
+	serveLg  testkit.Buffer // serve's stdout and stderr, across restarts
+	nofile   int            // serve's open-file limit (soft and hard) when > 0
 }
 
 // startZone starts an instance's DNS server. Unknown names get NXDOMAIN,

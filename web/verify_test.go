@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +17,6 @@ import (
 	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/testkit"
 )
-
-// syncBuffer is a log destination for several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type response struct {
 	code   int
@@ -100,7 +80,7 @@ func TestVerifyPages(t *testing.T) {
 	}
 	defer st.Close()
 	clock := testkit.NewClock(t)
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 
 	mux := http.NewServeMux()
@@ -213,7 +193,7 @@ func (f fakeConfirmer) Lookup(context.Context, string) (store.Address, error)  {
 func (f fakeConfirmer) Confirm(context.Context, string) (store.Address, error) { return f.addr, f.err }
 
 func TestVerifyPageEscapesAndFails(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	tricky := store.Address{Address: `<script>alert(1)</script>@example.com`, Status: store.IdentityPending}
 	srv := httptest.NewServer(VerifyHandler(fakeConfirmer{addr: tricky}, slog.New(slog.NewTextHandler(logs, nil))))
 	defer srv.Close()

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,28 +25,10 @@ import (
 	"github.com/sesame-mail/sesame/testkit"
 )
 
-// syncBuffer is a bytes.Buffer the sink's goroutines may log to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSendToSink runs the two halves against each other: send's clients
 // deliver straight to the sink, which counts them and reads X-Bench-Sent.
 func TestSendToSink(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Buffer
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", SelfSigned: true, Expect: 100,
 		Timeout: 30 * time.Second, ReportEvery: 5 * time.Millisecond}, time.Now, &logs)
 	if err != nil {
@@ -98,7 +79,7 @@ func TestSinkToleratesSloppyInput(t *testing.T) {
 	clock := testkit.NewClock(t)
 	now := clock.Now()
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 2, Timeout: 30 * time.Second},
-		clock.Now, &syncBuffer{})
+		clock.Now, &testkit.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +134,7 @@ func TestSinkToleratesSloppyInput(t *testing.T) {
 
 func TestSinkTimeout(t *testing.T) {
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 5, Timeout: 20 * time.Millisecond},
-		time.Now, &syncBuffer{})
+		time.Now, &testkit.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +280,7 @@ func runSink(t *testing.T, s *sink) <-chan sinkReport {
 // a signature is counted as unsigned, and a failure makes the run fail.
 func TestSinkVerifiesDKIM(t *testing.T) {
 	f := newDKIMFixture(t)
-	var logs syncBuffer
+	var logs testkit.Buffer
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 4, Timeout: 30 * time.Second,
 		DKIMRecords: f.recordsFile(t)}, time.Now, &logs)
 	if err != nil {
@@ -350,7 +331,7 @@ func TestSinkDKIMOverDNS(t *testing.T) {
 	}))
 
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 3, Timeout: 30 * time.Second,
-		DNS: dnsAddr}, time.Now, &syncBuffer{})
+		DNS: dnsAddr}, time.Now, &testkit.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +350,7 @@ func TestSinkDKIMOverDNS(t *testing.T) {
 // failure for an unsigned message.
 func TestSinkWithoutDKIM(t *testing.T) {
 	s, err := startSink(sinkConfig{Listen: "127.0.0.2:0", Expect: 1, Timeout: 30 * time.Second},
-		time.Now, &syncBuffer{})
+		time.Now, &testkit.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +361,7 @@ func TestSinkWithoutDKIM(t *testing.T) {
 		t.Errorf("report %+v: want no DKIM figures", rep)
 	}
 	if _, err := startSink(sinkConfig{Listen: "127.0.0.2:0", DKIMRecords: filepath.Join(t.TempDir(), "missing.json")},
-		time.Now, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "--dkim-records") {
+		time.Now, &testkit.Buffer{}); err == nil || !strings.Contains(err.Error(), "--dkim-records") {
 		t.Errorf("missing records file: err = %v", err)
 	}
 }
@@ -411,7 +392,7 @@ func TestDKIMLookupLongRecord(t *testing.T) {
 func TestCLISinkDKIMFailureExits1(t *testing.T) {
 	f := newDKIMFixture(t)
 	records := f.recordsFile(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(context.Background(), []string{"sink", "--listen", "127.0.0.2:0", "--expect", "2",

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -225,22 +224,22 @@ func TestDomainCommands(t *testing.T) {
 }
 
 // startServe runs serve in-process until the returned stop is called.
-func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *lockedBuffer) {
+func startServe(t *testing.T, cfg *config.Config) (stop func(), logs *testkit.Buffer) {
 	t.Helper()
 	return startServeHooks(t, cfg, nil)
 }
 
 // startServeWith runs serve with a reload channel, until the test ends.
-func startServeWith(t *testing.T, cfg *config.Config, reload chan struct{}) *lockedBuffer {
+func startServeWith(t *testing.T, cfg *config.Config, reload chan struct{}) *testkit.Buffer {
 	t.Helper()
 	_, logs := startServeHooks(t, cfg, reload)
 	return logs
 }
 
-func startServeHooks(t *testing.T, cfg *config.Config, reload chan struct{}) (stop func(), logs *lockedBuffer) {
+func startServeHooks(t *testing.T, cfg *config.Config, reload chan struct{}) (stop func(), logs *testkit.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs = &lockedBuffer{}
+	logs = &testkit.Buffer{}
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	e := &env{cfg: cfg, stdout: io.Discard, stderr: logs}
@@ -268,24 +267,6 @@ func startServeHooks(t *testing.T, cfg *config.Config, reload chan struct{}) (st
 	}
 	t.Cleanup(stop)
 	return stop, logs
-}
-
-// lockedBuffer collects serve's log, written and read from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // The whole service in-process: credentials and domain from the command line,
