@@ -37,6 +37,7 @@ type Config struct {
 	Submission Submission `toml:"submission"`
 	Relay      Relay      `toml:"relay"`
 	HTTP       HTTP       `toml:"http"`
+	TLS        TLS        `toml:"tls"`
 	DKIM       DKIM       `toml:"dkim"`
 	Policy     Policy     `toml:"policy"`
 	Identity   Identity   `toml:"identity"`
@@ -108,6 +109,20 @@ type HTTP struct {
 	IdleTimeout         Duration `toml:"idle_timeout"`
 	MaxBodyBytes        int64    `toml:"max_body_bytes"`
 }
+
+// TLS configures certificates from an ACME CA (Let's Encrypt) for the TLS
+// listeners, instead of submission.tls_cert_file.
+type TLS struct {
+	ACMEDomains    []string `toml:"acme_domains"`
+	ACMEEmail      string   `toml:"acme_email"`
+	ACMEDirectory  string   `toml:"acme_directory"`
+	ACMECAFile     string   `toml:"acme_ca_file"`
+	ACMEHTTPListen string   `toml:"acme_http_listen"`
+	ACMETLSListen  string   `toml:"acme_tls_listen"`
+}
+
+// LetsEncryptDirectory is the default tls.acme_directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 
 // DKIM configures signing.
 type DKIM struct {
@@ -335,6 +350,7 @@ func Default() *Config {
 			IdleTimeout:         Duration{time.Minute},
 			MaxBodyBytes:        1 << 20,
 		},
+		TLS: TLS{ACMEDirectory: LetsEncryptDirectory},
 		// As SES: new credentials start in the sandbox (200 a day, 1 a
 		// second); production starts at 50,000 a day and 14 a second.
 		Policy: Policy{
@@ -641,6 +657,7 @@ func (c *Config) Validate() error {
 			bad("http.public_url", "%q: expected a base URL such as \"https://relay.example.com\" (no trailing slash)", u)
 		}
 	}
+	c.validateTLS(bad)
 	if d := c.DKIM.FallbackDomain; d != "" && !validHostname(d) {
 		bad("dkim.fallback_domain", "%q is not a domain name", d)
 	}
@@ -885,6 +902,50 @@ func (c *Config) validateIPs(bad func(key, format string, args ...any), positive
 			if f.v < 0 {
 				bad(key+"."+f.key, "%d: expected 0 (no cap) or more", f.v)
 			}
+		}
+	}
+}
+
+// validateTLS checks [tls]: the ACME keys matter only with acme_domains,
+// which replaces the certificate files and needs a challenge listener.
+func (c *Config) validateTLS(bad func(key, format string, args ...any)) {
+	t := c.TLS
+	if len(t.ACMEDomains) == 0 {
+		for _, kv := range [][2]string{{"acme_email", t.ACMEEmail}, {"acme_ca_file", t.ACMECAFile},
+			{"acme_http_listen", t.ACMEHTTPListen}, {"acme_tls_listen", t.ACMETLSListen}} {
+			if kv[1] != "" {
+				bad("tls."+kv[0], "set without tls.acme_domains, which turns ACME on: add the names of the certificate, or remove the key")
+			}
+		}
+		return
+	}
+	for i, d := range t.ACMEDomains {
+		if !validHostname(d) || !strings.Contains(d, ".") {
+			bad(fmt.Sprintf("tls.acme_domains[%d]", i), "%q: expected a host name such as \"mail.example.com\" (no wildcards: HTTP-01 and TLS-ALPN-01 cannot prove them)", d)
+		}
+	}
+	if c.Submission.TLSCertFile != "" || c.Submission.TLSKeyFile != "" {
+		bad("tls.acme_domains", "set together with submission.tls_cert_file and tls_key_file: remove those (Sesame gets its certificate from the ACME CA) or remove acme_domains")
+	}
+	if e := t.ACMEEmail; e != "" {
+		if local, domain, ok := strings.Cut(e, "@"); !ok || local == "" || !validHostname(domain) {
+			bad("tls.acme_email", "%q is not an email address", e)
+		}
+	}
+	if u, err := url.Parse(t.ACMEDirectory); err != nil || u.Scheme != "https" || u.Host == "" {
+		bad("tls.acme_directory", "%q: expected the https URL of an ACME directory, such as %q", t.ACMEDirectory, LetsEncryptDirectory)
+	}
+	if t.ACMEHTTPListen == "" && t.ACMETLSListen == "" {
+		bad("tls.acme_domains", "needs a listener the CA can reach to check that the names are this server's: set tls.acme_http_listen = \"0.0.0.0:80\" (HTTP-01) or tls.acme_tls_listen = \"0.0.0.0:443\" (TLS-ALPN-01)")
+	}
+	if a := t.ACMEHTTPListen; a != "" {
+		if err := checkListen(a); err != nil {
+			bad("tls.acme_http_listen", "%v", err)
+		}
+	}
+	if a := t.ACMETLSListen; a != "" {
+		if err := checkListen(a); err != nil {
+			bad("tls.acme_tls_listen", "%v", err)
 		}
 	}
 }
