@@ -124,10 +124,12 @@ type TLS struct {
 // LetsEncryptDirectory is the default tls.acme_directory.
 const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 
-// DKIM configures signing.
+// DKIM configures signing and key rotation.
 type DKIM struct {
-	Ed25519        bool   `toml:"ed25519"`
-	FallbackDomain string `toml:"fallback_domain"`
+	Ed25519        bool     `toml:"ed25519"`
+	FallbackDomain string   `toml:"fallback_domain"`
+	RotateEvery    Duration `toml:"rotate_every"`
+	RotationGrace  Duration `toml:"rotation_grace"`
 }
 
 // Policy configures the sandbox and the sending quotas.
@@ -266,13 +268,27 @@ type Identity struct {
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a duration string.
+// UnmarshalText parses a duration string: Go's ("90s", "5m", "36h"), or
+// a whole number of days first ("180d", "1d12h").
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("%q is not a duration such as \"30s\" or \"5m\"", b)
+	s := string(b)
+	var days time.Duration
+	if n, rest, ok := strings.Cut(s, "d"); ok {
+		v, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as \"30s\", \"5m\" or \"7d\"", b)
+		}
+		days, s = time.Duration(v)*24*time.Hour, rest
+		if s == "" {
+			d.Duration = days
+			return nil
+		}
 	}
-	d.Duration = v
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as \"30s\", \"5m\" or \"7d\"", b)
+	}
+	d.Duration = days + v
 	return nil
 }
 
@@ -281,7 +297,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // eventTypes are the event types a webhook may ask for (store.EventTypes;
 // repeated here so that config does not depend on the store).
-var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed", "complaint"}
+var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed", "complaint", "dkim_rotation"}
 
 // PublicURL is the base of links Sesame puts in mail: http.public_url, or
 // https://HOSTNAME.
@@ -351,6 +367,9 @@ func Default() *Config {
 			MaxBodyBytes:        1 << 20,
 		},
 		TLS: TLS{ACMEDirectory: LetsEncryptDirectory},
+		// A replaced key's record stays published a week: mail signed with
+		// it may sit in queues for days, and receivers check again later.
+		DKIM: DKIM{RotationGrace: Duration{7 * 24 * time.Hour}},
 		// As SES: new credentials start in the sandbox (200 a day, 1 a
 		// second); production starts at 50,000 a day and 14 a second.
 		Policy: Policy{
@@ -660,6 +679,10 @@ func (c *Config) Validate() error {
 	c.validateTLS(bad)
 	if d := c.DKIM.FallbackDomain; d != "" && !validHostname(d) {
 		bad("dkim.fallback_domain", "%q is not a domain name", d)
+	}
+	positive("dkim.rotation_grace", c.DKIM.RotationGrace)
+	if r := c.DKIM.RotateEvery; r.Duration != 0 && r.Duration <= c.DKIM.RotationGrace.Duration {
+		bad("dkim.rotate_every", "%s: expected 0 (no scheduled rotation) or longer than dkim.rotation_grace (%s), such as \"180d\"", r, c.DKIM.RotationGrace)
 	}
 
 	pol := &c.Policy

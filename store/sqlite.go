@@ -324,6 +324,13 @@ var migrations = []string{
 		blocked_until    INTEGER NOT NULL,
 		updated_at       INTEGER NOT NULL
 	 );`,
+	// DKIM key rotation (package identity): a new key waits for its record
+	// (pending), then signs (active) while the one it replaces stays
+	// published until retire_at (retiring).
+	`ALTER TABLE dkim_keys ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
+	 ALTER TABLE dkim_keys ADD COLUMN active_since INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE dkim_keys ADD COLUMN retire_at INTEGER NOT NULL DEFAULT 0;
+	 UPDATE dkim_keys SET active_since = created_at;`,
 }
 
 func migrate(db *sql.DB) error {
