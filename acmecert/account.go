@@ -23,9 +23,10 @@ import (
 
 // The files in Config.Dir.
 const (
-	accountKeyFile = "account-key.pem" // the account's private key (ECDSA P-256)
-	accountFile    = "account.json"    // its registration: directory, contact, URL
-	certFile       = "certificate.pem" // the private key, then the certificate chain
+	accountKeyFile = "account-key.pem"  // the account's private key (ECDSA P-256)
+	accountFile    = "account.json"     // its registration: directory, contact, URL
+	certFile       = "certificate.pem"  // the private key, then the certificate chain
+	certFromFile   = "certificate.from" // the directory URL certFile came from
 )
 
 func (m *Manager) certPath() string { return filepath.Join(m.cfg.Dir, certFile) }

@@ -263,8 +263,12 @@ func TestFailedRenewalKeepsCertificate(t *testing.T) {
 	dir := t.TempDir()
 	// A certificate past two thirds of its life: due for renewal.
 	old := selfSignedFile(t, dir, time.Now().Add(-2*time.Hour), time.Now().Add(30*time.Minute))
+	directory := "https://" + freeAddr(t) + "/dir"
+	if err := os.WriteFile(filepath.Join(dir, certFromFile), []byte(directory+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	rec := newRecorder()
-	m, err := New(Config{Domains: []string{testDomain}, Directory: "https://" + freeAddr(t) + "/dir",
+	m, err := New(Config{Domains: []string{testDomain}, Directory: directory,
 		Dir: dir, HTTP01: true, RetryFirst: 100 * time.Millisecond, RetryMax: 200 * time.Millisecond,
 		Metrics: rec, Logger: testLogger(t), OnCertificate: func() { rec.issued <- struct{}{} }})
 	if err != nil {
@@ -301,7 +305,8 @@ func TestFailedRenewalKeepsCertificate(t *testing.T) {
 }
 
 // When renewals are due: at two thirds of the life; at once for a
-// certificate that lacks a configured name (the operator added one).
+// certificate that lacks a configured name (the operator added one) or
+// comes from another directory (staging, then production).
 func TestRenewalDue(t *testing.T) {
 	clock := testkit.NewClock(t)
 	dir := t.TempDir()
@@ -309,6 +314,9 @@ func TestRenewalDue(t *testing.T) {
 	leaf := selfSignedFile(t, dir, nb, nb.Add(90*24*time.Hour))
 	if got, want := RenewAt(leaf), nb.Add(60*24*time.Hour); !got.Equal(want) {
 		t.Errorf("RenewAt = %s, want %s (day 60 of 90)", got, want)
+	}
+	if err := os.WriteFile(filepath.Join(dir, certFromFile), []byte(LetsEncrypt+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	m, err := New(Config{Domains: []string{testDomain}, Dir: dir, HTTP01: true, Now: clock.Now})
 	if err != nil {
@@ -323,6 +331,11 @@ func TestRenewalDue(t *testing.T) {
 	}
 	if due, _ := m.renewalDue(nil); !due.IsZero() {
 		t.Errorf("without a certificate: due %s, want at once", due)
+	}
+	m.cfg.Domains = []string{testDomain}
+	m.cfg.Directory = "https://acme-staging-v02.api.letsencrypt.org/directory"
+	if due, why := m.renewalDue(m.Certificate()); !due.IsZero() || !strings.Contains(why, "another ACME directory") {
+		t.Errorf("with another directory: due %s (%s), want at once", due, why)
 	}
 }
 

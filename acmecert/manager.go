@@ -33,6 +33,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -93,6 +94,7 @@ type Manager struct {
 	log *slog.Logger
 
 	current atomic.Pointer[tls.Certificate] // what is stored, with Leaf set; nil: none yet
+	from    string                          // the directory current came from; Run's goroutine only, after New
 	http01  sync.Map                        // token → key authorization
 	alpnMu  sync.Mutex
 	alpn    map[string]*tls.Certificate // name → TLS-ALPN-01 challenge certificate
@@ -135,6 +137,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cert != nil {
 		m.current.Store(cert)
+		b, _ := os.ReadFile(filepath.Join(cfg.Dir, certFromFile))
+		m.from = strings.TrimSpace(string(b))
 	}
 	return m, nil
 }
@@ -217,6 +221,10 @@ func (m *Manager) renewalDue(cert *tls.Certificate) (time.Time, string) {
 	if cert == nil {
 		return time.Time{}, "no certificate yet"
 	}
+	if m.from != m.cfg.Directory {
+		// Say from the staging CA to production: clients would not trust it.
+		return time.Time{}, "the certificate comes from another ACME directory than " + m.cfg.Directory
+	}
 	for _, d := range m.cfg.Domains {
 		if !slices.Contains(cert.Leaf.DNSNames, strings.ToLower(d)) {
 			return time.Time{}, "the certificate does not name " + d
@@ -259,6 +267,10 @@ func (m *Manager) obtain(ctx context.Context) (*tls.Certificate, error) {
 	if err := writeFileAtomic(m.certPath(), pemBytes, 0o600); err != nil {
 		return nil, err
 	}
+	if err := writeFileAtomic(filepath.Join(m.cfg.Dir, certFromFile), []byte(m.cfg.Directory+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	m.from = m.cfg.Directory
 	return cert, nil
 }
 

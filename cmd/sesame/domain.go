@@ -89,8 +89,11 @@ func (e *env) domainRecords(d store.Domain, findings []identity.Finding) (domain
 func (e *env) printRecords(out domainOutput) {
 	for _, r := range out.Records {
 		need := "recommended"
-		if r.Required {
+		switch {
+		case r.Required:
 			need = "required"
+		case strings.Contains(r.Name, "._domainkey."):
+			need = "key rotation" // a new key waiting, or a replaced one in its grace period
 		}
 		check := ""
 		if r.Check != "" {
