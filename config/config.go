@@ -37,6 +37,7 @@ type Config struct {
 	Submission Submission `toml:"submission"`
 	Relay      Relay      `toml:"relay"`
 	HTTP       HTTP       `toml:"http"`
+	TLS        TLS        `toml:"tls"`
 	DKIM       DKIM       `toml:"dkim"`
 	Policy     Policy     `toml:"policy"`
 	Identity   Identity   `toml:"identity"`
@@ -113,10 +114,26 @@ type HTTP struct {
 	MaxBodyBytes        int64    `toml:"max_body_bytes"`
 }
 
-// DKIM configures signing.
+// TLS configures certificates from an ACME CA (Let's Encrypt) for the TLS
+// listeners, instead of submission.tls_cert_file.
+type TLS struct {
+	ACMEDomains    []string `toml:"acme_domains"`
+	ACMEEmail      string   `toml:"acme_email"`
+	ACMEDirectory  string   `toml:"acme_directory"`
+	ACMECAFile     string   `toml:"acme_ca_file"`
+	ACMEHTTPListen string   `toml:"acme_http_listen"`
+	ACMETLSListen  string   `toml:"acme_tls_listen"`
+}
+
+// LetsEncryptDirectory is the default tls.acme_directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// DKIM configures signing and key rotation.
 type DKIM struct {
-	Ed25519        bool   `toml:"ed25519"`
-	FallbackDomain string `toml:"fallback_domain"`
+	Ed25519        bool     `toml:"ed25519"`
+	FallbackDomain string   `toml:"fallback_domain"`
+	RotateEvery    Duration `toml:"rotate_every"`
+	RotationGrace  Duration `toml:"rotation_grace"`
 }
 
 // Policy configures the sandbox and the sending quotas.
@@ -258,13 +275,27 @@ type Identity struct {
 // Duration is a time.Duration written as a Go duration string ("90s", "5m").
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a duration string.
+// UnmarshalText parses a duration string: Go's ("90s", "5m", "36h"), or
+// a whole number of days first ("180d", "1d12h").
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("%q is not a duration such as \"30s\" or \"5m\"", b)
+	s := string(b)
+	var days time.Duration
+	if n, rest, ok := strings.Cut(s, "d"); ok {
+		v, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as \"30s\", \"5m\" or \"7d\"", b)
+		}
+		days, s = time.Duration(v)*24*time.Hour, rest
+		if s == "" {
+			d.Duration = days
+			return nil
+		}
 	}
-	d.Duration = v
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as \"30s\", \"5m\" or \"7d\"", b)
+	}
+	d.Duration = days + v
 	return nil
 }
 
@@ -273,7 +304,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // eventTypes are the event types a webhook may ask for (store.EventTypes;
 // repeated here so that config does not depend on the store).
-var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed", "complaint"}
+var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed", "complaint", "dkim_rotation"}
 
 // PublicURL is the base of links Sesame puts in mail: http.public_url, or
 // https://HOSTNAME.
@@ -344,6 +375,10 @@ func Default() *Config {
 			IdleTimeout:         Duration{time.Minute},
 			MaxBodyBytes:        1 << 20,
 		},
+		TLS: TLS{ACMEDirectory: LetsEncryptDirectory},
+		// A replaced key's record stays published a week: mail signed with
+		// it may sit in queues for days, and receivers check again later.
+		DKIM: DKIM{RotationGrace: Duration{7 * 24 * time.Hour}},
 		// As SES: new credentials start in the sandbox (200 a day, 1 a
 		// second); production starts at 50,000 a day and 14 a second.
 		Policy: Policy{
@@ -659,8 +694,13 @@ func (c *Config) Validate() error {
 			bad("http.public_url", "%q: expected a base URL such as \"https://relay.example.com\" (no trailing slash)", u)
 		}
 	}
+	c.validateTLS(bad)
 	if d := c.DKIM.FallbackDomain; d != "" && !validHostname(d) {
 		bad("dkim.fallback_domain", "%q is not a domain name", d)
+	}
+	positive("dkim.rotation_grace", c.DKIM.RotationGrace)
+	if r := c.DKIM.RotateEvery; r.Duration != 0 && r.Duration <= c.DKIM.RotationGrace.Duration {
+		bad("dkim.rotate_every", "%s: expected 0 (no scheduled rotation) or longer than dkim.rotation_grace (%s), such as \"180d\"", r, c.DKIM.RotationGrace)
 	}
 
 	pol := &c.Policy
@@ -903,6 +943,50 @@ func (c *Config) validateIPs(bad func(key, format string, args ...any), positive
 			if f.v < 0 {
 				bad(key+"."+f.key, "%d: expected 0 (no cap) or more", f.v)
 			}
+		}
+	}
+}
+
+// validateTLS checks [tls]: the ACME keys matter only with acme_domains,
+// which replaces the certificate files and needs a challenge listener.
+func (c *Config) validateTLS(bad func(key, format string, args ...any)) {
+	t := c.TLS
+	if len(t.ACMEDomains) == 0 {
+		for _, kv := range [][2]string{{"acme_email", t.ACMEEmail}, {"acme_ca_file", t.ACMECAFile},
+			{"acme_http_listen", t.ACMEHTTPListen}, {"acme_tls_listen", t.ACMETLSListen}} {
+			if kv[1] != "" {
+				bad("tls."+kv[0], "set without tls.acme_domains, which turns ACME on: add the names of the certificate, or remove the key")
+			}
+		}
+		return
+	}
+	for i, d := range t.ACMEDomains {
+		if !validHostname(d) || !strings.Contains(d, ".") {
+			bad(fmt.Sprintf("tls.acme_domains[%d]", i), "%q: expected a host name such as \"mail.example.com\" (no wildcards: HTTP-01 and TLS-ALPN-01 cannot prove them)", d)
+		}
+	}
+	if c.Submission.TLSCertFile != "" || c.Submission.TLSKeyFile != "" {
+		bad("tls.acme_domains", "set together with submission.tls_cert_file and tls_key_file: remove those (Sesame gets its certificate from the ACME CA) or remove acme_domains")
+	}
+	if e := t.ACMEEmail; e != "" {
+		if local, domain, ok := strings.Cut(e, "@"); !ok || local == "" || !validHostname(domain) {
+			bad("tls.acme_email", "%q is not an email address", e)
+		}
+	}
+	if u, err := url.Parse(t.ACMEDirectory); err != nil || u.Scheme != "https" || u.Host == "" {
+		bad("tls.acme_directory", "%q: expected the https URL of an ACME directory, such as %q", t.ACMEDirectory, LetsEncryptDirectory)
+	}
+	if t.ACMEHTTPListen == "" && t.ACMETLSListen == "" {
+		bad("tls.acme_domains", "needs a listener the CA can reach to check that the names are this server's: set tls.acme_http_listen = \"0.0.0.0:80\" (HTTP-01) or tls.acme_tls_listen = \"0.0.0.0:443\" (TLS-ALPN-01)")
+	}
+	if a := t.ACMEHTTPListen; a != "" {
+		if err := checkListen(a); err != nil {
+			bad("tls.acme_http_listen", "%v", err)
+		}
+	}
+	if a := t.ACMETLSListen; a != "" {
+		if err := checkListen(a); err != nil {
+			bad("tls.acme_tls_listen", "%v", err)
 		}
 	}
 }

@@ -6,8 +6,13 @@
 //
 // A domain has RSA-2048 keys, Ed25519 keys, or both; private keys are kept as
 // PKCS #8 PEM. A new key's selector is "sesame-<alg>-<YYYYMMDD>" (UTC date of
-// creation), e.g. "sesame-rsa-20261127", so an operator can tell keys apart in
-// DNS and rotate by publishing a new selector next to the old one. When a
+// creation), e.g. "sesame-rsa-20261127" (NewSelector appends "-2", "-3"...
+// when that name is taken), so an operator can tell keys apart in DNS and
+// rotate by publishing a new selector next to the old one. Only active keys
+// sign (Signing): a rotation's new key waits for its record, and the key it
+// replaced stays published but signs no more (package identity runs
+// rotations). RSA keys are 2048 bits unless a rotation asks for 3072 or
+// 4096 (GenerateKeySize). When a
 // domain has keys of both kinds, every message gets one signature per key:
 // receivers that do not understand Ed25519 ignore that signature and use the
 // RSA one (RFC 8463 section 5).

@@ -35,6 +35,9 @@ func (s *DomainSigner) Sign(ctx context.Context, domain string, msg []byte) ([]b
 	if err != nil {
 		return nil, fmt.Errorf("dkim: keys of %s: %w", domain, err)
 	}
+	// Only the active keys sign: a rotation's new key waits until its
+	// record is published, and the key it replaced signs no more.
+	d.Keys = Signing(d.Keys)
 	if len(d.Keys) == 0 {
 		// Not set up, as far as the sender is concerned.
 		return nil, fmt.Errorf("%w: %s (%w)", ErrNoKeys, domain, store.ErrNotFound)

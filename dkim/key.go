@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
@@ -20,14 +21,26 @@ const (
 	pemType    = "PRIVATE KEY"
 )
 
+// RSASizes are the RSA key sizes a new key may have: 2048 is what most
+// senders use and every verifier takes; larger keys make longer DNS
+// records (a 4096-bit one needs several strings in its TXT record).
+var RSASizes = []int{2048, 3072, 4096}
+
 // GenerateKey makes a new private key for alg (store.AlgRSA gives RSA-2048,
 // store.AlgEd25519 gives Ed25519) and returns it PKCS #8 PEM encoded.
-func GenerateKey(alg string) ([]byte, error) {
+func GenerateKey(alg string) ([]byte, error) { return GenerateKeySize(alg, rsaBits) }
+
+// GenerateKeySize is GenerateKey with the size of an RSA key (one of
+// RSASizes; ignored for Ed25519).
+func GenerateKeySize(alg string, bits int) ([]byte, error) {
 	var key crypto.Signer
 	var err error
 	switch alg {
 	case store.AlgRSA:
-		key, err = rsa.GenerateKey(rand.Reader, rsaBits)
+		if !slices.Contains(RSASizes, bits) {
+			return nil, fmt.Errorf("dkim: generate key: %d bits: expected one of %v", bits, RSASizes)
+		}
+		key, err = rsa.GenerateKey(rand.Reader, bits)
 	case store.AlgEd25519:
 		_, key, err = ed25519.GenerateKey(rand.Reader)
 	default:
@@ -56,6 +69,44 @@ func NewKey(alg string, now time.Time) (store.DKIMKey, error) {
 		PrivateKey: priv,
 		CreatedAt:  now,
 	}, nil
+}
+
+// KeySize is the size in bits of an RSA key (0 for another algorithm or a
+// key that cannot be read), for a rotation to make its successor alike.
+func KeySize(key store.DKIMKey) int {
+	priv, err := parseKey(key)
+	if err != nil {
+		return 0
+	}
+	if p, ok := priv.(*rsa.PrivateKey); ok {
+		return p.N.BitLen()
+	}
+	return 0
+}
+
+// Signing returns the keys that sign: the active ones (a rotation's
+// pending key waits for its record; a retiring one has been replaced).
+func Signing(keys []store.DKIMKey) []store.DKIMKey {
+	var out []store.DKIMKey
+	for _, k := range keys {
+		if k.State == "" || k.State == store.KeyActive {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// NewSelector names a new key of domain whose keys have the selectors in
+// taken: Selector(alg, now), or with "-2", "-3"... appended when that is
+// taken (a second key made the same day, as a rotation right after adding
+// the domain).
+func NewSelector(alg string, now time.Time, taken []string) string {
+	base := Selector(alg, now)
+	sel := base
+	for n := 2; slices.Contains(taken, sel); n++ {
+		sel = fmt.Sprintf("%s-%d", base, n)
+	}
+	return sel
 }
 
 // Selector names a new key's selector from its algorithm and the UTC date it

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/store"
 )
 
@@ -25,6 +24,8 @@ type Config struct {
 	PendingTimeout        time.Duration // default 72h: pending longer than this → failed
 	FailedAfterChecks     int           // default 3: a verified domain failing this many checks in a row → failed
 	AddressLinkTTL        time.Duration // default 24h
+	RotateEvery           time.Duration // rotate each DKIM key after it has signed this long; 0: never
+	RotationGrace         time.Duration // default 7 days: a replaced key's record stays published this long
 	Logger                *slog.Logger  // default: discard
 	Now                   func() time.Time
 
@@ -50,6 +51,7 @@ func (c Config) withDefaults() Config {
 	set(&c.VerifiedCheckInterval, 24*time.Hour)
 	set(&c.PendingTimeout, 72*time.Hour)
 	set(&c.AddressLinkTTL, 24*time.Hour)
+	set(&c.RotationGrace, 7*24*time.Hour)
 	if c.FailedAfterChecks < 1 {
 		c.FailedAfterChecks = 3
 	}
@@ -98,15 +100,11 @@ func (c Config) Records(d store.Domain) ([]Record, error) {
 	}
 	var recs []Record
 	for _, k := range d.Keys {
-		r, err := dkim.DNSRecord(d.Name, k)
+		r, err := keyRecord(d.Name, k) // required while it signs (rotation.go)
 		if err != nil {
-			return nil, fmt.Errorf("identity: records for %s: %w", d.Name, err)
+			return nil, err
 		}
-		recs = append(recs, Record{
-			Type: r.Type, Name: r.Name, Value: r.Value, Required: true, kind: kindDKIM,
-			Purpose: "DKIM public key of selector " + k.Selector + " (RFC 6376): receivers check Sesame's signatures " +
-				"with it, and Sesame sends mail from " + d.Name + " only once it is published",
-		})
+		recs = append(recs, r)
 	}
 	spf, err := c.spfRecord()
 	if err != nil {

@@ -13,10 +13,11 @@ import (
 	"github.com/sesame-mail/sesame/store"
 )
 
-// DomainStore is what the Verifier reads and writes: domains, and the DMARC
-// policies of address identities' domains.
+// DomainStore is what the Verifier reads and writes: the domains' status,
+// their keys as rotations move on (rotation.go), and the DMARC policies of
+// address identities' domains.
 type DomainStore interface {
-	Domain(ctx context.Context, name string) (store.Domain, error)
+	KeyStore
 	ListDomains(ctx context.Context) ([]store.Domain, error)
 	SetDomainStatus(ctx context.Context, name string, st store.DomainStatus) error
 	ListAddresses(ctx context.Context) ([]store.Address, error)
@@ -135,6 +136,9 @@ func (v *Verifier) Verify(ctx context.Context, name string) (store.Domain, []Fin
 		return store.Domain{}, nil, fmt.Errorf("identity: verify %s: %w", name, err)
 	}
 	d.Status, d.StatusSince, d.LastChecked, d.FailedChecks = st.Status, st.StatusSince, st.LastChecked, st.FailedChecks
+	if d.Keys, err = v.advanceRotation(ctx, d, findings); err != nil {
+		return store.Domain{}, nil, err
+	}
 	return d, findings, nil
 }
 
@@ -211,6 +215,12 @@ func (v *Verifier) runOnce(ctx context.Context, tried map[string]time.Time) time
 		default:
 			interval = v.cfg.PendingCheckInterval
 		}
+		// A rotation waiting for its record is looked for as often as a
+		// pending domain, so the switch follows the publication.
+		if v.waitingRotation(d) {
+			interval = min(interval, v.cfg.PendingCheckInterval)
+		}
+		v.startScheduled(ctx, d)
 		last := d.LastChecked
 		if t := tried[d.Name]; t.After(last) {
 			last = t
@@ -218,6 +228,10 @@ func (v *Verifier) runOnce(ctx context.Context, tried map[string]time.Time) time
 		due := last.Add(interval)
 		if last.IsZero() {
 			due = time.Time{}
+		}
+		// A retiring key is retired, and a scheduled rotation started, on time.
+		if r := v.rotationDue(d); !r.IsZero() && r.Before(due) {
+			due = r
 		}
 		if now := v.cfg.Now(); now.Before(due) {
 			if next.IsZero() || due.Before(next) {

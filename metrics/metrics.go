@@ -36,6 +36,7 @@ type Metrics struct {
 	outboundConns *prometheus.CounterVec
 	rejectsCapped prometheus.Counter
 	inbound       inboundMetrics
+	acme          acmeMetrics
 	refused       *prometheus.CounterVec
 	shed          *prometheus.CounterVec
 	acceptErrors  *prometheus.CounterVec
@@ -103,6 +104,7 @@ func New(queue QueueStats) *Metrics {
 		m.refused, m.shed, m.acceptErrors, m.rejectsCapped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerInbound()
+	m.registerACME()
 	if queue != nil {
 		reg.MustRegister(&queueCollector{queue: queue})
 	}

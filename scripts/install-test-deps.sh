@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests in test/ drive: swaks, msmtp, curl,
 # php-cli with PHPMailer, Python 3 with python3-dkim (the independent DKIM
-# verifier), and Node.js with nodemailer. Debian/Ubuntu only. Idempotent:
+# verifier), Node.js with nodemailer, and the pebble ACME test CA. Debian/Ubuntu only. Idempotent:
 # runs apt-get only when something is missing, and `npm ci` only when
 # nodemailer is not installed yet.
 set -euo pipefail
@@ -38,8 +38,11 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
 # test/fsync_test.go traces the fsync before the 250 with strace.
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+# acmecert's tests and test/acme_test.go get certificates from Let's Encrypt's
+# pebble test CA (Debian's package, 2.4.0), run on loopback by the tests.
+command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 
-packages=(swaks libnet-ssleay-perl msmtp curl ca-certificates python3 python3-dkim php-cli libphp-phpmailer systemd systemd-container strace)
+packages=(swaks libnet-ssleay-perl msmtp curl ca-certificates python3 python3-dkim php-cli libphp-phpmailer systemd systemd-container strace pebble)
 # Some machines carry Node.js from elsewhere (its own npm included); Debian's
 # npm package would conflict with that, so install Node only when absent.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -67,7 +70,7 @@ fail() {
 	echo "install-test-deps: $*" >&2
 	exit 1
 }
-for cmd in swaks msmtp curl php node systemd-analyze systemd-sysusers systemd-nspawn strace; do
+for cmd in swaks msmtp curl php node systemd-analyze systemd-sysusers systemd-nspawn strace pebble; do
 	command -v "$cmd" >/dev/null || fail "$cmd is still missing"
 done
 /usr/bin/python3 -c 'import dkim' || fail "/usr/bin/python3 cannot import dkim"

@@ -17,12 +17,14 @@ import (
 	"time"
 )
 
-// Certificate is the listeners' TLS certificate: the operator's, or, when
-// no file is configured, a self-signed one for the host name kept in the
-// data directory and renewed before it expires. Reload reads it again (on
-// SIGHUP, after a renewal); handshakes pick up the new one at once.
+// Certificate is the listeners' TLS certificate: the operator's, one
+// managed by ACME, or, when there is neither, a self-signed one for the
+// host name kept in the data directory and renewed before it expires.
+// Reload reads it again (on SIGHUP, after a renewal); handshakes pick up
+// the new one at once.
 type Certificate struct {
 	certFile, keyFile, dataDir, hostname string
+	managed                              func() *tls.Certificate // nil: the files
 	log                                  *slog.Logger
 	current                              atomic.Pointer[tls.Certificate]
 }
@@ -36,22 +38,54 @@ func LoadCertificate(certFile, keyFile, dataDir, hostname string, log *slog.Logg
 	return c, nil
 }
 
+// ManagedCertificate serves what managed returns (the ACME manager's
+// certificate), and the self-signed one while it returns nil (before the
+// first is issued). Reload asks managed again.
+func ManagedCertificate(managed func() *tls.Certificate, dataDir, hostname string, log *slog.Logger) (*Certificate, error) {
+	c := &Certificate{managed: managed, dataDir: dataDir, hostname: hostname, log: log}
+	if err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// NotAfter is when the certificate in use expires.
+func (c *Certificate) NotAfter() time.Time {
+	if cert := c.current.Load(); cert != nil && cert.Leaf != nil {
+		return cert.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
 // Reload reads the certificate again. On error the one in use stays.
 func (c *Certificate) Reload() error {
 	var cert tls.Certificate
 	var err error
-	if c.certFile != "" {
+	if c.managed != nil {
+		if m := c.managed(); m != nil {
+			cert = *m
+		}
+	}
+	switch {
+	case cert.Certificate != nil:
+	case c.managed != nil:
+		cert, err = selfSigned(c.dataDir, c.hostname, time.Now())
+		if err != nil {
+			return err
+		}
+		c.log.Warn("no certificate from the ACME CA yet; serving a self-signed one until it comes", "hostname", c.hostname)
+	case c.certFile != "":
 		cert, err = tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err != nil {
 			return fmt.Errorf("tls: load %s and %s: %w (check [submission] tls_cert_file and tls_key_file)", c.certFile, c.keyFile, err)
 		}
-	} else {
+	default:
 		cert, err = selfSigned(c.dataDir, c.hostname, time.Now())
 		if err != nil {
 			return err
 		}
 		c.log.Warn("using a self-signed TLS certificate; clients must skip certificate verification. "+
-			"Set [submission] tls_cert_file and tls_key_file for a real one", "hostname", c.hostname,
+			"Set [submission] tls_cert_file and tls_key_file, or [tls] acme_domains, for a real one", "hostname", c.hostname,
 			"cert", filepath.Join(c.dataDir, selfSignedCert))
 	}
 	if cert.Leaf != nil {

@@ -329,6 +329,13 @@ var migrations = []string{
 	`ALTER TABLE addresses ADD COLUMN dmarc_policy TEXT NOT NULL DEFAULT '';
 	 ALTER TABLE addresses ADD COLUMN dmarc_checked_at INTEGER NOT NULL DEFAULT 0;
 	 ALTER TABLE addresses ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;`,
+	// DKIM key rotation (package identity): a new key waits for its record
+	// (pending), then signs (active) while the one it replaces stays
+	// published until retire_at (retiring).
+	`ALTER TABLE dkim_keys ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
+	 ALTER TABLE dkim_keys ADD COLUMN active_since INTEGER NOT NULL DEFAULT 0;
+	 ALTER TABLE dkim_keys ADD COLUMN retire_at INTEGER NOT NULL DEFAULT 0;
+	 UPDATE dkim_keys SET active_since = created_at;`,
 }
 
 func migrate(db *sql.DB) error {

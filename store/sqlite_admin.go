@@ -278,9 +278,7 @@ func (s *SQLite) CreateDomain(ctx context.Context, d Domain) error {
 		return fmt.Errorf("store: create domain %s: %w", d.Name, err)
 	}
 	for _, k := range d.Keys {
-		_, err := tx.Exec(`INSERT INTO dkim_keys (domain, selector, algorithm, private_key, created_at)
-			VALUES (?, ?, ?, ?, ?)`, d.Name, k.Selector, k.Algorithm, k.PrivateKey, unixNano(k.CreatedAt))
-		if err != nil {
+		if err := insertKey(tx, d.Name, k); err != nil {
 			return fmt.Errorf("store: create domain %s: key %s: %w", d.Name, k.Selector, err)
 		}
 	}
@@ -352,11 +350,11 @@ func (s *SQLite) domainKeys(ctx context.Context, name string) ([]DKIMKey, error)
 	var keys []DKIMKey
 	for rows.Next() {
 		var k DKIMKey
-		var created int64
-		if err := rows.Scan(&k.Selector, &k.Algorithm, &k.PrivateKey, &created); err != nil {
+		var created, activeSince, retireAt int64
+		if err := rows.Scan(&k.Selector, &k.Algorithm, &k.PrivateKey, &created, &k.State, &activeSince, &retireAt); err != nil {
 			return nil, fmt.Errorf("store: read keys of %s: %w", name, err)
 		}
-		k.CreatedAt = fromNano(created)
+		k.CreatedAt, k.ActiveSince, k.RetireAt = fromNano(created), fromNano(activeSince), fromNano(retireAt)
 		keys = append(keys, k)
 	}
 	return keys, rows.Err()

@@ -147,12 +147,23 @@ const (
 	AlgEd25519 = "ed25519"
 )
 
+// States of a DKIMKey in a rotation (package identity decides them).
+const (
+	KeyActive   = "active"   // signs; its record must be published
+	KeyPending  = "pending"  // made by a rotation: waits for its record to be published
+	KeyRetiring = "retiring" // replaced: signs no more, its record stays published until RetireAt
+)
+
 // DKIMKey is one DKIM key of a domain.
 type DKIMKey struct {
 	Selector   string
 	Algorithm  string // AlgRSA or AlgEd25519
 	PrivateKey []byte // PKCS #8, PEM encoded
 	CreatedAt  time.Time
+
+	State       string    // KeyActive ("" is stored as KeyActive), KeyPending or KeyRetiring
+	ActiveSince time.Time // when it began to sign (CreatedAt when stored active); zero while pending
+	RetireAt    time.Time // retiring: when its record may be removed
 }
 
 // Domain is a sending domain and its DKIM keys.
@@ -371,11 +382,14 @@ const (
 	EventReject     = "reject"     // refused at submission
 	EventSuppressed = "suppressed" // not attempted: on the suppression list
 	EventComplaint  = "complaint"  // the recipient reported the message as spam (a feedback loop's ARF report)
+	// EventDKIMRotation is a step of a domain's DKIM key rotation (package
+	// identity): Reply says which, for which domain and what to do.
+	EventDKIMRotation = "dkim_rotation"
 )
 
 // EventTypes lists every event type, for validating queries.
 var EventTypes = []string{EventSend, EventDelivery, EventDeferral, EventBounce, EventExpired, EventReject, EventSuppressed,
-	EventComplaint}
+	EventComplaint, EventDKIMRotation}
 
 // Event is one thing that happened, for operators, statistics, the
 // reputation guard and webhooks.

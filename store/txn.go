@@ -39,7 +39,7 @@ func (t *txn) QueryRow(query string, args ...any) *sql.Row {
 const (
 	sqlPausedReason = `SELECT paused_reason FROM credentials WHERE name = ?`
 	sqlDomainStatus = `SELECT ` + domainColumns + ` FROM domains WHERE name = ?`
-	sqlDomainKeys   = `SELECT selector, algorithm, private_key, created_at FROM dkim_keys
+	sqlDomainKeys   = `SELECT selector, algorithm, private_key, created_at, state, active_since, retire_at FROM dkim_keys
 		WHERE domain = ? ORDER BY algorithm DESC, selector`
 	sqlMessageData = `SELECT body, size FROM messages WHERE id = ?`
 )

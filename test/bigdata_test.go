@@ -39,6 +39,10 @@ func TestLargeUploadsMemory(t *testing.T) {
 		"submission.max_inflight_bytes": budgetMB << 20,
 		"submission.max_message_bytes":  sizeMB << 20,
 		"submission.max_connections":    uploads + 10,
+		// All the clients connect at once, before any has logged in: the
+		// default share for clients not logged in (a quarter) would shed
+		// most of them (TestUnauthenticatedSlots tests that).
+		"submission.max_unauthenticated_connections": uploads + 10,
 		// Nothing listens there: each message queued is read once by the
 		// relay (one worker) and deferred. The relay's own memory grows
 		// with its workers (memoryBound); this measures submission.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,6 +40,8 @@ func (e *env) identityConfig() identity.Config {
 		PendingTimeout:        c.Identity.PendingTimeout.Duration,
 		FailedAfterChecks:     c.Identity.FailedAfterChecks,
 		AddressLinkTTL:        c.Identity.AddressLinkTTL.Duration,
+		RotateEvery:           c.DKIM.RotateEvery.Duration,
+		RotationGrace:         c.DKIM.RotationGrace.Duration,
 		Now:                   time.Now,
 	}
 }
@@ -87,8 +91,11 @@ func (e *env) domainRecords(d store.Domain, findings []identity.Finding) (domain
 func (e *env) printRecords(out domainOutput) {
 	for _, r := range out.Records {
 		need := "recommended"
-		if r.Required {
+		switch {
+		case r.Required:
 			need = "required"
+		case strings.Contains(r.Name, "._domainkey."):
+			need = "key rotation" // a new key waiting, or a replaced one in its grace period
 		}
 		check := ""
 		if r.Check != "" {
@@ -301,7 +308,14 @@ func domainList(e *env, _ []string) error {
 	for _, d := range list {
 		var sels []string
 		for _, k := range d.Keys {
-			sels = append(sels, k.Selector)
+			switch k.State {
+			case store.KeyPending:
+				sels = append(sels, k.Selector+" (new: waiting for its record)")
+			case store.KeyRetiring:
+				sels = append(sels, k.Selector+" (replaced: publish until "+k.RetireAt.UTC().Format(time.DateOnly)+")")
+			default:
+				sels = append(sels, k.Selector)
+			}
 		}
 		checked := "never"
 		if !d.LastChecked.IsZero() {
@@ -311,6 +325,62 @@ func domainList(e *env, _ []string) error {
 			strings.Join(sels, ", "))
 	}
 	return tw.Flush()
+}
+
+// rotateOutput is what domain rotate prints with --json.
+type rotateOutput struct {
+	Domain   string          `json:"domain"`
+	Selector string          `json:"selector"`
+	Record   identity.Record `json:"record"`
+}
+
+func domainRotate(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	alg := e.values["alg"]
+	if alg != "" && alg != store.AlgRSA && alg != store.AlgEd25519 {
+		return fmt.Errorf("--alg %q: expected rsa or ed25519", alg)
+	}
+	bits := 0
+	if b := e.values["bits"]; b != "" {
+		if bits, err = strconv.Atoi(b); err != nil || !slices.Contains(dkim.RSASizes, bits) {
+			return fmt.Errorf("--bits %q: expected 2048, 3072 or 4096", b)
+		}
+		if alg == store.AlgEd25519 {
+			return errors.New("--bits is for RSA keys; an Ed25519 key has one size")
+		}
+	}
+	var k store.DKIMKey
+	var rec identity.Record
+	err = e.withStore(func(ctx context.Context, st *store.SQLite) (err error) {
+		k, rec, err = identity.StartRotation(ctx, e.identityConfig(), st, name, alg, bits, "sesame domain rotate")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(rotateOutput{Domain: name, Selector: k.Selector, Record: rec})
+	}
+	fmt.Fprintf(e.stdout, "Made a new DKIM key for %s, selector %s. Publish this DNS record, next to the current one:\n\n", name, k.Selector)
+	e.printRecords(domainOutput{Records: []recordOutput{{Record: rec}}})
+	fmt.Fprintf(e.stdout, "Mail is signed with the current key until the record is found: a running server looks every %s,\n"+
+		"or run \"sesame domain verify %s\". Then the new key signs, and the old record must stay published for %s\n"+
+		"(Sesame logs when it can be removed).\n", e.cfg.Identity.PendingCheckInterval, name, days(e.cfg.DKIM.RotationGrace.Duration))
+	return nil
+}
+
+// days writes a whole number of days as "7 days", other durations as Go does.
+func days(d time.Duration) string {
+	if d%(24*time.Hour) != 0 {
+		return d.String()
+	}
+	if n := d / (24 * time.Hour); n != 1 {
+		return fmt.Sprintf("%d days", n)
+	}
+	return "1 day"
 }
 
 func domainDelete(e *env, args []string) error {

@@ -85,6 +85,11 @@ func commands() []command {
 		one("domain show", "DOMAIN", "print every DNS record to publish and whether each is in place", domainShow),
 		one("domain verify", "DOMAIN", "check the domain's DKIM records now and update its status", domainVerify),
 		one("domain check", "DOMAIN", "look up every record and say what is missing or wrong, and how to fix it", domainCheck),
+		{words: "domain rotate", args: "DOMAIN", minArgs: 1, maxArgs: 1, run: domainRotate,
+			help: "make a new DKIM key with a new selector and print its record; Sesame signs with it once the record is published, " +
+				"and keeps the old key's record valid for dkim.rotation_grace",
+			values: map[string]string{"alg": "the algorithm of the key to replace: rsa (default) or ed25519",
+				"bits": "the size of a new RSA key: 2048, 3072 or 4096 (default: that of the key replaced)"}},
 		one("domain delete", "DOMAIN", "delete a domain and its keys; mail from it is refused from then on", domainDelete),
 		{words: "address add", args: "ADDRESS [--force]", minArgs: 1, maxArgs: 1, run: addressAdd,
 			help: "add a sender address: a verification link is mailed to it",

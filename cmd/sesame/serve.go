@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -254,8 +255,8 @@ type hooks struct {
 // serve assembles the whole service: store → (auth, signer, policy, quotas)
 // → submission listeners → queue → relay, plus the inbound listener (with
 // [inbound] listen), the HTTP listener, the domain verifier, the webhook
-// dispatcher, the reputation guard and event pruning; then it runs until
-// ctx ends.
+// dispatcher, the reputation guard, event pruning and (with [tls]
+// acme_domains) the ACME certificate manager; then it runs until ctx ends.
 func serve(ctx context.Context, e *env, h hooks) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -278,16 +279,40 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	}
 
 	m := metrics.New(st)
-	cert, err := smtpd.LoadCertificate(cfg.Submission.TLSCertFile, cfg.Submission.TLSKeyFile, cfg.DataDir, cfg.Hostname, log)
+	// The certificate: from the ACME CA with [tls] acme_domains (each new
+	// one served from the next handshake), else the files, else self-signed.
+	var cert *smtpd.Certificate
+	acmeLog := log.With("part", "acme")
+	acm, err := newACME(cfg, m, acmeLog, func() {
+		if err := cert.Reload(); err != nil {
+			acmeLog.Error("serving the new certificate failed; keeping the current one", "err", err)
+		}
+	})
 	if err != nil {
 		return err
+	}
+	if acm != nil {
+		cert, err = smtpd.ManagedCertificate(acm.Certificate, cfg.DataDir, cfg.Hostname, log)
+	} else {
+		cert, err = smtpd.LoadCertificate(cfg.Submission.TLSCertFile, cfg.Submission.TLSKeyFile, cfg.DataDir, cfg.Hostname, log)
+	}
+	if err != nil {
+		return err
+	}
+	m.TLSCertificate(cert.NotAfter)
+	tlsConfig := func() *tls.Config {
+		c := cert.TLSConfig()
+		if acm != nil {
+			c.GetConfigForClient = acm.TLSALPNConfig // TLS-ALPN-01 on any TLS listener
+		}
+		return c
 	}
 	senders := identity.NewAuthorizerWith(st, identity.AuthorizerOptions{AllowDMARCProtected: cfg.Identity.AllowDMARCProtectedAddresses})
 	sub := smtpd.New(smtpd.Config{
 		Hostname:                           cfg.Hostname,
 		StartTLSListen:                     cfg.Submission.StartTLSListen,
 		TLSListen:                          cfg.Submission.TLSListen,
-		TLS:                                cert.TLSConfig(),
+		TLS:                                tlsConfig(),
 		MaxMessageBytes:                    cfg.Submission.MaxMessageBytes,
 		MaxRecipients:                      cfg.Submission.MaxRecipients,
 		MaxConnections:                     cfg.Submission.MaxConnections,
@@ -357,7 +382,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		in = inbound.New(inbound.Config{
 			Listen:              cfg.Inbound.Listen,
 			Hostname:            cfg.Hostname,
-			TLSConfig:           cert.TLSConfig(),
+			TLSConfig:           tlsConfig(),
 			FeedbackAddresses:   cfg.Inbound.FeedbackAddresses,
 			FeedbackReporters:   cfg.Inbound.FeedbackReporters,
 			FeedbackReporterIPs: reporterIPs,
@@ -436,8 +461,19 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			}
 		}()
 	}
+	var acmeGuards []*netguard.Guard
+	closeACME := func() {}
+	if acm != nil {
+		if acmeGuards, closeACME, err = listenACME(cfg, acm, m, acmeLog); err != nil {
+			closeACME()
+			return err
+		}
+	}
 	m.Listeners(func() []netguard.Stats {
 		out := []netguard.Stats{sub.ConnStats()}
+		for _, g := range acmeGuards {
+			out = append(out, g.Stats())
+		}
 		if in != nil {
 			out = append(out, in.ConnStats())
 		}
@@ -457,6 +493,13 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	go func() { relayDone <- rel.Run(ctx) }()
 	verifierDone := make(chan struct{})
 	go func() { defer close(verifierDone); verifier.Run(ctx) }()
+	acmeDone := make(chan struct{})
+	go func() {
+		defer close(acmeDone)
+		if acm != nil {
+			acm.Run(ctx)
+		}
+	}()
 	go pruneEvents(ctx, st, cfg.Events.Retention.Duration, log)
 	var endpoints []events.Endpoint
 	for _, w := range cfg.Webhooks {
@@ -538,6 +581,8 @@ wait:
 	if httpSrv != nil {
 		httpSrv.Shutdown(graceCtx)
 	}
+	closeACME()
+	<-acmeDone
 	<-verifierDone
 	<-webhooksDone // before the deferred st.Close: the last cursor save lands
 	log.Info("stopped")
