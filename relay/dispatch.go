@@ -26,18 +26,21 @@ const (
 	claimSpacing = 10 * time.Millisecond
 )
 
-// dispatcher hands claimed mail to the workers: at most Workers deliveries
-// at a time, and DomainConcurrency per destination domain. Claimed mail
-// waits in a window of per-destination queues, served round-robin so that a
-// domain with a backlog (or a slow one) does not hold up the others, and in
-// arrival order within a destination. It runs in one goroutine, so its maps
-// need no lock.
+// dispatcher starts the deliveries of claimed mail: at most Workers at a
+// time, DomainConcurrency per destination domain, and no more than
+// credentialShare of them for one credential, so that one sender's slow
+// mail never holds every slot while another's waits. Claimed mail waits in a
+// window of queues, one per credential and destination, served round-robin
+// so that a sender or a domain with a backlog (or a slow one) does not hold
+// up the others, and in arrival order within a queue. It runs in one
+// goroutine, so its maps need no lock.
 type dispatcher struct {
-	r    *Relay
-	work chan<- store.Delivery
-	done <-chan store.Delivery
+	r      *Relay
+	launch func(store.Delivery) // starts a delivery, which reports on done
+	done   <-chan store.Delivery
 
 	busy     int
+	byCred   map[string]int              // deliveries in flight per credential
 	inflight map[string]int              // deliveries in flight per destination domain
 	held     map[string]holdState        // queue id + recipient, claimed and not yet finished
 	again    map[string][]store.Delivery // by queue id: claimed again while in flight
@@ -55,9 +58,16 @@ const (
 	flying                       // with a worker
 )
 
-func newDispatcher(r *Relay, work chan<- store.Delivery, done <-chan store.Delivery) *dispatcher {
-	return &dispatcher{r: r, work: work, done: done, inflight: map[string]int{}, held: map[string]holdState{},
-		again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
+func newDispatcher(r *Relay, launch func(store.Delivery), done <-chan store.Delivery) *dispatcher {
+	return &dispatcher{r: r, launch: launch, done: done, byCred: map[string]int{}, inflight: map[string]int{},
+		held: map[string]holdState{}, again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
+}
+
+// credentialShare is the most deliveries one credential may have in flight
+// out of slots: three quarters, so that whatever one sender's mail is stuck
+// on, another's starts at once.
+func credentialShare(slots int) int {
+	return max(1, slots-slots/4)
 }
 
 func holdKey(queueID, rcpt string) string { return queueID + "\x00" + rcpt }
@@ -89,6 +99,9 @@ func contains(list []string, s string) bool {
 }
 
 func (d *dispatcher) fits(del store.Delivery) bool {
+	if d.byCred[del.Credential] >= credentialShare(d.r.cfg.Workers) {
+		return false
+	}
 	for _, dom := range d.destinations(del) {
 		if d.inflight[dom] >= d.r.cfg.DomainConcurrency {
 			return false
@@ -128,7 +141,7 @@ func (d *dispatcher) admit(del store.Delivery) {
 		return
 	}
 	del.Recipients = fresh
-	key := strings.Join(d.destinations(del), " ")
+	key := del.Credential + "\x00" + strings.Join(d.destinations(del), " ")
 	if len(d.queues[key]) == 0 {
 		d.ring = append(d.ring, key)
 	}
@@ -179,8 +192,9 @@ func (d *dispatcher) start(del store.Delivery) {
 		d.held[holdKey(del.QueueID, rc.Address)] = flying
 	}
 	d.busy++
+	d.byCred[del.Credential]++
 	d.windowed--
-	d.work <- del
+	d.launch(del)
 }
 
 func (d *dispatcher) finish(del store.Delivery) {
@@ -193,6 +207,9 @@ func (d *dispatcher) finish(del store.Delivery) {
 		delete(d.held, holdKey(del.QueueID, rc.Address))
 	}
 	d.busy--
+	if d.byCred[del.Credential]--; d.byCred[del.Credential] <= 0 {
+		delete(d.byCred, del.Credential)
+	}
 	if del.Parked != "" {
 		d.r.lines.finished(del.Parked, len(del.Recipients))
 	}

@@ -1,15 +1,18 @@
 // Package relay delivers queued mail to the next hop.
 //
 // One dispatcher goroutine (dispatch.go) claims due messages from the queue
-// and hands each to a pool of workers, keeping at most Config.Workers
-// deliveries in flight in total and Config.DomainConcurrency per destination
-// domain; mail for a busy domain stays in the queue, in order, while other
-// domains go ahead.
+// and starts a delivery for each, keeping at most Config.Workers deliveries
+// in flight in total, Config.DomainConcurrency per destination domain, and
+// three quarters of Config.Workers per credential; mail for a busy domain
+// stays in the queue, in order, while other domains and other senders go
+// ahead.
 //
-// A worker (worker.go) splits a message's recipients by destination domain
-// (route.go) and delivers each group in one SMTP transaction to the domain's
-// mail exchangers, found through DNS (resolver.go) in preference order, or
-// to the smarthost when one is configured. Connections are kept open and
+// A delivery (worker.go) splits a message's recipients by destination
+// domain (route.go), finds every domain's mail exchangers at once through
+// DNS (resolver.go, which shares one query among simultaneous askers and
+// remembers timeouts), and delivers each group in one SMTP transaction to
+// the domain's mail exchangers in preference order, or to the smarthost
+// when one is configured. Connections are kept open and
 // reused for the next message to the same server (pool.go).
 //
 // Every recipient gets one outcome per attempt (report.go):
@@ -255,6 +258,10 @@ func (r *Relay) prepare() error {
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
+	// A domain whose name servers time out is not asked again before its
+	// mail's first retry: until then its recipients are deferred at once,
+	// without holding a delivery slot for a timeout each.
+	r.dns.failFor = r.cfg.RetryFirst
 	r.own = ownAddrs()
 	r.conns = newPool(r.cfg.Workers) // as many idle per server as can be busy at once, so none is churned
 	r.lines = newLines()
@@ -310,27 +317,39 @@ func (r *Relay) Run(ctx context.Context) error {
 			"domain_concurrency", r.cfg.DomainConcurrency)
 	}
 
-	// Both channels hold one value per worker, so neither side ever blocks:
-	// the dispatcher hands out at most Workers deliveries at a time and each
-	// ends with exactly one done.
-	work := make(chan store.Delivery, r.cfg.Workers)
-	done := make(chan store.Delivery, r.cfg.Workers)
-	// Deliveries outlive ctx: a message already on the wire is finished, and
-	// its outcome recorded, rather than abandoned until its lease runs out.
+	// Each delivery runs in a goroutine of its own, started by the
+	// dispatcher, and reports back on done. Deliveries outlive ctx: a
+	// message already on the wire is finished, and its outcome recorded,
+	// rather than abandoned until its lease runs out.
+	done := make(chan store.Delivery)
 	wctx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	for range r.cfg.Workers {
-		w := &worker{r: r}
-		wg.Go(func() { w.run(wctx, work, done) })
+	launch := func(del store.Delivery) {
+		wg.Go(func() {
+			(&worker{r: r}).deliver(wctx, del)
+			done <- del
+		})
 	}
 	janitorDone := make(chan struct{})
 	go func() {
 		defer close(janitorDone)
 		r.conns.closeIdleEvery(ctx, idleTimeout/3)
 	}()
-	newDispatcher(r, work, done).run(ctx)
-	close(work)
-	wg.Wait()
+	newDispatcher(r, launch, done).run(ctx)
+	// The dispatcher no longer listens: take the reports of the deliveries
+	// still in flight until the last has ended.
+	ended := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(ended)
+	}()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+		case <-ended:
+			waiting = false
+		}
+	}
 	<-janitorDone
 	r.conns.closeAll()
 	r.log.Info("relay: stopped")

@@ -18,7 +18,8 @@ import (
 // exchangers cannot hold a worker for long.
 const maxAddrsPerLeg = 5
 
-// worker delivers one message at a time.
+// worker makes one delivery attempt at one message (the dispatcher starts
+// one per delivery).
 type worker struct {
 	r      *Relay
 	extras extras // what the current delivery adds to its report
@@ -29,15 +30,6 @@ type extras struct {
 	sends   []store.IPSend   // counted against IP caps
 	replies []*store.Message // the simulator's auto-replies
 	events  []store.Event    // the simulator's complaints
-}
-
-// run delivers what arrives on work, handing each delivery back on done,
-// until work is closed.
-func (w *worker) run(ctx context.Context, work <-chan store.Delivery, done chan<- store.Delivery) {
-	for d := range work {
-		w.deliver(ctx, d)
-		done <- d
-	}
 }
 
 // deliver makes one attempt at every recipient of d and records the
@@ -99,8 +91,10 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	}
 	results = append(results, w.simulate(d, simulated)...)
 	d.Recipients = real
-	for _, l := range w.r.route(d) {
-		results = append(results, w.deliverLeg(actx, d, l)...)
+	legs := w.r.route(d)
+	found := w.r.resolveAll(actx, legs)
+	for i, l := range legs {
+		results = append(results, w.deliverLeg(actx, d, l, found[i])...)
 	}
 	recorded = true
 	w.r.record(ctx, d, results, w.extras)
@@ -146,14 +140,14 @@ func (w *worker) recovered(p any, queueID string) {
 // shaping, only the recipients the Limiter grants are sent, from the IP it
 // chooses; the others wait in their line. A panic defers l's recipients,
 // and only them: other legs' results stand.
-func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res []result) {
+func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg, found resolved) (res []result) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.recovered(p, d.QueueID)
 			res = settleAll(l.rcpts, store.StateDeferred, replyInternal, "4.3.0")
 		}
 	}()
-	targets, err := w.r.targets(ctx, l)
+	targets, err := found.targets, found.err
 	if err != nil {
 		return settleAll(l.rcpts, verdict(err), describe(err), statusOf(err))
 	}
