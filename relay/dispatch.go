@@ -26,10 +26,14 @@ const (
 	claimSpacing = 10 * time.Millisecond
 )
 
-// dispatcher starts the deliveries of claimed mail: at most Workers at a
-// time, DomainConcurrency per destination domain, and no more than
-// credentialShare of them for one credential, so that one sender's slow
-// mail never holds every slot while another's waits. Claimed mail waits in a
+// dispatcher starts the deliveries of claimed mail, each in a goroutine of
+// its own, as many at a time as MemoryBudget holds (each counts its
+// message's size and deliveryOverhead) and at most Workers when that is
+// set, DomainConcurrency per destination domain, and no more than
+// credentialShare of either for one credential, so that one sender's slow
+// mail never holds every slot while another's waits. How many connections
+// each receiving server gets is the windows' business (window.go): a
+// delivery waits there, holding memory but no CPU. Claimed mail waits in a
 // window of queues, one per credential and destination, served round-robin
 // so that a sender or a domain with a backlog (or a slow one) does not hold
 // up the others, and in arrival order within a queue. It runs in one
@@ -40,7 +44,8 @@ type dispatcher struct {
 	done   <-chan store.Delivery
 
 	busy     int
-	byCred   map[string]int              // deliveries in flight per credential
+	spent    int64                       // memory held by the deliveries in flight (cost)
+	byCred   map[string]credUse          // deliveries in flight per credential
 	inflight map[string]int              // deliveries in flight per destination domain
 	held     map[string]holdState        // queue id + recipient, claimed and not yet finished
 	again    map[string][]store.Delivery // by queue id: claimed again while in flight
@@ -58,16 +63,35 @@ const (
 	flying                       // with a worker
 )
 
+// credUse is what one credential's deliveries in flight hold.
+type credUse struct {
+	n     int
+	spent int64
+}
+
+// deliveryOverhead is the memory one delivery in flight is counted for
+// besides its message: its goroutines, its results, and a connection's
+// buffers and TLS state (TestMemoryOfOpenConnections measures it).
+const deliveryOverhead = 64 << 10
+
+// cost is what del is counted for against the memory budget.
+func cost(del store.Delivery) int64 { return int64(del.Size) + deliveryOverhead }
+
 func newDispatcher(r *Relay, launch func(store.Delivery), done <-chan store.Delivery) *dispatcher {
-	return &dispatcher{r: r, launch: launch, done: done, byCred: map[string]int{}, inflight: map[string]int{},
+	return &dispatcher{r: r, launch: launch, done: done, byCred: map[string]credUse{}, inflight: map[string]int{},
 		held: map[string]holdState{}, again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
 }
 
-// credentialShare is the most deliveries one credential may have in flight
-// out of slots: three quarters, so that whatever one sender's mail is stuck
-// on, another's starts at once.
-func credentialShare(slots int) int {
+// credentialShare is the most one credential may have in flight out of
+// slots (deliveries, or bytes of the budget): three quarters, so that
+// whatever one sender's mail is stuck on, another's starts at once.
+func credentialShare[T int | int64](slots T) T {
 	return max(1, slots-slots/4)
+}
+
+// room reports whether another delivery may start at all.
+func (d *dispatcher) room() bool {
+	return (d.r.cfg.Workers == 0 || d.busy < d.r.cfg.Workers) && d.spent < d.r.cfg.MemoryBudget
 }
 
 func holdKey(queueID, rcpt string) string { return queueID + "\x00" + rcpt }
@@ -99,7 +123,16 @@ func contains(list []string, s string) bool {
 }
 
 func (d *dispatcher) fits(del store.Delivery) bool {
-	if d.byCred[del.Credential] >= credentialShare(d.r.cfg.Workers) {
+	c, cfg := d.byCred[del.Credential], d.r.cfg
+	if cfg.Workers > 0 && c.n >= credentialShare(cfg.Workers) {
+		return false
+	}
+	// The budget admits one delivery however large, so that a message
+	// bigger than it still goes, alone.
+	if d.busy > 0 && d.spent+cost(del) > cfg.MemoryBudget {
+		return false
+	}
+	if c.n > 0 && c.spent+cost(del) > credentialShare(cfg.MemoryBudget) {
 		return false
 	}
 	for _, dom := range d.destinations(del) {
@@ -153,7 +186,7 @@ func (d *dispatcher) admit(del store.Delivery) {
 // time in turn, while any head of queue fits. It reports whether deliveries
 // are waiting that could not start for want of destination capacity.
 func (d *dispatcher) startReady() (blocked bool) {
-	for d.busy < d.r.cfg.Workers && len(d.ring) > 0 {
+	for d.room() && len(d.ring) > 0 {
 		started := false
 		for range len(d.ring) {
 			if d.next >= len(d.ring) {
@@ -192,7 +225,9 @@ func (d *dispatcher) start(del store.Delivery) {
 		d.held[holdKey(del.QueueID, rc.Address)] = flying
 	}
 	d.busy++
-	d.byCred[del.Credential]++
+	d.spent += cost(del)
+	c := d.byCred[del.Credential]
+	d.byCred[del.Credential] = credUse{n: c.n + 1, spent: c.spent + cost(del)}
 	d.windowed--
 	d.launch(del)
 }
@@ -207,8 +242,11 @@ func (d *dispatcher) finish(del store.Delivery) {
 		delete(d.held, holdKey(del.QueueID, rc.Address))
 	}
 	d.busy--
-	if d.byCred[del.Credential]--; d.byCred[del.Credential] <= 0 {
+	d.spent -= cost(del)
+	if c := d.byCred[del.Credential]; c.n <= 1 {
 		delete(d.byCred, del.Credential)
+	} else {
+		d.byCred[del.Credential] = credUse{n: c.n - 1, spent: c.spent - cost(del)}
 	}
 	if del.Parked != "" {
 		d.r.lines.finished(del.Parked, len(del.Recipients))
@@ -241,7 +279,7 @@ func (d *dispatcher) run(ctx context.Context) {
 		}
 		opens := d.releaseParked(ctx)
 		blocked := d.startReady()
-		free := d.busy < r.cfg.Workers
+		free := d.room()
 		wait := pollInterval
 		wantMore := d.windowed < maxWindow/2 || (free && blocked && d.windowed < maxWindow)
 		if gap := claimSpacing - time.Since(claimed); wantMore && gap > 0 {

@@ -93,6 +93,32 @@ func listenSamePort(t *testing.T, ips []string) (int, map[string]net.Listener) {
 	return 0, nil
 }
 
+// loopbackIPs returns n addresses from 127.0.<third>.1 on.
+func loopbackIPs(third, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "127.0." + strconv.Itoa(third+i/250) + "." + strconv.Itoa(1+i%250)
+	}
+	return out
+}
+
+// peaks returns the most sessions ever open at once, by server IP.
+func (f *farm) peaks() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int, len(f.peak))
+	for ip, n := range f.peak {
+		out[ip] = n
+	}
+	return out
+}
+
+func (f *farm) sessions() (now, peak int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.total, f.peakTotal
+}
+
 // farmListener counts the sessions of one server and puts its connections
 // behind the farm's delay line.
 type farmListener struct {

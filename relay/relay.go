@@ -50,6 +50,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -102,16 +103,33 @@ type Config struct {
 	// delivery and chooses the source address of each; nil sends without
 	// limits from SourceIPs. Not used with a smarthost, whose own addresses
 	// are the ones mailbox providers see.
-	Shaper            *warmup.Limiter
-	DNSServers        []string      // "ip:port" servers; empty: those of /etc/resolv.conf
-	Workers           int           // deliveries in flight in total (default 32)
-	DomainConcurrency int           // deliveries in flight per destination domain (default 20)
-	RetryFirst        time.Duration // first retry delay (default 5m); doubles each attempt
-	RetryMax          time.Duration // cap on the delay (default 1h)
-	MaxLifetime       time.Duration // give up (bounce) after this long in the queue (default 5 days)
-	DelayWarning      time.Duration // warn the sender once after this long (default 0: never)
-	ConnectTimeout    time.Duration // DNS lookups, and each TCP connect (default 30s)
-	CommandTimeout    time.Duration // per SMTP command, and for the reply to the data (default 5m)
+	Shaper     *warmup.Limiter
+	DNSServers []string // "ip:port" servers; empty: those of /etc/resolv.conf
+	// Workers, when positive, caps the deliveries in flight in total, below
+	// what MemoryBudget allows; 0: no cap but the budget's.
+	Workers int
+	// MemoryBudget bounds the deliveries in flight by what they hold in
+	// memory: each counts its message's size and deliveryOverhead (default
+	// 256 MiB, about 3,000 deliveries of 10 KiB messages).
+	MemoryBudget int64
+	// DomainConcurrency caps the deliveries in flight per destination domain
+	// (default 20).
+	DomainConcurrency int
+	// DestinationConcurrency caps the connections open at once to one
+	// receiving server (IP address), whatever the domains (default 20);
+	// InitialDestinationConcurrency is where each server's window starts
+	// before it grows (default 5). See window.go.
+	DestinationConcurrency        int
+	InitialDestinationConcurrency int
+	// SmarthostConcurrency is the connections open at once to the
+	// smarthost (default 32).
+	SmarthostConcurrency int
+	RetryFirst           time.Duration // first retry delay (default 5m); doubles each attempt
+	RetryMax             time.Duration // cap on the delay (default 1h)
+	MaxLifetime          time.Duration // give up (bounce) after this long in the queue (default 5 days)
+	DelayWarning         time.Duration // warn the sender once after this long (default 0: never)
+	ConnectTimeout       time.Duration // DNS lookups, and each TCP connect (default 30s)
+	CommandTimeout       time.Duration // per SMTP command, and for the reply to the data (default 5m)
 	// ReturnPath, when set, gives the MAIL FROM for one recipient of a
 	// message (a VERP address, see package verp), or "" to keep the
 	// sender; each recipient then goes in a transaction of its own. Never
@@ -145,7 +163,7 @@ func (noMetrics) Delivery(string, string, string, time.Duration) {}
 func (noMetrics) OutboundConnection(string)                      {}
 
 const (
-	defaultWorkers           = 32
+	defaultMemoryBudget      = 256 << 20
 	defaultDomainConcurrency = 20
 	defaultMXPort            = 25
 	defaultRetryFirst        = 5 * time.Minute
@@ -171,6 +189,9 @@ const (
 	dnsQueryTimeout = 5 * time.Second
 	// completeTimeout bounds the write of one delivery's outcomes.
 	completeTimeout = time.Minute
+	// tlsSessionCacheSize bounds the TLS sessions kept for resumption, one
+	// per server name.
+	tlsSessionCacheSize = 10000
 )
 
 // Relay delivers queued mail. Make it with New and start it with Run.
@@ -181,13 +202,15 @@ type Relay struct {
 	now func() time.Time
 
 	// Set by prepare from cfg before the workers start.
-	smarthost *hop // nil: MX delivery
-	sources   []netip.Addr
-	dns       *resolver
-	own       map[netip.Addr]bool // this host's addresses, never a destination
-	conns     *pool
-	shaper    *warmup.Limiter // nil: no shaping
-	lines     *lines
+	smarthost   *hop // nil: MX delivery
+	sources     []netip.Addr
+	dns         *resolver
+	own         map[netip.Addr]bool // this host's addresses, never a destination
+	conns       *pool
+	windows     *windows // connections at once per server
+	tlsSessions tls.ClientSessionCache
+	shaper      *warmup.Limiter // nil: no shaping
+	lines       *lines
 
 	nextSource atomic.Uint64 // round-robin over sources
 }
@@ -205,8 +228,14 @@ func New(cfg Config, q Queue) *Relay {
 			*v = d
 		}
 	}
-	setDefault(&cfg.Workers, defaultWorkers)
+	cfg.Workers = max(cfg.Workers, 0)
+	if cfg.MemoryBudget <= 0 {
+		cfg.MemoryBudget = defaultMemoryBudget
+	}
 	setDefault(&cfg.DomainConcurrency, defaultDomainConcurrency)
+	setDefault(&cfg.DestinationConcurrency, defaultDestinationConcurrency)
+	setDefault(&cfg.InitialDestinationConcurrency, defaultInitialDestinationConcurrency)
+	setDefault(&cfg.SmarthostConcurrency, defaultSmarthostConcurrency)
 	setDefault(&cfg.MXPort, defaultMXPort)
 	setDuration := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -263,7 +292,16 @@ func (r *Relay) prepare() error {
 	// without holding a delivery slot for a timeout each.
 	r.dns.failFor = r.cfg.RetryFirst
 	r.own = ownAddrs()
-	r.conns = newPool(r.cfg.Workers) // as many idle per server as can be busy at once, so none is churned
+	// As many idle per server as may be open at once, so none is churned.
+	if r.smarthost != nil {
+		r.conns = newPool(r.cfg.SmarthostConcurrency)
+		r.windows = newWindows(r.cfg.SmarthostConcurrency, r.cfg.SmarthostConcurrency, true, 0, r.conns, r.now)
+	} else {
+		r.conns = newPool(r.cfg.DestinationConcurrency)
+		r.windows = newWindows(r.cfg.InitialDestinationConcurrency, r.cfg.DestinationConcurrency, false,
+			r.cfg.RetryFirst, r.conns, r.now)
+	}
+	r.tlsSessions = tls.NewLRUClientSessionCache(tlsSessionCacheSize)
 	r.lines = newLines()
 	if r.smarthost == nil && r.cfg.Shaper != nil {
 		r.shaper = r.cfg.Shaper
@@ -311,10 +349,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	if r.smarthost != nil {
-		r.log.Info("relay: started", "smarthost", r.cfg.Smarthost, "workers", r.cfg.Workers)
+		r.log.Info("relay: started", "smarthost", r.cfg.Smarthost, "concurrency", r.cfg.SmarthostConcurrency,
+			"workers", r.cfg.Workers, "memory_budget", r.cfg.MemoryBudget)
 	} else {
 		r.log.Info("relay: started", "mx_port", r.cfg.MXPort, "workers", r.cfg.Workers,
-			"domain_concurrency", r.cfg.DomainConcurrency)
+			"memory_budget", r.cfg.MemoryBudget, "domain_concurrency", r.cfg.DomainConcurrency,
+			"destination_concurrency", r.cfg.DestinationConcurrency)
 	}
 
 	// Each delivery runs in a goroutine of its own, started by the
@@ -333,7 +373,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	janitorDone := make(chan struct{})
 	go func() {
 		defer close(janitorDone)
-		r.conns.closeIdleEvery(ctx, idleTimeout/3)
+		r.conns.closeIdleEvery(ctx, idleTimeout/3, r.windows.forget)
 	}()
 	newDispatcher(r, launch, done).run(ctx)
 	// The dispatcher no longer listens: take the reports of the deliveries

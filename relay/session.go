@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -39,6 +40,9 @@ type session struct {
 	opened    time.Time
 	idleSince time.Time
 	messages  int // transactions completed, for providers' per-connection caps
+
+	release func() // gives back the connection's room in its server's window
+	closed  sync.Once
 }
 
 // sessionKey identifies a server in the pool: the same address under
@@ -73,24 +77,44 @@ func (s *session) tlsName() string {
 // abort closes the connection under a command in progress.
 func (s *session) abort() { s.raw.Close() }
 
-// quit says goodbye and closes the connection.
-func (s *session) quit() { s.wire.quit(quitTimeout) }
+// quit says goodbye and closes the connection. The server has read the
+// QUIT (or stopped answering) before the room in its window is given back,
+// so the next connection never finds the last one still open there.
+func (s *session) quit() {
+	s.wire.quit(quitTimeout)
+	s.done()
+}
 
 // close closes the connection without a word, after an error.
-func (s *session) close() { s.wire.conn.Close() }
+func (s *session) close() {
+	s.wire.conn.Close()
+	s.done()
+}
+
+func (s *session) done() {
+	s.closed.Do(func() {
+		if s.release != nil {
+			s.release()
+		}
+	})
+}
 
 // transact runs d's transaction for rcpts (see session.send) on a connection
 // from src (when valid) to name at addr: an idle one from the pool when
-// there is one, else a new one. A pooled connection the server closed while
-// it was idle is not the mail's fault: it is closed and the next one tried.
-// It returns the session, to be pooled or closed, or the error of the dial.
+// there is one, else a new one once the server's window has room for it. A
+// pooled connection the server closed while it was idle is not the mail's
+// fault: it is closed and the next one tried. It returns the session, to be
+// pooled or closed, or the error of the window or the dial.
 func (r *Relay) transact(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort,
 	d store.Delivery, from string, rcpts []store.DueRecipient) (s *session, res []result, keep bool, err error) {
 	key := sessionKey(src, name, addr)
 	for {
-		s := r.conns.get(key, r.now())
+		s, err := r.windows.acquire(ctx, addr, key)
+		if err != nil {
+			return nil, nil, false, err
+		}
 		if s == nil {
-			break
+			break // room for a new connection
 		}
 		s.reused = true
 		stop := context.AfterFunc(ctx, s.abort)
@@ -104,8 +128,15 @@ func (r *Relay) transact(ctx context.Context, src netip.Addr, name string, addr 
 	}
 	s, err = r.dialAddr(ctx, src, name, addr)
 	if err != nil {
+		// The window shrinks before the room is given back, or the
+		// deliveries waiting for it would each try in turn.
+		if ctx.Err() == nil {
+			r.windows.failed(addr.Addr())
+		}
+		r.windows.release(addr.Addr())
 		return nil, nil, false, err
 	}
+	s.release = func() { r.windows.release(addr.Addr()) }
 	stop := context.AfterFunc(ctx, s.abort)
 	res, keep, _ = s.send(d, from, rcpts)
 	stop()
@@ -260,7 +291,10 @@ func (r *Relay) startTLS(ctx context.Context, conn net.Conn, host string) (tc *t
 	conn.SetDeadline(time.Time{})
 
 	cfg := &tls.Config{
-		ServerName:         host,
+		ServerName: host,
+		// A server seen before resumes the session: no certificate to
+		// send and check, and with TLS 1.2 a round trip less.
+		ClientSessionCache: r.tlsSessions,
 		InsecureSkipVerify: true, // opportunistic; verified below for the log only
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			verifyErr = verifyChain(cs, host)

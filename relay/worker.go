@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
@@ -21,9 +22,14 @@ const maxAddrsPerLeg = 5
 // worker makes one delivery attempt at one message (the dispatcher starts
 // one per delivery).
 type worker struct {
-	r      *Relay
-	extras extras // what the current delivery adds to its report
+	r *Relay
+
+	mu     sync.Mutex // the legs run at once
+	extras extras     // what the delivery adds to its report
 }
+
+// maxLegsAtOnce bounds the destinations of one message delivered at once.
+const maxLegsAtOnce = 32
 
 // extras is what a delivery adds to its outcomes in the store.
 type extras struct {
@@ -93,8 +99,21 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	d.Recipients = real
 	legs := w.r.route(d)
 	found := w.r.resolveAll(actx, legs)
+	// Every destination at once: each waits for its own server's window,
+	// and a slow one does not hold up the others.
+	legResults := make([][]result, len(legs))
+	sem := make(chan struct{}, maxLegsAtOnce)
+	var wg sync.WaitGroup
 	for i, l := range legs {
-		results = append(results, w.deliverLeg(actx, d, l, found[i])...)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			legResults[i] = w.deliverLeg(actx, d, l, found[i])
+		})
+	}
+	wg.Wait()
+	for _, res := range legResults {
+		results = append(results, res...)
 	}
 	recorded = true
 	w.r.record(ctx, d, results, w.extras)
@@ -185,8 +204,14 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 			if err != nil {
 				w.r.log.Info("relay: server unavailable, trying the next", "queue_id", d.QueueID,
 					"server", t.name, "addr", a.String(), "err", err)
-				lastErr = err
+				lastErr = err // the window heard of it (transact)
 				continue
+			}
+			switch feedback(res) {
+			case 1:
+				w.r.windows.succeeded(a)
+			case -1:
+				w.r.windows.failed(a)
 			}
 			s.messages++
 			switch {
@@ -194,11 +219,16 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 				s.close()
 			case g.PerConnection > 0 && s.messages >= g.PerConnection:
 				s.quit() // the provider's cap on messages per connection
+			case w.r.windows.over(a):
+				s.quit() // the server's window shrank
 			default:
 				w.r.conns.put(s, w.r.now())
+				w.r.windows.pooled(a)
 			}
 			if g.Count > 0 {
+				w.mu.Lock()
 				w.extras.sends = append(w.extras.sends, store.IPSend{IP: g.IP.Name(), Provider: g.Provider, Hour: g.At, Count: g.Count})
+				w.mu.Unlock()
 			}
 			return res
 		}
@@ -216,6 +246,35 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 		res[i].code = replyCode(lastErr) // a 421 greeting is a throttle too
 	}
 	return res
+}
+
+// feedback is what a transaction's results say about the server, for its
+// window: 1 when it answered for the mail (delivered, or refused for good),
+// -1 when it is in trouble (421, no answer, or every recipient deferred
+// with a 4xx: the whole transaction refused for now), 0 when some
+// recipients were deferred and none delivered.
+func feedback(res []result) int {
+	deferred := 0
+	for _, x := range res {
+		switch {
+		case x.code == 421:
+			return -1
+		case x.state == store.StateDeferred:
+			deferred++
+		}
+	}
+	switch {
+	case deferred == 0:
+		return 1
+	case deferred < len(res):
+		for _, x := range res {
+			if x.state == store.StateDelivered {
+				return 1
+			}
+		}
+		return 0
+	}
+	return -1
 }
 
 // acquire asks the Limiter for rcpts' line. It returns the grant (Count 0
