@@ -47,6 +47,57 @@ type resolver struct {
 	cache    map[dnsKey]dnsEntry
 	cacheMax int
 	asking   map[dnsKey]*dnsCall // questions on their way to the servers
+	lanes    map[string]*lane    // queries in flight by lane (laneOf)
+}
+
+// maxQueriesPerLane bounds the questions on their way to the servers at
+// once for one lane: one credential's mail. Thousands of deliveries
+// starting together would otherwise send thousands of UDP queries in one
+// burst, more than a resolver's socket buffer holds, and the ones it drops
+// come back as timeouts. A lane per credential keeps one sender's dead
+// domains, each holding a slot for a whole timeout, from making another's
+// lookups wait.
+const maxQueriesPerLane = 256
+
+// lane counts the queries in flight of one lane.
+type lane struct {
+	slots chan struct{}
+	users int // callers holding or waiting for a slot
+}
+
+// laneKey is the context key of a lookup's lane.
+type laneKey struct{}
+
+// withLane names the lane of the lookups made with ctx.
+func withLane(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, laneKey{}, name)
+}
+
+// enter waits for a slot in ctx's lane; leave gives it back.
+func (r *resolver) enter(ctx context.Context) (leave func(), err error) {
+	name, _ := ctx.Value(laneKey{}).(string)
+	r.mu.Lock()
+	l := r.lanes[name]
+	if l == nil {
+		l = &lane{slots: make(chan struct{}, maxQueriesPerLane)}
+		r.lanes[name] = l
+	}
+	l.users++
+	r.mu.Unlock()
+	done := func() {
+		r.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(r.lanes, name)
+		}
+		r.mu.Unlock()
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
 }
 
 // dnsCall is one question on its way; everyone who asks it meanwhile waits
@@ -100,6 +151,7 @@ func newResolver(servers []string, timeout time.Duration, now func() time.Time) 
 		cache:    make(map[dnsKey]dnsEntry),
 		cacheMax: dnsCacheSize,
 		asking:   make(map[dnsKey]*dnsCall),
+		lanes:    make(map[string]*lane),
 	}, nil
 }
 
@@ -302,7 +354,12 @@ func (r *resolver) ask(ctx context.Context, key dnsKey, c *dnsCall) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, sharedLookupTimeout)
 	defer cancel()
-	a, err := r.dns.Lookup(ctx, key.name, key.qtype)
+	var a dnsclient.Answer
+	leave, err := r.enter(ctx)
+	if err == nil {
+		a, err = r.dns.Lookup(ctx, key.name, key.qtype)
+		leave()
+	}
 	if err != nil {
 		c.err = temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s failed: %v",
 			strings.TrimSuffix(key.name, "."), dns.TypeToString[key.qtype], err)

@@ -90,8 +90,8 @@ const maxLookupsPerMessage = 32
 // one timeout, not fifty in a row, and a domain that is slower than that is
 // deferred. Legs to the same domain share one answer. A panic resolving a
 // destination fails that destination only.
-func (r *Relay) resolveAll(ctx context.Context, legs []leg) []resolved {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
+func (r *Relay) resolveAll(ctx context.Context, credential string, legs []leg) []resolved {
+	ctx, cancel := context.WithTimeout(withLane(ctx, credential), r.cfg.ConnectTimeout)
 	defer cancel()
 	out := make([]resolved, len(legs))
 	byDomain := map[string][]int{}

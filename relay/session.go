@@ -32,7 +32,8 @@ type session struct {
 	name      string         // the server's host name (TLS server name, Remote-MTA)
 	addr      netip.AddrPort // the address connected to
 	key       string         // identifies the server in the pool
-	client    *smtp.Client   // greeting, EHLO, STARTTLS, and the extensions offered
+	client    *smtp.Client   // greeting, EHLO and STARTTLS; nil once the session is open
+	ext       extensions     // what the server offered in its last EHLO reply
 	wire      *wire          // the mail transactions (wire.go)
 	raw       net.Conn       // the TCP connection under any TLS; closing it aborts a stuck command
 	reused    bool           // taken from the pool: the next transaction starts with RSET
@@ -167,7 +168,27 @@ func (r *Relay) sourceFor(ip netip.Addr) (*net.TCPAddr, error) {
 // dialAddr connects to addr and opens a session on the connection. When the
 // TLS handshake fails it connects once more and goes on without STARTTLS:
 // opportunistic TLS (RFC 7435) must not make mail undeliverable.
-func (r *Relay) dialAddr(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
+func (r *Relay) dialAddr(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (s *session, err error) {
+	// In a goroutine of its own: the TLS handshake's deep calls would grow
+	// the stack of the delivery's goroutine, which then waits on the
+	// server with a stack four times the size it needs; with thousands of
+	// connections open that is most of their memory.
+	// A panic there is the delivery's, as if it had happened here.
+	done := make(chan struct{})
+	var panicked any
+	go func() {
+		defer close(done)
+		defer func() { panicked = recover() }()
+		s, err = r.dialTLSOrNot(ctx, src, name, addr)
+	}()
+	<-done
+	if panicked != nil {
+		panic(panicked)
+	}
+	return s, err
+}
+
+func (r *Relay) dialTLSOrNot(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
 	s, err := r.dialOnce(ctx, src, name, addr, true)
 	var tlsErr *tlsFailure
 	if errors.As(err, &tlsErr) {
@@ -254,11 +275,23 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 	return s, nil
 }
 
+// extensions are the EHLO keywords the transactions use.
+type extensions struct {
+	pipelining, smtputf8, eightBitMIME, size bool
+}
+
 // attach hands conn, greeted and past EHLO (and TLS), to the wire that runs
-// the transactions.
+// the transactions, keeping what the server offered. go-smtp's client is
+// done with then: dropping it frees its buffers, 8 KiB a connection, which
+// matters with thousands of connections open.
 func (s *session) attach(conn net.Conn, timeout time.Duration) {
-	pipelining, _ := s.client.Extension("PIPELINING")
-	s.wire = newWire(conn, timeout, pipelining)
+	has := func(name string) bool {
+		ok, _ := s.client.Extension(name)
+		return ok
+	}
+	s.ext = extensions{pipelining: has("PIPELINING"), smtputf8: has("SMTPUTF8"), eightBitMIME: has("8BITMIME"), size: has("SIZE")}
+	s.client = nil
+	s.wire = newWire(conn, timeout, s.ext.pipelining)
 }
 
 func (r *Relay) newClient(conn net.Conn) *smtp.Client {

@@ -98,20 +98,24 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	results = append(results, w.simulate(d, simulated)...)
 	d.Recipients = real
 	legs := w.r.route(d)
-	found := w.r.resolveAll(actx, legs)
+	found := w.r.resolveAll(actx, d.Credential, legs)
 	// Every destination at once: each waits for its own server's window,
 	// and a slow one does not hold up the others.
 	legResults := make([][]result, len(legs))
-	sem := make(chan struct{}, maxLegsAtOnce)
-	var wg sync.WaitGroup
-	for i, l := range legs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			legResults[i] = w.deliverLeg(actx, d, l, found[i])
-		})
+	if len(legs) == 1 {
+		legResults[0] = w.deliverLeg(actx, d, legs[0], found[0]) // no goroutine (and stack) more
+	} else {
+		sem := make(chan struct{}, maxLegsAtOnce)
+		var wg sync.WaitGroup
+		for i, l := range legs {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				legResults[i] = w.deliverLeg(actx, d, l, found[i])
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	for _, res := range legResults {
 		results = append(results, res...)
 	}
