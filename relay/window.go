@@ -120,6 +120,9 @@ func (ws *windows) acquire(ctx context.Context, addr netip.AddrPort, key string)
 		wake := w.wake
 		ws.mu.Unlock()
 		if s := ws.idle.takeOldest(ip); s != nil {
+			if s.key == key {
+				return s, nil // pooled since we looked: just what we want
+			}
 			s.quit() // its release makes the room; another may take it first
 			continue
 		}
