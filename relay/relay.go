@@ -1,19 +1,22 @@
 // Package relay delivers queued mail to the next hop.
 //
 // One dispatcher goroutine (dispatch.go) claims due messages from the queue
-// and starts a delivery for each, keeping at most Config.Workers deliveries
-// in flight in total, Config.DomainConcurrency per destination domain, and
-// three quarters of Config.Workers per credential; mail for a busy domain
-// stays in the queue, in order, while other domains and other senders go
-// ahead.
+// and starts a delivery for each, in a goroutine of its own, as many as
+// Config.MemoryBudget holds (and at most Config.Workers, when set),
+// Config.DomainConcurrency per destination domain, and three quarters of
+// either per credential; mail for a busy domain stays in the queue, in
+// order, while other domains and other senders go ahead.
 //
 // A delivery (worker.go) splits a message's recipients by destination
 // domain (route.go), finds every domain's mail exchangers at once through
 // DNS (resolver.go, which shares one query among simultaneous askers and
 // remembers timeouts), and delivers each group in one SMTP transaction to
 // the domain's mail exchangers in preference order, or to the smarthost
-// when one is configured. Connections are kept open and
-// reused for the next message to the same server (pool.go).
+// when one is configured, every group at once. Each receiving server (by
+// IP address) has a window of connections open at once, which grows while
+// deliveries go well and shrinks when they do not (window.go).
+// Connections are kept open and reused for the next message to the same
+// server under the same name (pool.go).
 //
 // Every recipient gets one outcome per attempt (report.go):
 //
