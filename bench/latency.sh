@@ -16,6 +16,8 @@
 #   CONNECTIONS=20 MESSAGES=150 DOMAINS=1000 ADDRS=100 bench/latency.sh
 #   RELAY_EXTRA='workers = 32' bench/latency.sh   (lines added to [relay])
 #   OUT=DIR bench/latency.sh               keep every run's files in DIR
+#   PROFILE=1 bench/latency.sh             a 10 s CPU profile of the server in each run
+#                                          (DIR/LATENCY-cpu.pprof, its top entries printed)
 #
 # For each latency it prints, from one fresh server each:
 #   end-to-end msg/s   messages / (last delivery - first submission)
@@ -70,6 +72,7 @@ allow_private_destinations = true
 ${RELAY_EXTRA:-}
 [http]
 listen = "127.0.0.1:28025"
+pprof = $([[ ${PROFILE:-0} == 1 ]] && echo true || echo false)
 [policy]
 sandbox_new_users = false
 daily_quota = 100000000
@@ -99,11 +102,21 @@ TOML
 		sleep 0.1
 	done
 	uptime >"$out/$tag-uptime.txt"
+	local profiler=
+	if [[ ${PROFILE:-0} == 1 ]]; then
+		(sleep 1 && curl -fs "http://127.0.0.1:28025/debug/pprof/profile?seconds=10" >"$out/$tag-cpu.pprof") &
+		profiler=$!
+	fi
 	t0=$(date +%s.%N)
 	"$work/sesame-bench" send --addr 127.0.0.1:25587 --tls starttls --auth plain --json-only \
 		--user "$user" --password "$pass" --connections "$conns" --messages "$per" --size "$size" \
 		--from shop@example.com --to-domain example.net --domains "$domains" >"$out/$tag-send.json"
 	wait "$sink" || status=$?
+	if [[ -n $profiler ]]; then
+		wait "$profiler" || true
+		echo "== latency $lat: CPU profile of sesame serve (10 s), top entries" >&2
+		go tool pprof -top -nodecount=25 "$work/sesame" "$out/$tag-cpu.pprof" 2>/dev/null | sed -n '1,32p' >&2
+	fi
 	awk '{print $14 + $15}' "/proc/$pid/stat" >"$out/$tag-cpu-ticks.txt"
 	awk '/VmHWM/ {print $2}' "/proc/$pid/status" >"$out/$tag-rss-kib.txt"
 	echo "$t0" >"$out/$tag-start.txt"
