@@ -6,7 +6,14 @@ package relay
 // the sessions each server sees at once.
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net"
 	"strconv"
 	"sync"
@@ -45,11 +52,19 @@ type farm struct {
 // ends.
 func startFarm(t *testing.T, ips []string, latency time.Duration) *farm {
 	t.Helper()
+	return startFarmTLS(t, ips, latency, nil)
+}
+
+// startFarmTLS is startFarm with servers that offer STARTTLS with
+// tlsConfig.
+func startFarmTLS(t *testing.T, ips []string, latency time.Duration, tlsConfig *tls.Config) *farm {
+	t.Helper()
 	port, lns := listenSamePort(t, ips)
 	f := &farm{port: port, latency: latency, open: map[string]int{}, peak: map[string]int{}, refuse: map[string]string{}}
 	for ip, ln := range lns {
 		srv := smtp.NewServer(farmBackend{f})
 		srv.Domain = "farm.test"
+		srv.TLSConfig = tlsConfig
 		srv.ReadTimeout = time.Minute
 		srv.WriteTimeout = time.Minute
 		served := make(chan struct{})
@@ -250,4 +265,28 @@ func startZoneFunc(t *testing.T, zone zoneFunc) (addr string, dropped *atomic.In
 	<-started
 	t.Cleanup(func() { srv.Shutdown() })
 	return pc.LocalAddr().String(), dropped
+}
+
+// farmTLS is a TLS configuration with a fresh self-signed certificate for
+// the farm's servers (the relay does not require a valid one).
+func farmTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "farm.test"},
+		DNSNames:     []string{"farm.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }

@@ -194,3 +194,37 @@ func TestLatencyRefusingServerShrinks(t *testing.T) {
 		t.Errorf("the good server's window is %d, below its start of %d", n, cfg.InitialDestinationConcurrency)
 	}
 }
+
+// A new connection to a server name seen before resumes its TLS session:
+// no certificate to send and check (and with TLS 1.2 a round trip less).
+func TestLatencyTLSSessionResumed(t *testing.T) {
+	f := startFarmTLS(t, loopbackIPs(5, 1), 0, farmTLS(t))
+	cfg := testConfig(t, "", nil)
+	cfg.MXPort = f.port
+	cfg.AllowPrivateDestinations = true
+	cfg.DNSServers = []string{"127.0.0.1:53"} // never asked: the test dials an address
+	r := New(cfg, newQueue(t))
+	if err := r.prepare(); err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(netip.MustParseAddr(loopbackIPs(5, 1)[0]), uint16(f.port))
+	var resumed []bool
+	for range 2 {
+		if _, err := r.windows.acquire(context.Background(), addr, ""); err != nil {
+			t.Fatal(err)
+		}
+		s, err := r.dialAddr(context.Background(), netip.Addr{}, "mx.resume.test", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.tls == "" {
+			t.Fatal("the connection is not encrypted")
+		}
+		resumed = append(resumed, s.resumed)
+		s.release = func() { r.windows.release(addr.Addr()) }
+		s.quit()
+	}
+	if resumed[0] || !resumed[1] {
+		t.Errorf("TLS sessions resumed: %v, want the second connection's only", resumed)
+	}
+}

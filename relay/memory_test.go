@@ -206,7 +206,7 @@ func TestHelperSlowFarm(t *testing.T) {
 	}
 	ips := strings.Split(list, ",")
 	port, lns := listenSamePort(t, ips)
-	tlsConfig := selfSigned(t)
+	tlsConfig := farmTLS(t)
 	var held atomic.Int64
 	var changed = make(chan struct{}, 1)
 	note := func(d int64) {

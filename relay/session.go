@@ -38,6 +38,7 @@ type session struct {
 	raw       net.Conn       // the TCP connection under any TLS; closing it aborts a stuck command
 	reused    bool           // taken from the pool: the next transaction starts with RSET
 	tls       string         // negotiated TLS version, "" when the connection is not encrypted
+	resumed   bool           // the TLS session of an earlier connection was resumed
 	opened    time.Time
 	idleSince time.Time
 	messages  int // transactions completed, for providers' per-connection caps
@@ -255,8 +256,9 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 		if err != nil {
 			return nil, err
 		}
-		s.tls = tls.VersionName(tc.ConnectionState().Version)
-		attrs = append(attrs, "cert_verified", verifyErr == nil)
+		cs := tc.ConnectionState()
+		s.tls, s.resumed = tls.VersionName(cs.Version), cs.DidResume
+		attrs = append(attrs, "cert_verified", verifyErr == nil, "tls_resumed", cs.DidResume)
 		if verifyErr != nil {
 			attrs = append(attrs, "cert_error", verifyErr.Error())
 		}
