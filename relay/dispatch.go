@@ -45,6 +45,8 @@ type dispatcher struct {
 
 	busy     int
 	spent    int64                       // memory held by the deliveries in flight (cost)
+	byServer map[string]int              // deliveries in flight per receiving server (serversOf)
+	servers  map[string][]string         // by holdKey of a delivery's first recipient: the servers it counts against
 	byCred   map[string]credUse          // deliveries in flight per credential
 	inflight map[string]int              // deliveries in flight per destination domain
 	held     map[string]holdState        // queue id + recipient, claimed and not yet finished
@@ -79,6 +81,7 @@ func cost(del store.Delivery) int64 { return int64(del.Size) + deliveryOverhead 
 
 func newDispatcher(r *Relay, launch func(store.Delivery), done <-chan store.Delivery) *dispatcher {
 	return &dispatcher{r: r, launch: launch, done: done, byCred: map[string]credUse{}, inflight: map[string]int{},
+		byServer: map[string]int{}, servers: map[string][]string{},
 		held: map[string]holdState{}, again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
 }
 
@@ -97,7 +100,7 @@ func (d *dispatcher) room() bool {
 func holdKey(queueID, rcpt string) string { return queueID + "\x00" + rcpt }
 
 // destinations are the domains a delivery counts against; none for the
-// smarthost, which is bounded by Workers alone.
+// smarthost, which is one server (serversOf).
 func (d *dispatcher) destinations(del store.Delivery) []string {
 	if d.r.smarthost != nil {
 		return nil
@@ -111,6 +114,35 @@ func (d *dispatcher) destinations(del store.Delivery) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// serversOf are the receiving servers a delivery counts against: the
+// smarthost, or the server each of its domains was last delivered to
+// (Relay.servers); a domain not seen yet counts against none. So the
+// deliveries waiting for one server's window (the 500 domains behind one
+// provider's MX) hold at most serverShare of the slots, whatever the
+// domains.
+func (d *dispatcher) serversOf(del store.Delivery) []string {
+	if d.r.smarthost != nil {
+		return []string{"smarthost"}
+	}
+	var out []string
+	for _, dom := range d.destinations(del) {
+		if ip, ok := d.r.servers.of(dom); ok && !contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// serverShare is the most deliveries in flight for one receiving server:
+// twice as many as its window may have connections, so that the window
+// stays full while some deliveries read their message, resolve or record.
+func (d *dispatcher) serverShare() int {
+	if d.r.smarthost != nil {
+		return 2 * d.r.cfg.SmarthostConcurrency
+	}
+	return 2 * d.r.cfg.DestinationConcurrency
 }
 
 func contains(list []string, s string) bool {
@@ -134,6 +166,11 @@ func (d *dispatcher) fits(del store.Delivery) bool {
 	}
 	if c.n > 0 && c.spent+cost(del) > credentialShare(cfg.MemoryBudget) {
 		return false
+	}
+	for _, srv := range d.serversOf(del) {
+		if d.byServer[srv] >= d.serverShare() {
+			return false
+		}
 	}
 	for _, dom := range d.destinations(del) {
 		if d.inflight[dom] >= d.r.cfg.DomainConcurrency {
@@ -224,6 +261,13 @@ func (d *dispatcher) start(del store.Delivery) {
 	for _, rc := range del.Recipients {
 		d.held[holdKey(del.QueueID, rc.Address)] = flying
 	}
+	// What a domain maps to may change while the delivery runs: finish
+	// takes back what start counted.
+	srvs := d.serversOf(del)
+	for _, srv := range srvs {
+		d.byServer[srv]++
+	}
+	d.servers[holdKey(del.QueueID, del.Recipients[0].Address)] = srvs
 	d.busy++
 	d.spent += cost(del)
 	c := d.byCred[del.Credential]
@@ -233,6 +277,13 @@ func (d *dispatcher) start(del store.Delivery) {
 }
 
 func (d *dispatcher) finish(del store.Delivery) {
+	key := holdKey(del.QueueID, del.Recipients[0].Address)
+	for _, srv := range d.servers[key] {
+		if d.byServer[srv]--; d.byServer[srv] <= 0 {
+			delete(d.byServer, srv)
+		}
+	}
+	delete(d.servers, key)
 	for _, dom := range d.destinations(del) {
 		if d.inflight[dom]--; d.inflight[dom] <= 0 {
 			delete(d.inflight, dom)

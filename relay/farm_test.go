@@ -38,6 +38,7 @@ type farm struct {
 
 	delivered atomic.Int64 // recipients accepted with their message
 	refused   atomic.Int64 // connections answered with a refusal
+	holding   atomic.Int64 // messages whose reply waits for hold
 
 	mu        sync.Mutex
 	open      map[string]int    // sessions open now, by server IP
@@ -210,7 +211,9 @@ func (s *farmSession) Data(r io.Reader) error {
 	hold := s.f.hold
 	s.f.mu.Unlock()
 	if hold != nil {
+		s.f.holding.Add(1)
 		<-hold
+		s.f.holding.Add(-1)
 	}
 	s.f.delivered.Add(int64(s.rcpts))
 	s.rcpts = 0

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,5 +227,84 @@ func TestLatencyTLSSessionResumed(t *testing.T) {
 	}
 	if resumed[0] || !resumed[1] {
 		t.Errorf("TLS sessions resumed: %v, want the second connection's only", resumed)
+	}
+}
+
+// readCounter is the real queue, counting the message reads: one per
+// delivery started.
+type readCounter struct {
+	*recorder
+	reads atomic.Int64
+}
+
+func (q *readCounter) MessageData(ctx context.Context, id string) ([]byte, error) {
+	q.reads.Add(1)
+	return q.recorder.MessageData(ctx, id)
+}
+
+// The domains whose mail exchanger is one server share what that server
+// may hold up: once the relay knows where their mail goes, the deliveries
+// in flight for a server that answers slowly stay within twice its window,
+// however many domains are behind it, instead of filling the memory budget
+// with deliveries waiting for it.
+func TestLatencyDomainsOfOneServerShareIt(t *testing.T) {
+	const domains, perDomain, limit = 50, 4, 2
+	ip := loopbackIPs(6, 1)[0]
+	f := startFarm(t, []string{ip}, 0)
+	zone, _ := startZoneFunc(t, mxZone(func(name string) string {
+		if n := domainNumber(name, "shared.test"); n >= 0 && n < domains {
+			return ip
+		}
+		return ""
+	}))
+	q := &readCounter{recorder: newQueue(t)}
+	cfg := testConfig(t, "", nil)
+	cfg.Workers = 0
+	cfg.MXPort = f.port
+	cfg.DNSServers = []string{zone}
+	cfg.AllowPrivateDestinations = true
+	cfg.DestinationConcurrency, cfg.InitialDestinationConcurrency = limit, limit
+	startRelay(t, cfg, q)
+
+	// One message per domain first: the relay learns where they go.
+	for d := range domains {
+		enqueue(t, q.recorder, mxSender, mxBody, fmt.Sprintf("first@d%d.shared.test", d))
+	}
+	outcomes(t, q.recorder, domains, time.Minute)
+
+	hold := make(chan struct{})
+	f.mu.Lock()
+	f.hold = hold
+	f.mu.Unlock()
+	released := false
+	defer func() {
+		if !released {
+			close(hold)
+		}
+	}()
+	q.reads.Store(0)
+	for i := range perDomain {
+		for d := range domains {
+			enqueue(t, q.recorder, mxSender, mxBody, fmt.Sprintf("r%d@d%d.shared.test", i, d))
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); f.holding.Load() < limit; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages held at the server within 30s, want %d", f.holding.Load(), limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // room for more deliveries to start, if they would
+	if n := q.reads.Load(); n > 2*limit {
+		t.Errorf("%d deliveries started for %d domains behind one server whose window is %d; want at most %d",
+			n, domains, limit, 2*limit)
+	}
+	close(hold)
+	released = true
+	got := outcomes(t, q.recorder, domains*perDomain, time.Minute)
+	for addr, o := range got {
+		if o.State != store.StateDelivered {
+			t.Errorf("%s: %s %q, want delivered", addr, o.State, o.Reply)
+		}
 	}
 }

@@ -211,6 +211,7 @@ type Relay struct {
 	own         map[netip.Addr]bool // this host's addresses, never a destination
 	conns       *pool
 	windows     *windows // connections at once per server
+	servers     *servers // the server each domain's mail last went to
 	tlsSessions tls.ClientSessionCache
 	shaper      *warmup.Limiter // nil: no shaping
 	lines       *lines
@@ -305,6 +306,7 @@ func (r *Relay) prepare() error {
 			r.cfg.RetryFirst, r.conns, r.now)
 	}
 	r.tlsSessions = tls.NewLRUClientSessionCache(tlsSessionCacheSize)
+	r.servers = newServers()
 	r.lines = newLines()
 	if r.smarthost == nil && r.cfg.Shaper != nil {
 		r.shaper = r.cfg.Shaper

@@ -226,3 +226,32 @@ func (ws *windows) forget(now time.Time) {
 		}
 	}
 }
+
+// servers remembers the server each domain's mail last went to, for the
+// dispatcher (serversOf). It is safe for concurrent use.
+type servers struct {
+	mu       sync.Mutex
+	byDomain map[string]string
+}
+
+// maxServersKept bounds the domains remembered; past it the memory starts
+// over, at the cost of counting some domains against no server for a while.
+const maxServersKept = 100000
+
+func newServers() *servers { return &servers{byDomain: map[string]string{}} }
+
+func (s *servers) learn(domain string, ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byDomain[domain]; !ok && len(s.byDomain) >= maxServersKept {
+		clear(s.byDomain)
+	}
+	s.byDomain[domain] = ip.String()
+}
+
+func (s *servers) of(domain string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ip, ok := s.byDomain[domain]
+	return ip, ok
+}

@@ -174,6 +174,9 @@ func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg, found 
 	if err != nil {
 		return settleAll(l.rcpts, verdict(err), describe(err), statusOf(err))
 	}
+	if l.domain != "" && len(targets[0].addrs) > 0 {
+		w.r.servers.learn(l.domain, targets[0].addrs[0]) // the dispatcher counts the domain's mail against it
+	}
 	if w.r.shaper == nil {
 		return w.send(ctx, d, l.returnPath, l.rcpts, targets, warmup.Grant{})
 	}
