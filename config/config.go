@@ -86,19 +86,23 @@ type Submission struct {
 
 // Relay configures what happens to mail after it is queued.
 type Relay struct {
-	Smarthost                string   `toml:"smarthost"`
-	DNSServers               []string `toml:"dns_servers"`
-	MXPort                   int      `toml:"mx_port"`
-	SourceIPs                []string `toml:"source_ips"`
-	Workers                  int      `toml:"workers"`
-	DomainConcurrency        int      `toml:"domain_concurrency"`
-	RetryFirst               Duration `toml:"retry_first"`
-	RetryMax                 Duration `toml:"retry_max"`
-	MaxLifetime              Duration `toml:"max_lifetime"`
-	DelayWarning             Duration `toml:"delay_warning"`
-	ConnectTimeout           Duration `toml:"connect_timeout"`
-	CommandTimeout           Duration `toml:"command_timeout"`
-	AllowPrivateDestinations bool     `toml:"allow_private_destinations"`
+	Smarthost                     string   `toml:"smarthost"`
+	DNSServers                    []string `toml:"dns_servers"`
+	MXPort                        int      `toml:"mx_port"`
+	SourceIPs                     []string `toml:"source_ips"`
+	Workers                       int      `toml:"workers"`
+	MemoryBudget                  int64    `toml:"memory_budget"`
+	DomainConcurrency             int      `toml:"domain_concurrency"`
+	DestinationConcurrency        int      `toml:"destination_concurrency"`
+	InitialDestinationConcurrency int      `toml:"initial_destination_concurrency"`
+	SmarthostConcurrency          int      `toml:"smarthost_concurrency"`
+	RetryFirst                    Duration `toml:"retry_first"`
+	RetryMax                      Duration `toml:"retry_max"`
+	MaxLifetime                   Duration `toml:"max_lifetime"`
+	DelayWarning                  Duration `toml:"delay_warning"`
+	ConnectTimeout                Duration `toml:"connect_timeout"`
+	CommandTimeout                Duration `toml:"command_timeout"`
+	AllowPrivateDestinations      bool     `toml:"allow_private_destinations"`
 }
 
 // HTTP configures the HTTP listener (/healthz, verification links).
@@ -354,9 +358,14 @@ func Default() *Config {
 			MaxInflightBytes: 512 << 20, // a dozen messages of the maximum size
 		},
 		Relay: Relay{
-			MXPort:            25,
-			Workers:           32,
-			DomainConcurrency: 20, // as Postfix's default_destination_concurrency_limit
+			MXPort:       25,
+			MemoryBudget: 256 << 20,
+			// As Postfix's default_destination_concurrency_limit and
+			// initial_destination_concurrency.
+			DomainConcurrency:             20,
+			DestinationConcurrency:        20,
+			InitialDestinationConcurrency: 5,
+			SmarthostConcurrency:          32,
 			// Backoff and lifetime close to Postfix's (minimal_backoff_time,
 			// maximal_backoff_time, maximal_queue_lifetime, delay_warning_time).
 			RetryFirst:     Duration{5 * time.Minute},
@@ -636,11 +645,24 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("relay.source_ips[%d]", i), "%q is not an IP address", a)
 		}
 	}
-	if r.Workers < 1 || r.Workers > 1000 {
-		bad("relay.workers", "%d: expected 1 to 1000", r.Workers)
+	if r.Workers < 0 || r.Workers > 100000 {
+		bad("relay.workers", "%d: expected 0 (no cap but memory_budget) to 100000", r.Workers)
+	}
+	if r.MemoryBudget < 1<<20 {
+		bad("relay.memory_budget", "%d: expected a size in bytes of at least 1048576 (1 MiB)", r.MemoryBudget)
 	}
 	if r.DomainConcurrency < 1 {
 		bad("relay.domain_concurrency", "%d: expected at least 1", r.DomainConcurrency)
+	}
+	if r.DestinationConcurrency < 1 {
+		bad("relay.destination_concurrency", "%d: expected at least 1", r.DestinationConcurrency)
+	}
+	if r.InitialDestinationConcurrency < 1 || r.InitialDestinationConcurrency > r.DestinationConcurrency {
+		bad("relay.initial_destination_concurrency", "%d: expected 1 to destination_concurrency (%d)",
+			r.InitialDestinationConcurrency, r.DestinationConcurrency)
+	}
+	if r.SmarthostConcurrency < 1 {
+		bad("relay.smarthost_concurrency", "%d: expected at least 1", r.SmarthostConcurrency)
 	}
 	positive("relay.retry_first", r.RetryFirst)
 	positive("relay.retry_max", r.RetryMax)

@@ -124,6 +124,19 @@ listen = "somewhere"
 		{"in-flight budget below four messages", "[submission]\nmax_message_bytes = 41943040\nmax_inflight_bytes = 104857600\n",
 			[]string{"submission.max_inflight_bytes: 104857600: expected at least 4 times max_message_bytes (167772160)"}},
 		{"no listeners", "[submission]\nstarttls_listen = []\ntls_listen = []\n", []string{"submission: no listener"}},
+		{"delivery concurrency", `
+[relay]
+workers = -1
+memory_budget = 1000
+destination_concurrency = 4
+initial_destination_concurrency = 5
+smarthost_concurrency = 0
+`, []string{
+			"relay.workers: -1: expected 0",
+			"relay.memory_budget: 1000: expected a size in bytes of at least 1048576",
+			"relay.initial_destination_concurrency: 5: expected 1 to destination_concurrency (4)",
+			"relay.smarthost_concurrency: 0: expected at least 1",
+		}},
 		{"feedback reporters", `
 [inbound]
 feedback_reporters = ["arf.mail.yahoo.com", "com", "@hotmail.com", "bad host"]

@@ -127,7 +127,8 @@ type Answer struct {
 // A name that does not exist, or has no such records, is a negative Answer
 // and no error. The error is ctx's when ctx ended; otherwise it says why no
 // server gave a usable reply ("timeout", "server answered SERVFAIL", the
-// distinct reasons joined by "; "), or that the CNAME chain was too long.
+// distinct reasons joined by "; "; ErrTimeout when every server timed out),
+// or that the CNAME chain was too long.
 // It is not an answer about the name, and names no server.
 func (c *Client) Lookup(ctx context.Context, name string, qtype uint16) (Answer, error) {
 	qname := dns.CanonicalName(name)
@@ -223,8 +224,15 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 			reasons = append(reasons, reason)
 		}
 	}
+	if len(reasons) == 1 && reasons[0] == "timeout" {
+		return nil, ErrTimeout
+	}
 	return nil, errors.New(strings.Join(reasons, "; "))
 }
+
+// ErrTimeout is Lookup's error when no server answered in time: a caller
+// may remember it, since asking again at once would only wait as long again.
+var ErrTimeout = errors.New("timeout")
 
 // ask sends m to one server over UDP, and over TCP when the UDP reply is
 // truncated (RFC 7766 §5), and checks that the reply is usable.

@@ -403,6 +403,9 @@ func TestLookupTimeout(t *testing.T) {
 	if err == nil || err.Error() != "timeout" {
 		t.Fatalf("error %v, want %q", err, "timeout")
 	}
+	if !errors.Is(err, ErrTimeout) {
+		t.Errorf("error %v is not ErrTimeout", err)
+	}
 	if el := time.Since(start); el > 2*time.Second {
 		t.Fatalf("the lookup took %v with a 100ms timeout", el)
 	}

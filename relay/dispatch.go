@@ -26,18 +26,28 @@ const (
 	claimSpacing = 10 * time.Millisecond
 )
 
-// dispatcher hands claimed mail to the workers: at most Workers deliveries
-// at a time, and DomainConcurrency per destination domain. Claimed mail
-// waits in a window of per-destination queues, served round-robin so that a
-// domain with a backlog (or a slow one) does not hold up the others, and in
-// arrival order within a destination. It runs in one goroutine, so its maps
-// need no lock.
+// dispatcher starts the deliveries of claimed mail, each in a goroutine of
+// its own, as many at a time as MemoryBudget holds (each counts its
+// message's size and deliveryOverhead) and at most Workers when that is
+// set, DomainConcurrency per destination domain, and no more than
+// credentialShare of either for one credential, so that one sender's slow
+// mail never holds every slot while another's waits. How many connections
+// each receiving server gets is the windows' business (window.go): a
+// delivery waits there, holding memory but no CPU. Claimed mail waits in a
+// window of queues, one per credential and destination, served round-robin
+// so that a sender or a domain with a backlog (or a slow one) does not hold
+// up the others, and in arrival order within a queue. It runs in one
+// goroutine, so its maps need no lock.
 type dispatcher struct {
-	r    *Relay
-	work chan<- store.Delivery
-	done <-chan store.Delivery
+	r      *Relay
+	launch func(store.Delivery) // starts a delivery, which reports on done
+	done   <-chan store.Delivery
 
 	busy     int
+	spent    int64                       // memory held by the deliveries in flight (cost)
+	byServer map[string]int              // deliveries in flight per receiving server (serversOf)
+	servers  map[string][]string         // by holdKey of a delivery's first recipient: the servers it counts against
+	byCred   map[string]credUse          // deliveries in flight per credential
 	inflight map[string]int              // deliveries in flight per destination domain
 	held     map[string]holdState        // queue id + recipient, claimed and not yet finished
 	again    map[string][]store.Delivery // by queue id: claimed again while in flight
@@ -55,15 +65,42 @@ const (
 	flying                       // with a worker
 )
 
-func newDispatcher(r *Relay, work chan<- store.Delivery, done <-chan store.Delivery) *dispatcher {
-	return &dispatcher{r: r, work: work, done: done, inflight: map[string]int{}, held: map[string]holdState{},
-		again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
+// credUse is what one credential's deliveries in flight hold.
+type credUse struct {
+	n     int
+	spent int64
+}
+
+// deliveryOverhead is the memory one delivery in flight is counted for
+// besides its message: its goroutines, its results, and a connection's
+// buffers and TLS state (TestMemoryOfOpenConnections measures it).
+const deliveryOverhead = 64 << 10
+
+// cost is what del is counted for against the memory budget.
+func cost(del store.Delivery) int64 { return int64(del.Size) + deliveryOverhead }
+
+func newDispatcher(r *Relay, launch func(store.Delivery), done <-chan store.Delivery) *dispatcher {
+	return &dispatcher{r: r, launch: launch, done: done, byCred: map[string]credUse{}, inflight: map[string]int{},
+		byServer: map[string]int{}, servers: map[string][]string{},
+		held: map[string]holdState{}, again: map[string][]store.Delivery{}, queues: map[string][]store.Delivery{}}
+}
+
+// credentialShare is the most one credential may have in flight out of
+// slots (deliveries, or bytes of the budget): three quarters, so that
+// whatever one sender's mail is stuck on, another's starts at once.
+func credentialShare[T int | int64](slots T) T {
+	return max(1, slots-slots/4)
+}
+
+// room reports whether another delivery may start at all.
+func (d *dispatcher) room() bool {
+	return (d.r.cfg.Workers == 0 || d.busy < d.r.cfg.Workers) && d.spent < d.r.cfg.MemoryBudget
 }
 
 func holdKey(queueID, rcpt string) string { return queueID + "\x00" + rcpt }
 
 // destinations are the domains a delivery counts against; none for the
-// smarthost, which is bounded by Workers alone.
+// smarthost, which is one server (serversOf).
 func (d *dispatcher) destinations(del store.Delivery) []string {
 	if d.r.smarthost != nil {
 		return nil
@@ -79,6 +116,35 @@ func (d *dispatcher) destinations(del store.Delivery) []string {
 	return out
 }
 
+// serversOf are the receiving servers a delivery counts against: the
+// smarthost, or the server each of its domains was last delivered to
+// (Relay.servers); a domain not seen yet counts against none. So the
+// deliveries waiting for one server's window (the 500 domains behind one
+// provider's MX) hold at most serverShare of the slots, whatever the
+// domains.
+func (d *dispatcher) serversOf(del store.Delivery) []string {
+	if d.r.smarthost != nil {
+		return []string{"smarthost"}
+	}
+	var out []string
+	for _, dom := range d.destinations(del) {
+		if ip, ok := d.r.servers.of(dom); ok && !contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// serverShare is the most deliveries in flight for one receiving server:
+// twice as many as its window may have connections, so that the window
+// stays full while some deliveries read their message, resolve or record.
+func (d *dispatcher) serverShare() int {
+	if d.r.smarthost != nil {
+		return 2 * d.r.cfg.SmarthostConcurrency
+	}
+	return 2 * d.r.cfg.DestinationConcurrency
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -89,6 +155,23 @@ func contains(list []string, s string) bool {
 }
 
 func (d *dispatcher) fits(del store.Delivery) bool {
+	c, cfg := d.byCred[del.Credential], d.r.cfg
+	if cfg.Workers > 0 && c.n >= credentialShare(cfg.Workers) {
+		return false
+	}
+	// The budget admits one delivery however large, so that a message
+	// bigger than it still goes, alone.
+	if d.busy > 0 && d.spent+cost(del) > cfg.MemoryBudget {
+		return false
+	}
+	if c.n > 0 && c.spent+cost(del) > credentialShare(cfg.MemoryBudget) {
+		return false
+	}
+	for _, srv := range d.serversOf(del) {
+		if d.byServer[srv] >= d.serverShare() {
+			return false
+		}
+	}
 	for _, dom := range d.destinations(del) {
 		if d.inflight[dom] >= d.r.cfg.DomainConcurrency {
 			return false
@@ -128,7 +211,7 @@ func (d *dispatcher) admit(del store.Delivery) {
 		return
 	}
 	del.Recipients = fresh
-	key := strings.Join(d.destinations(del), " ")
+	key := del.Credential + "\x00" + strings.Join(d.destinations(del), " ")
 	if len(d.queues[key]) == 0 {
 		d.ring = append(d.ring, key)
 	}
@@ -140,7 +223,7 @@ func (d *dispatcher) admit(del store.Delivery) {
 // time in turn, while any head of queue fits. It reports whether deliveries
 // are waiting that could not start for want of destination capacity.
 func (d *dispatcher) startReady() (blocked bool) {
-	for d.busy < d.r.cfg.Workers && len(d.ring) > 0 {
+	for d.room() && len(d.ring) > 0 {
 		started := false
 		for range len(d.ring) {
 			if d.next >= len(d.ring) {
@@ -178,12 +261,29 @@ func (d *dispatcher) start(del store.Delivery) {
 	for _, rc := range del.Recipients {
 		d.held[holdKey(del.QueueID, rc.Address)] = flying
 	}
+	// What a domain maps to may change while the delivery runs: finish
+	// takes back what start counted.
+	srvs := d.serversOf(del)
+	for _, srv := range srvs {
+		d.byServer[srv]++
+	}
+	d.servers[holdKey(del.QueueID, del.Recipients[0].Address)] = srvs
 	d.busy++
+	d.spent += cost(del)
+	c := d.byCred[del.Credential]
+	d.byCred[del.Credential] = credUse{n: c.n + 1, spent: c.spent + cost(del)}
 	d.windowed--
-	d.work <- del
+	d.launch(del)
 }
 
 func (d *dispatcher) finish(del store.Delivery) {
+	key := holdKey(del.QueueID, del.Recipients[0].Address)
+	for _, srv := range d.servers[key] {
+		if d.byServer[srv]--; d.byServer[srv] <= 0 {
+			delete(d.byServer, srv)
+		}
+	}
+	delete(d.servers, key)
 	for _, dom := range d.destinations(del) {
 		if d.inflight[dom]--; d.inflight[dom] <= 0 {
 			delete(d.inflight, dom)
@@ -193,6 +293,12 @@ func (d *dispatcher) finish(del store.Delivery) {
 		delete(d.held, holdKey(del.QueueID, rc.Address))
 	}
 	d.busy--
+	d.spent -= cost(del)
+	if c := d.byCred[del.Credential]; c.n <= 1 {
+		delete(d.byCred, del.Credential)
+	} else {
+		d.byCred[del.Credential] = credUse{n: c.n - 1, spent: c.spent - cost(del)}
+	}
 	if del.Parked != "" {
 		d.r.lines.finished(del.Parked, len(del.Recipients))
 	}
@@ -224,7 +330,7 @@ func (d *dispatcher) run(ctx context.Context) {
 		}
 		opens := d.releaseParked(ctx)
 		blocked := d.startReady()
-		free := d.busy < r.cfg.Workers
+		free := d.room()
 		wait := pollInterval
 		wantMore := d.windowed < maxWindow/2 || (free && blocked && d.windowed < maxWindow)
 		if gap := claimSpacing - time.Since(claimed); wantMore && gap > 0 {

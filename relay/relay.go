@@ -1,16 +1,22 @@
 // Package relay delivers queued mail to the next hop.
 //
 // One dispatcher goroutine (dispatch.go) claims due messages from the queue
-// and hands each to a pool of workers, keeping at most Config.Workers
-// deliveries in flight in total and Config.DomainConcurrency per destination
-// domain; mail for a busy domain stays in the queue, in order, while other
-// domains go ahead.
+// and starts a delivery for each, in a goroutine of its own, as many as
+// Config.MemoryBudget holds (and at most Config.Workers, when set),
+// Config.DomainConcurrency per destination domain, and three quarters of
+// either per credential; mail for a busy domain stays in the queue, in
+// order, while other domains and other senders go ahead.
 //
-// A worker (worker.go) splits a message's recipients by destination domain
-// (route.go) and delivers each group in one SMTP transaction to the domain's
-// mail exchangers, found through DNS (resolver.go) in preference order, or
-// to the smarthost when one is configured. Connections are kept open and
-// reused for the next message to the same server (pool.go).
+// A delivery (worker.go) splits a message's recipients by destination
+// domain (route.go), finds every domain's mail exchangers at once through
+// DNS (resolver.go, which shares one query among simultaneous askers and
+// remembers timeouts), and delivers each group in one SMTP transaction to
+// the domain's mail exchangers in preference order, or to the smarthost
+// when one is configured, every group at once. Each receiving server (by
+// IP address) has a window of connections open at once, which grows while
+// deliveries go well and shrinks when they do not (window.go).
+// Connections are kept open and reused for the next message to the same
+// server under the same name (pool.go).
 //
 // Every recipient gets one outcome per attempt (report.go):
 //
@@ -47,6 +53,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -99,16 +106,33 @@ type Config struct {
 	// delivery and chooses the source address of each; nil sends without
 	// limits from SourceIPs. Not used with a smarthost, whose own addresses
 	// are the ones mailbox providers see.
-	Shaper            *warmup.Limiter
-	DNSServers        []string      // "ip:port" servers; empty: those of /etc/resolv.conf
-	Workers           int           // deliveries in flight in total (default 32)
-	DomainConcurrency int           // deliveries in flight per destination domain (default 20)
-	RetryFirst        time.Duration // first retry delay (default 5m); doubles each attempt
-	RetryMax          time.Duration // cap on the delay (default 1h)
-	MaxLifetime       time.Duration // give up (bounce) after this long in the queue (default 5 days)
-	DelayWarning      time.Duration // warn the sender once after this long (default 0: never)
-	ConnectTimeout    time.Duration // DNS lookups, and each TCP connect (default 30s)
-	CommandTimeout    time.Duration // per SMTP command, and for the reply to the data (default 5m)
+	Shaper     *warmup.Limiter
+	DNSServers []string // "ip:port" servers; empty: those of /etc/resolv.conf
+	// Workers, when positive, caps the deliveries in flight in total, below
+	// what MemoryBudget allows; 0: no cap but the budget's.
+	Workers int
+	// MemoryBudget bounds the deliveries in flight by what they hold in
+	// memory: each counts its message's size and deliveryOverhead (default
+	// 256 MiB, about 3,000 deliveries of 10 KiB messages).
+	MemoryBudget int64
+	// DomainConcurrency caps the deliveries in flight per destination domain
+	// (default 20).
+	DomainConcurrency int
+	// DestinationConcurrency caps the connections open at once to one
+	// receiving server (IP address), whatever the domains (default 20);
+	// InitialDestinationConcurrency is where each server's window starts
+	// before it grows (default 5). See window.go.
+	DestinationConcurrency        int
+	InitialDestinationConcurrency int
+	// SmarthostConcurrency is the connections open at once to the
+	// smarthost (default 32).
+	SmarthostConcurrency int
+	RetryFirst           time.Duration // first retry delay (default 5m); doubles each attempt
+	RetryMax             time.Duration // cap on the delay (default 1h)
+	MaxLifetime          time.Duration // give up (bounce) after this long in the queue (default 5 days)
+	DelayWarning         time.Duration // warn the sender once after this long (default 0: never)
+	ConnectTimeout       time.Duration // DNS lookups, and each TCP connect (default 30s)
+	CommandTimeout       time.Duration // per SMTP command, and for the reply to the data (default 5m)
 	// ReturnPath, when set, gives the MAIL FROM for one recipient of a
 	// message (a VERP address, see package verp), or "" to keep the
 	// sender; each recipient then goes in a transaction of its own. Never
@@ -142,7 +166,7 @@ func (noMetrics) Delivery(string, string, string, time.Duration) {}
 func (noMetrics) OutboundConnection(string)                      {}
 
 const (
-	defaultWorkers           = 32
+	defaultMemoryBudget      = 256 << 20
 	defaultDomainConcurrency = 20
 	defaultMXPort            = 25
 	defaultRetryFirst        = 5 * time.Minute
@@ -168,6 +192,9 @@ const (
 	dnsQueryTimeout = 5 * time.Second
 	// completeTimeout bounds the write of one delivery's outcomes.
 	completeTimeout = time.Minute
+	// tlsSessionCacheSize bounds the TLS sessions kept for resumption, one
+	// per server name.
+	tlsSessionCacheSize = 10000
 )
 
 // Relay delivers queued mail. Make it with New and start it with Run.
@@ -178,13 +205,16 @@ type Relay struct {
 	now func() time.Time
 
 	// Set by prepare from cfg before the workers start.
-	smarthost *hop // nil: MX delivery
-	sources   []netip.Addr
-	dns       *resolver
-	own       map[netip.Addr]bool // this host's addresses, never a destination
-	conns     *pool
-	shaper    *warmup.Limiter // nil: no shaping
-	lines     *lines
+	smarthost   *hop // nil: MX delivery
+	sources     []netip.Addr
+	dns         *resolver
+	own         map[netip.Addr]bool // this host's addresses, never a destination
+	conns       *pool
+	windows     *windows // connections at once per server
+	servers     *servers // the server each domain's mail last went to
+	tlsSessions tls.ClientSessionCache
+	shaper      *warmup.Limiter // nil: no shaping
+	lines       *lines
 
 	nextSource atomic.Uint64 // round-robin over sources
 }
@@ -202,8 +232,14 @@ func New(cfg Config, q Queue) *Relay {
 			*v = d
 		}
 	}
-	setDefault(&cfg.Workers, defaultWorkers)
+	cfg.Workers = max(cfg.Workers, 0)
+	if cfg.MemoryBudget <= 0 {
+		cfg.MemoryBudget = defaultMemoryBudget
+	}
 	setDefault(&cfg.DomainConcurrency, defaultDomainConcurrency)
+	setDefault(&cfg.DestinationConcurrency, defaultDestinationConcurrency)
+	setDefault(&cfg.InitialDestinationConcurrency, defaultInitialDestinationConcurrency)
+	setDefault(&cfg.SmarthostConcurrency, defaultSmarthostConcurrency)
 	setDefault(&cfg.MXPort, defaultMXPort)
 	setDuration := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -255,8 +291,22 @@ func (r *Relay) prepare() error {
 	if err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
+	// A domain whose name servers time out is not asked again before its
+	// mail's first retry: until then its recipients are deferred at once,
+	// without holding a delivery slot for a timeout each.
+	r.dns.failFor = r.cfg.RetryFirst
 	r.own = ownAddrs()
-	r.conns = newPool(r.cfg.Workers) // as many idle per server as can be busy at once, so none is churned
+	// As many idle per server as may be open at once, so none is churned.
+	if r.smarthost != nil {
+		r.conns = newPool(r.cfg.SmarthostConcurrency)
+		r.windows = newWindows(r.cfg.SmarthostConcurrency, r.cfg.SmarthostConcurrency, true, 0, r.conns, r.now)
+	} else {
+		r.conns = newPool(r.cfg.DestinationConcurrency)
+		r.windows = newWindows(r.cfg.InitialDestinationConcurrency, r.cfg.DestinationConcurrency, false,
+			r.cfg.RetryFirst, r.conns, r.now)
+	}
+	r.tlsSessions = tls.NewLRUClientSessionCache(tlsSessionCacheSize)
+	r.servers = newServers()
 	r.lines = newLines()
 	if r.smarthost == nil && r.cfg.Shaper != nil {
 		r.shaper = r.cfg.Shaper
@@ -304,33 +354,47 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	if r.smarthost != nil {
-		r.log.Info("relay: started", "smarthost", r.cfg.Smarthost, "workers", r.cfg.Workers)
+		r.log.Info("relay: started", "smarthost", r.cfg.Smarthost, "concurrency", r.cfg.SmarthostConcurrency,
+			"workers", r.cfg.Workers, "memory_budget", r.cfg.MemoryBudget)
 	} else {
 		r.log.Info("relay: started", "mx_port", r.cfg.MXPort, "workers", r.cfg.Workers,
-			"domain_concurrency", r.cfg.DomainConcurrency)
+			"memory_budget", r.cfg.MemoryBudget, "domain_concurrency", r.cfg.DomainConcurrency,
+			"destination_concurrency", r.cfg.DestinationConcurrency)
 	}
 
-	// Both channels hold one value per worker, so neither side ever blocks:
-	// the dispatcher hands out at most Workers deliveries at a time and each
-	// ends with exactly one done.
-	work := make(chan store.Delivery, r.cfg.Workers)
-	done := make(chan store.Delivery, r.cfg.Workers)
-	// Deliveries outlive ctx: a message already on the wire is finished, and
-	// its outcome recorded, rather than abandoned until its lease runs out.
+	// Each delivery runs in a goroutine of its own, started by the
+	// dispatcher, and reports back on done. Deliveries outlive ctx: a
+	// message already on the wire is finished, and its outcome recorded,
+	// rather than abandoned until its lease runs out.
+	done := make(chan store.Delivery)
 	wctx := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	for range r.cfg.Workers {
-		w := &worker{r: r}
-		wg.Go(func() { w.run(wctx, work, done) })
+	launch := func(del store.Delivery) {
+		wg.Go(func() {
+			(&worker{r: r}).deliver(wctx, del)
+			done <- del
+		})
 	}
 	janitorDone := make(chan struct{})
 	go func() {
 		defer close(janitorDone)
-		r.conns.closeIdleEvery(ctx, idleTimeout/3)
+		r.conns.closeIdleEvery(ctx, idleTimeout/3, r.windows.forget)
 	}()
-	newDispatcher(r, work, done).run(ctx)
-	close(work)
-	wg.Wait()
+	newDispatcher(r, launch, done).run(ctx)
+	// The dispatcher no longer listens: take the reports of the deliveries
+	// still in flight until the last has ended.
+	ended := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(ended)
+	}()
+	for waiting := true; waiting; {
+		select {
+		case <-done:
+		case <-ended:
+			waiting = false
+		}
+	}
 	<-janitorDone
 	r.conns.closeAll()
 	r.log.Info("relay: stopped")

@@ -319,11 +319,11 @@ func TestConnectionsNotChurned(t *testing.T) {
 	for range n {
 		enqueue(t, q, "app@example.test", "Subject: x\r\n\r\nbody\r\n", "a@example.test")
 	}
-	// Hold the first replies until every worker has a connection in use,
-	// then let them all finish together.
+	// Hold the first replies until every worker the credential may use has a
+	// connection in use, then let them all finish together.
 	hold := s.HoldData()
 	start(t, cfg, q)
-	for range cfg.Workers {
+	for range credentialShare(cfg.Workers) {
 		<-s.InData()
 	}
 	close(hold)

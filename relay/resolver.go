@@ -3,6 +3,7 @@ package relay
 import (
 	"cmp"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -37,11 +38,79 @@ const (
 type resolver struct {
 	dns *dnsclient.Client
 	now func() time.Time
+	// failFor is how long a question that timed out is answered with its
+	// timeout again without asking (0: not remembered). A dead domain's
+	// name servers then cost one timeout per failFor, not one per message.
+	failFor time.Duration
 
 	mu       sync.Mutex
 	cache    map[dnsKey]dnsEntry
 	cacheMax int
+	asking   map[dnsKey]*dnsCall // questions on their way to the servers
+	lanes    map[string]*lane    // queries in flight by lane (laneOf)
 }
+
+// maxQueriesPerLane bounds the questions on their way to the servers at
+// once for one lane: one credential's mail. Thousands of deliveries
+// starting together would otherwise send thousands of UDP queries in one
+// burst, more than a resolver's socket buffer holds, and the ones it drops
+// come back as timeouts. A lane per credential keeps one sender's dead
+// domains, each holding a slot for a whole timeout, from making another's
+// lookups wait.
+const maxQueriesPerLane = 256
+
+// lane counts the queries in flight of one lane.
+type lane struct {
+	slots chan struct{}
+	users int // callers holding or waiting for a slot
+}
+
+// laneKey is the context key of a lookup's lane.
+type laneKey struct{}
+
+// withLane names the lane of the lookups made with ctx.
+func withLane(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, laneKey{}, name)
+}
+
+// enter waits for a slot in ctx's lane; leave gives it back.
+func (r *resolver) enter(ctx context.Context) (leave func(), err error) {
+	name, _ := ctx.Value(laneKey{}).(string)
+	r.mu.Lock()
+	l := r.lanes[name]
+	if l == nil {
+		l = &lane{slots: make(chan struct{}, maxQueriesPerLane)}
+		r.lanes[name] = l
+	}
+	l.users++
+	r.mu.Unlock()
+	done := func() {
+		r.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(r.lanes, name)
+		}
+		r.mu.Unlock()
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots; done() }, nil
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
+}
+
+// dnsCall is one question on its way; everyone who asks it meanwhile waits
+// for the same answer (a burst of mail to one domain asks once).
+type dnsCall struct {
+	done chan struct{} // closed when ans and err are set
+	ans  dnsAnswer
+	err  error
+}
+
+// sharedLookupTimeout bounds one question asked on behalf of several
+// callers, each of whom may stop waiting sooner.
+const sharedLookupTimeout = 30 * time.Second
 
 // dnsKey is a question: a lower-case, fully qualified name and a type.
 type dnsKey struct {
@@ -60,6 +129,7 @@ type dnsAnswer struct {
 
 type dnsEntry struct {
 	ans     dnsAnswer
+	err     error // a remembered timeout
 	expires time.Time
 }
 
@@ -80,6 +150,8 @@ func newResolver(servers []string, timeout time.Duration, now func() time.Time) 
 		now:      now,
 		cache:    make(map[dnsKey]dnsEntry),
 		cacheMax: dnsCacheSize,
+		asking:   make(map[dnsKey]*dnsCall),
+		lanes:    make(map[string]*lane),
 	}, nil
 }
 
@@ -238,24 +310,70 @@ func (r *resolver) hostAddrs(ctx context.Context, host string) ([]netip.Addr, er
 }
 
 // lookup answers the question (name, qtype) from the cache or the servers,
-// following CNAMEs. Its error is a temporary *failure and is not cached.
+// following CNAMEs. Callers asking the same question at the same time share
+// one query. Its error is a temporary *failure; a timeout is remembered for
+// failFor, other errors are not cached.
 func (r *resolver) lookup(ctx context.Context, name string, qtype uint16) (dnsAnswer, error) {
 	key := dnsKey{dns.CanonicalName(name), qtype}
-	if ans, ok := r.cached(key); ok {
-		return ans, nil
+	now := r.now()
+	r.mu.Lock()
+	if e, ok := r.cache[key]; ok && now.Before(e.expires) {
+		r.mu.Unlock()
+		return e.ans, e.err
 	}
-	a, err := r.dns.Lookup(ctx, key.name, qtype)
+	c, ok := r.asking[key]
+	if !ok && ctx.Err() != nil {
+		r.mu.Unlock()
+		return dnsAnswer{}, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s did not finish in time",
+			strings.TrimSuffix(key.name, "."), dns.TypeToString[key.qtype])
+	}
+	if !ok {
+		c = &dnsCall{done: make(chan struct{})}
+		r.asking[key] = c
+		// The query is not the first caller's alone: it runs to its own
+		// end, so a caller that gives up does not fail the others.
+		go r.ask(context.WithoutCancel(ctx), key, c)
+	}
+	r.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.ans, c.err
+	case <-ctx.Done():
+		return dnsAnswer{}, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s did not finish in time",
+			strings.TrimSuffix(key.name, "."), dns.TypeToString[key.qtype])
+	}
+}
+
+// ask puts key's question to the servers for c and caches the answer.
+func (r *resolver) ask(ctx context.Context, key dnsKey, c *dnsCall) {
+	defer func() {
+		r.mu.Lock()
+		delete(r.asking, key)
+		r.mu.Unlock()
+		close(c.done)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, sharedLookupTimeout)
+	defer cancel()
+	var a dnsclient.Answer
+	leave, err := r.enter(ctx)
+	if err == nil {
+		a, err = r.dns.Lookup(ctx, key.name, key.qtype)
+		leave()
+	}
 	if err != nil {
-		return dnsAnswer{}, temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s failed: %v",
-			strings.TrimSuffix(key.name, "."), dns.TypeToString[qtype], err)
+		c.err = temporaryFailure(smtp.EnhancedCode{4, 4, 3}, "DNS lookup of %s %s failed: %v",
+			strings.TrimSuffix(key.name, "."), dns.TypeToString[key.qtype], err)
+		if r.failFor > 0 && (errors.Is(err, dnsclient.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+			r.remember(key, dnsEntry{err: c.err}, r.failFor)
+		}
+		return
 	}
-	ans := dnsAnswer{rrs: a.Records, nxdomain: a.NXDomain}
+	c.ans = dnsAnswer{rrs: a.Records, nxdomain: a.NXDomain}
 	ttl := min(a.TTL, dnsMaxTTL) // the least TTL of the records the answer rests on
-	if len(ans.rrs) == 0 {
+	if len(c.ans.rrs) == 0 {
 		ttl = min(ttl, negativeTTL(a.SOA))
 	}
-	r.remember(key, ans, max(ttl, dnsMinTTL))
-	return ans, nil
+	r.remember(key, dnsEntry{ans: c.ans}, max(ttl, dnsMinTTL))
 }
 
 // negativeTTL is how long to cache a negative answer: the SOA record's
@@ -268,22 +386,10 @@ func negativeTTL(soa *dns.SOA) time.Duration {
 	return min(time.Duration(min(soa.Hdr.Ttl, soa.Minttl))*time.Second, dnsMaxNegTTL)
 }
 
-// cached returns the unexpired answer to key, if any.
-func (r *resolver) cached(key dnsKey) (dnsAnswer, bool) {
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.cache[key]
-	if !ok || !now.Before(e.expires) {
-		return dnsAnswer{}, false
-	}
-	return e.ans, true
-}
-
-// remember caches ans for ttl. A full cache first drops its expired
+// remember caches e for ttl. A full cache first drops its expired
 // entries, then arbitrary ones down to 90%, so a full cache of live entries
 // is not scanned on every insert.
-func (r *resolver) remember(key dnsKey, ans dnsAnswer, ttl time.Duration) {
+func (r *resolver) remember(key dnsKey, e dnsEntry, ttl time.Duration) {
 	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -302,5 +408,6 @@ func (r *resolver) remember(key dnsKey, ans dnsAnswer, ttl time.Duration) {
 			}
 		}
 	}
-	r.cache[key] = dnsEntry{ans: ans, expires: now.Add(ttl)}
+	e.expires = now.Add(ttl)
+	r.cache[key] = e
 }

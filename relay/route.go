@@ -2,9 +2,12 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
+	"sync"
 
 	"github.com/emersion/go-smtp"
 
@@ -72,11 +75,60 @@ func (r *Relay) route(d store.Delivery) []leg {
 	return legs
 }
 
+// resolved is what resolveAll found for one leg.
+type resolved struct {
+	targets []target
+	err     error
+}
+
+// maxLookupsPerMessage bounds the destinations of one message resolved at
+// once.
+const maxLookupsPerMessage = 32
+
+// resolveAll finds the targets of every leg at once, all within one
+// ConnectTimeout: a message to fifty domains whose DNS never answers waits
+// one timeout, not fifty in a row, and a domain that is slower than that is
+// deferred. Legs to the same domain share one answer. A panic resolving a
+// destination fails that destination only.
+func (r *Relay) resolveAll(ctx context.Context, credential string, legs []leg) []resolved {
+	ctx, cancel := context.WithTimeout(withLane(ctx, credential), r.cfg.ConnectTimeout)
+	defer cancel()
+	out := make([]resolved, len(legs))
+	byDomain := map[string][]int{}
+	for i, l := range legs {
+		byDomain[l.domain] = append(byDomain[l.domain], i)
+	}
+	sem := make(chan struct{}, maxLookupsPerMessage)
+	var wg sync.WaitGroup
+	for _, idx := range byDomain {
+		wg.Go(func() {
+			var res resolved
+			defer func() {
+				if p := recover(); p != nil {
+					r.log.Error("relay: resolving a destination panicked", "domain", legs[idx[0]].domain,
+						"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					res = resolved{err: temporaryFailure(smtp.EnhancedCode{4, 3, 0}, "%s", replyInternal)}
+				}
+				for _, i := range idx {
+					out[i] = res
+				}
+			}()
+			select {
+			case sem <- struct{}{}:
+				defer func() { <-sem }()
+			case <-ctx.Done():
+			}
+			res.targets, res.err = r.targets(ctx, legs[idx[0]])
+		})
+	}
+	wg.Wait()
+	return out
+}
+
 // targets are the servers to try for l, best first: the smarthost, or the
 // mail exchangers of l's domain (RFC 5321 §5.1) that may be connected to.
+// ctx bounds the lookups.
 func (r *Relay) targets(ctx context.Context, l leg) ([]target, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
-	defer cancel()
 	if r.smarthost != nil {
 		addrs, err := r.dns.lookupHost(ctx, r.smarthost.host)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -31,14 +32,19 @@ type session struct {
 	name      string         // the server's host name (TLS server name, Remote-MTA)
 	addr      netip.AddrPort // the address connected to
 	key       string         // identifies the server in the pool
-	client    *smtp.Client   // greeting, EHLO, STARTTLS, and the extensions offered
+	client    *smtp.Client   // greeting, EHLO and STARTTLS; nil once the session is open
+	ext       extensions     // what the server offered in its last EHLO reply
 	wire      *wire          // the mail transactions (wire.go)
 	raw       net.Conn       // the TCP connection under any TLS; closing it aborts a stuck command
 	reused    bool           // taken from the pool: the next transaction starts with RSET
 	tls       string         // negotiated TLS version, "" when the connection is not encrypted
+	resumed   bool           // the TLS session of an earlier connection was resumed
 	opened    time.Time
 	idleSince time.Time
 	messages  int // transactions completed, for providers' per-connection caps
+
+	release func() // gives back the connection's room in its server's window
+	closed  sync.Once
 }
 
 // sessionKey identifies a server in the pool: the same address under
@@ -73,24 +79,44 @@ func (s *session) tlsName() string {
 // abort closes the connection under a command in progress.
 func (s *session) abort() { s.raw.Close() }
 
-// quit says goodbye and closes the connection.
-func (s *session) quit() { s.wire.quit(quitTimeout) }
+// quit says goodbye and closes the connection. The server has read the
+// QUIT (or stopped answering) before the room in its window is given back,
+// so the next connection never finds the last one still open there.
+func (s *session) quit() {
+	s.wire.quit(quitTimeout)
+	s.done()
+}
 
 // close closes the connection without a word, after an error.
-func (s *session) close() { s.wire.conn.Close() }
+func (s *session) close() {
+	s.wire.conn.Close()
+	s.done()
+}
+
+func (s *session) done() {
+	s.closed.Do(func() {
+		if s.release != nil {
+			s.release()
+		}
+	})
+}
 
 // transact runs d's transaction for rcpts (see session.send) on a connection
 // from src (when valid) to name at addr: an idle one from the pool when
-// there is one, else a new one. A pooled connection the server closed while
-// it was idle is not the mail's fault: it is closed and the next one tried.
-// It returns the session, to be pooled or closed, or the error of the dial.
+// there is one, else a new one once the server's window has room for it. A
+// pooled connection the server closed while it was idle is not the mail's
+// fault: it is closed and the next one tried. It returns the session, to be
+// pooled or closed, or the error of the window or the dial.
 func (r *Relay) transact(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort,
 	d store.Delivery, from string, rcpts []store.DueRecipient) (s *session, res []result, keep bool, err error) {
 	key := sessionKey(src, name, addr)
 	for {
-		s := r.conns.get(key, r.now())
+		s, err := r.windows.acquire(ctx, addr, key)
+		if err != nil {
+			return nil, nil, false, err
+		}
 		if s == nil {
-			break
+			break // room for a new connection
 		}
 		s.reused = true
 		stop := context.AfterFunc(ctx, s.abort)
@@ -104,8 +130,15 @@ func (r *Relay) transact(ctx context.Context, src netip.Addr, name string, addr 
 	}
 	s, err = r.dialAddr(ctx, src, name, addr)
 	if err != nil {
+		// The window shrinks before the room is given back, or the
+		// deliveries waiting for it would each try in turn.
+		if ctx.Err() == nil {
+			r.windows.failed(addr.Addr())
+		}
+		r.windows.release(addr.Addr())
 		return nil, nil, false, err
 	}
+	s.release = func() { r.windows.release(addr.Addr()) }
 	stop := context.AfterFunc(ctx, s.abort)
 	res, keep, _ = s.send(d, from, rcpts)
 	stop()
@@ -136,7 +169,27 @@ func (r *Relay) sourceFor(ip netip.Addr) (*net.TCPAddr, error) {
 // dialAddr connects to addr and opens a session on the connection. When the
 // TLS handshake fails it connects once more and goes on without STARTTLS:
 // opportunistic TLS (RFC 7435) must not make mail undeliverable.
-func (r *Relay) dialAddr(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
+func (r *Relay) dialAddr(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (s *session, err error) {
+	// In a goroutine of its own: the TLS handshake's deep calls would grow
+	// the stack of the delivery's goroutine, which then waits on the
+	// server with a stack four times the size it needs; with thousands of
+	// connections open that is most of their memory.
+	// A panic there is the delivery's, as if it had happened here.
+	done := make(chan struct{})
+	var panicked any
+	go func() {
+		defer close(done)
+		defer func() { panicked = recover() }()
+		s, err = r.dialTLSOrNot(ctx, src, name, addr)
+	}()
+	<-done
+	if panicked != nil {
+		panic(panicked)
+	}
+	return s, err
+}
+
+func (r *Relay) dialTLSOrNot(ctx context.Context, src netip.Addr, name string, addr netip.AddrPort) (*session, error) {
 	s, err := r.dialOnce(ctx, src, name, addr, true)
 	var tlsErr *tlsFailure
 	if errors.As(err, &tlsErr) {
@@ -203,8 +256,9 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 		if err != nil {
 			return nil, err
 		}
-		s.tls = tls.VersionName(tc.ConnectionState().Version)
-		attrs = append(attrs, "cert_verified", verifyErr == nil)
+		cs := tc.ConnectionState()
+		s.tls, s.resumed = tls.VersionName(cs.Version), cs.DidResume
+		attrs = append(attrs, "cert_verified", verifyErr == nil, "tls_resumed", cs.DidResume)
 		if verifyErr != nil {
 			attrs = append(attrs, "cert_error", verifyErr.Error())
 		}
@@ -223,11 +277,23 @@ func (r *Relay) open(ctx context.Context, conn net.Conn, src netip.Addr, name st
 	return s, nil
 }
 
+// extensions are the EHLO keywords the transactions use.
+type extensions struct {
+	pipelining, smtputf8, eightBitMIME, size bool
+}
+
 // attach hands conn, greeted and past EHLO (and TLS), to the wire that runs
-// the transactions.
+// the transactions, keeping what the server offered. go-smtp's client is
+// done with then: dropping it frees its buffers, 8 KiB a connection, which
+// matters with thousands of connections open.
 func (s *session) attach(conn net.Conn, timeout time.Duration) {
-	pipelining, _ := s.client.Extension("PIPELINING")
-	s.wire = newWire(conn, timeout, pipelining)
+	has := func(name string) bool {
+		ok, _ := s.client.Extension(name)
+		return ok
+	}
+	s.ext = extensions{pipelining: has("PIPELINING"), smtputf8: has("SMTPUTF8"), eightBitMIME: has("8BITMIME"), size: has("SIZE")}
+	s.client = nil
+	s.wire = newWire(conn, timeout, s.ext.pipelining)
 }
 
 func (r *Relay) newClient(conn net.Conn) *smtp.Client {
@@ -260,7 +326,10 @@ func (r *Relay) startTLS(ctx context.Context, conn net.Conn, host string) (tc *t
 	conn.SetDeadline(time.Time{})
 
 	cfg := &tls.Config{
-		ServerName:         host,
+		ServerName: host,
+		// A server seen before resumes the session: no certificate to
+		// send and check, and with TLS 1.2 a round trip less.
+		ClientSessionCache: r.tlsSessions,
 		InsecureSkipVerify: true, // opportunistic; verified below for the log only
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			verifyErr = verifyChain(cs, host)

@@ -51,7 +51,6 @@ func replyCode(err error) int {
 // nothing was said about the recipients: the caller tries another
 // connection.
 func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient) (res []result, keep, stale bool) {
-	c := s.client
 	res = make([]result, len(rcpts))
 	all := make([]int, len(rcpts))
 	for i, rc := range rcpts {
@@ -70,14 +69,14 @@ func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient
 	// addresses, so a server lacking what the message needs gets nothing.
 	utf8 := needsSMTPUTF8(from, rcpts)
 	if utf8 {
-		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+		if !s.ext.smtputf8 {
 			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 7},
 				"%s does not support SMTPUTF8, which the message's non-ASCII addresses need", s.name))
 			return res, true, false
 		}
 	}
 	if has8bit(d.Data) {
-		if ok, _ := c.Extension("8BITMIME"); !ok {
+		if !s.ext.eightBitMIME {
 			settle(all, permanentFailure(smtp.EnhancedCode{5, 6, 3},
 				"%s does not support 8BITMIME, which the message's 8-bit content needs; converting it would break its DKIM signature", s.name))
 			return res, true, false
@@ -170,10 +169,10 @@ func (s *session) send(d store.Delivery, from string, rcpts []store.DueRecipient
 func (s *session) mailCommand(from string, size int, utf8 bool) string {
 	var b strings.Builder
 	b.WriteString("MAIL FROM:<" + from + ">")
-	if ok, _ := s.client.Extension("8BITMIME"); ok {
+	if s.ext.eightBitMIME {
 		b.WriteString(" BODY=8BITMIME")
 	}
-	if ok, _ := s.client.Extension("SIZE"); ok && size > 0 {
+	if s.ext.size && size > 0 {
 		b.WriteString(" SIZE=" + strconv.Itoa(size))
 	}
 	if utf8 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -26,7 +27,6 @@ import (
 type wire struct {
 	conn    net.Conn
 	r       *textproto.Reader
-	w       *bufio.Writer
 	timeout time.Duration // for each write and each reply
 
 	pipelining bool     // the server offers PIPELINING
@@ -38,9 +38,25 @@ type wire struct {
 func newWire(conn net.Conn, timeout time.Duration, pipelining bool) *wire {
 	w := &wire{conn: conn, timeout: timeout, pipelining: pipelining}
 	w.r = textproto.NewReader(bufio.NewReaderSize(conn, 4096))
-	// 16 KiB: a typical message goes out in one write with its final dot.
-	w.w = bufio.NewWriterSize(deadlineWriter{w}, 16<<10)
 	return w
+}
+
+// writers are the write buffers of all wires, lent for one burst of
+// writes: a connection waiting for a reply, or idle in the pool, holds
+// none. 16 KiB: a typical message goes out in one write with its final
+// dot.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+// write runs f with a write buffer for the connection, then flushes it and
+// gives the buffer back.
+func (w *wire) write(f func(*bufio.Writer)) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(deadlineWriter{w})
+	f(bw)
+	err := bw.Flush()
+	bw.Reset(nil)
+	writers.Put(bw)
+	return err
 }
 
 // deadlineWriter renews the write deadline before each write, so a server
@@ -79,12 +95,14 @@ func (w *wire) reply() (rep *smtp.SMTPError, err error) {
 		if !w.pipelining {
 			n = w.sent + 1
 		}
-		for _, c := range w.queued[w.sent:n] {
-			w.w.WriteString(c)
-			w.w.WriteString("\r\n")
-		}
+		err := w.write(func(bw *bufio.Writer) {
+			for _, c := range w.queued[w.sent:n] {
+				bw.WriteString(c)
+				bw.WriteString("\r\n")
+			}
+		})
 		w.sent = n
-		if err := w.w.Flush(); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -129,8 +147,7 @@ func (w *wire) readReply() (*smtp.SMTPError, error) {
 
 // data writes a message after a 354 and the line that ends it.
 func (w *wire) data(msg []byte) error {
-	smtpio.WriteData(w.w, msg)
-	return w.w.Flush()
+	return w.write(func(bw *bufio.Writer) { smtpio.WriteData(bw, msg) })
 }
 
 // quit sends QUIT, waits up to timeout for the reply, and closes.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/sesame-mail/sesame/store"
@@ -18,26 +19,23 @@ import (
 // exchangers cannot hold a worker for long.
 const maxAddrsPerLeg = 5
 
-// worker delivers one message at a time.
+// worker makes one delivery attempt at one message (the dispatcher starts
+// one per delivery).
 type worker struct {
-	r      *Relay
-	extras extras // what the current delivery adds to its report
+	r *Relay
+
+	mu     sync.Mutex // the legs run at once
+	extras extras     // what the delivery adds to its report
 }
+
+// maxLegsAtOnce bounds the destinations of one message delivered at once.
+const maxLegsAtOnce = 32
 
 // extras is what a delivery adds to its outcomes in the store.
 type extras struct {
 	sends   []store.IPSend   // counted against IP caps
 	replies []*store.Message // the simulator's auto-replies
 	events  []store.Event    // the simulator's complaints
-}
-
-// run delivers what arrives on work, handing each delivery back on done,
-// until work is closed.
-func (w *worker) run(ctx context.Context, work <-chan store.Delivery, done chan<- store.Delivery) {
-	for d := range work {
-		w.deliver(ctx, d)
-		done <- d
-	}
 }
 
 // deliver makes one attempt at every recipient of d and records the
@@ -99,8 +97,27 @@ func (w *worker) deliver(ctx context.Context, d store.Delivery) {
 	}
 	results = append(results, w.simulate(d, simulated)...)
 	d.Recipients = real
-	for _, l := range w.r.route(d) {
-		results = append(results, w.deliverLeg(actx, d, l)...)
+	legs := w.r.route(d)
+	found := w.r.resolveAll(actx, d.Credential, legs)
+	// Every destination at once: each waits for its own server's window,
+	// and a slow one does not hold up the others.
+	legResults := make([][]result, len(legs))
+	if len(legs) == 1 {
+		legResults[0] = w.deliverLeg(actx, d, legs[0], found[0]) // no goroutine (and stack) more
+	} else {
+		sem := make(chan struct{}, maxLegsAtOnce)
+		var wg sync.WaitGroup
+		for i, l := range legs {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				legResults[i] = w.deliverLeg(actx, d, l, found[i])
+			})
+		}
+		wg.Wait()
+	}
+	for _, res := range legResults {
+		results = append(results, res...)
 	}
 	recorded = true
 	w.r.record(ctx, d, results, w.extras)
@@ -146,16 +163,19 @@ func (w *worker) recovered(p any, queueID string) {
 // shaping, only the recipients the Limiter grants are sent, from the IP it
 // chooses; the others wait in their line. A panic defers l's recipients,
 // and only them: other legs' results stand.
-func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg) (res []result) {
+func (w *worker) deliverLeg(ctx context.Context, d store.Delivery, l leg, found resolved) (res []result) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.recovered(p, d.QueueID)
 			res = settleAll(l.rcpts, store.StateDeferred, replyInternal, "4.3.0")
 		}
 	}()
-	targets, err := w.r.targets(ctx, l)
+	targets, err := found.targets, found.err
 	if err != nil {
 		return settleAll(l.rcpts, verdict(err), describe(err), statusOf(err))
+	}
+	if l.domain != "" && len(targets[0].addrs) > 0 {
+		w.r.servers.learn(l.domain, targets[0].addrs[0]) // the dispatcher counts the domain's mail against it
 	}
 	if w.r.shaper == nil {
 		return w.send(ctx, d, l.returnPath, l.rcpts, targets, warmup.Grant{})
@@ -191,8 +211,14 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 			if err != nil {
 				w.r.log.Info("relay: server unavailable, trying the next", "queue_id", d.QueueID,
 					"server", t.name, "addr", a.String(), "err", err)
-				lastErr = err
+				lastErr = err // the window heard of it (transact)
 				continue
+			}
+			switch feedback(res) {
+			case 1:
+				w.r.windows.succeeded(a)
+			case -1:
+				w.r.windows.failed(a)
 			}
 			s.messages++
 			switch {
@@ -200,11 +226,16 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 				s.close()
 			case g.PerConnection > 0 && s.messages >= g.PerConnection:
 				s.quit() // the provider's cap on messages per connection
+			case w.r.windows.over(a):
+				s.quit() // the server's window shrank
 			default:
 				w.r.conns.put(s, w.r.now())
+				w.r.windows.pooled(a)
 			}
 			if g.Count > 0 {
+				w.mu.Lock()
 				w.extras.sends = append(w.extras.sends, store.IPSend{IP: g.IP.Name(), Provider: g.Provider, Hour: g.At, Count: g.Count})
+				w.mu.Unlock()
 			}
 			return res
 		}
@@ -222,6 +253,35 @@ func (w *worker) send(ctx context.Context, d store.Delivery, from string, rcpts 
 		res[i].code = replyCode(lastErr) // a 421 greeting is a throttle too
 	}
 	return res
+}
+
+// feedback is what a transaction's results say about the server, for its
+// window: 1 when it answered for the mail (delivered, or refused for good),
+// -1 when it is in trouble (421, no answer, or every recipient deferred
+// with a 4xx: the whole transaction refused for now), 0 when some
+// recipients were deferred and none delivered.
+func feedback(res []result) int {
+	deferred := 0
+	for _, x := range res {
+		switch {
+		case x.code == 421:
+			return -1
+		case x.state == store.StateDeferred:
+			deferred++
+		}
+	}
+	switch {
+	case deferred == 0:
+		return 1
+	case deferred < len(res):
+		for _, x := range res {
+			if x.state == store.StateDelivered {
+				return 1
+			}
+		}
+		return 0
+	}
+	return -1
 }
 
 // acquire asks the Limiter for rcpts' line. It returns the grant (Count 0

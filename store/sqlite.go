@@ -512,7 +512,7 @@ const (
 			ORDER BY next_attempt_at LIMIT ?`
 	sqlLease = `UPDATE recipients SET lease_until = ?, next_attempt_at = ?
 					WHERE message_id = ? AND address = ?`
-	sqlLoadDelivery = `SELECT m.sender, m.received_at, m.delay_warned, m.credential, coalesce(c.pool, '')
+	sqlLoadDelivery = `SELECT m.sender, m.received_at, m.delay_warned, m.credential, coalesce(c.pool, ''), m.size
 		FROM messages m LEFT JOIN credentials c ON c.name = m.credential WHERE m.id = ?`
 	sqlMessageIdent  = `SELECT credential, message_id FROM messages WHERE id = ?`
 	sqlRecordOutcome = `UPDATE recipients SET state = ?, last_reply = ?, attempts = attempts + ?,
@@ -643,7 +643,7 @@ func loadDeliveries(tx *txn, ds []Delivery) ([]Delivery, error) {
 func loadDelivery(tx *txn, d *Delivery) error {
 	var received int64
 	err := tx.QueryRow(sqlLoadDelivery, d.QueueID).
-		Scan(&d.Sender, &received, &d.DelayWarned, &d.Credential, &d.Pool)
+		Scan(&d.Sender, &received, &d.DelayWarned, &d.Credential, &d.Pool, &d.Size)
 	if err != nil {
 		return fmt.Errorf("load message %s: %w", d.QueueID, err)
 	}

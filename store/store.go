@@ -281,6 +281,7 @@ type Delivery struct {
 	DelayWarned bool   // the sender has had the delay warning for this message
 	Credential  string // the credential that submitted the message; "" for Sesame's own
 	Pool        string // the IP pool of the message's credential; "" for the default
+	Size        int    // bytes of the message, known before its Data is read
 	// Parked names the waiting line the recipients were released from
 	// (ClaimParked); "" when they were due by time (Claim).
 	Parked string

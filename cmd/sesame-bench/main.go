@@ -9,9 +9,12 @@
 //	sesame-bench sink   is a counting SMTP server the relay delivers to; it
 //	                    reports messages received, connections seen and the
 //	                    end-to-end latency taken from each message's
-//	                    X-Bench-Sent header.
-//	sesame-bench dns    answers any domain's MX with one loopback address, so
-//	                    a benchmark takes Sesame's MX delivery path.
+//	                    X-Bench-Sent header. It can listen on many
+//	                    addresses and hold its replies for an internet-like
+//	                    latency (--addrs, --latency).
+//	sesame-bench dns    answers any domain's MX with a loopback address (one,
+//	                    or one of many, as shared hosting), so a benchmark
+//	                    takes Sesame's MX delivery path.
 //	sesame-bench fill   queues many messages straight into a stopped Sesame's
 //	                    store, deferred as after a 451, for the scale scenario.
 //
@@ -38,7 +41,7 @@ const usage = `sesame-bench: load tool for an SMTP submission relay.
 Usage:
   sesame-bench send [flags]   drive concurrent SMTP clients, report throughput and latency
   sesame-bench sink [flags]   counting SMTP server for the relay to deliver to
-  sesame-bench dns [flags]    DNS server answering every domain's MX with one loopback address
+  sesame-bench dns [flags]    DNS server answering every domain's MX with loopback addresses
   sesame-bench fill [flags]   queue many messages straight into a stopped Sesame's store
 
 Run "sesame-bench send --help" or "sesame-bench sink --help" for the flags.

@@ -55,15 +55,21 @@ type messageBuilder struct {
 
 func newMessageBuilder(runID, from string, rcpts []string, size int) *messageBuilder {
 	_, domain, _ := strings.Cut(from, "@")
-	return &messageBuilder{
+	b := &messageBuilder{
 		runID:      runID,
 		from:       from,
 		fromDomain: domain,
-		// One address per folded line keeps the header under 78 characters
-		// whatever --recipients is.
-		toHeader: strings.Join(rcpts, ",\r\n "),
-		size:     size,
+		size:       size,
 	}
+	b.setRecipients(rcpts)
+	return b
+}
+
+// setRecipients puts rcpts in the To field of the next messages, one
+// address per folded line, which keeps the field under 78 characters
+// whatever --recipients is.
+func (b *messageBuilder) setRecipients(rcpts []string) {
+	b.toHeader = strings.Join(rcpts, ",\r\n ")
 }
 
 // build renders message n of client conn, stamped with now. The result has

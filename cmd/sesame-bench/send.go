@@ -38,6 +38,7 @@ type sendConfig struct {
 	Recipients    int           // recipients per message
 	From          string        // envelope and header sender
 	ToDomain      string        // recipients are rcptNNN@ToDomain
+	Domains       int           // when > 0, message i goes to rcptNNN@d<i mod Domains>.ToDomain
 	NewConnection bool          // one session per message instead of one per client
 	Timeout       time.Duration // per network operation
 	Scenario      string        // report label; derived from the mode when empty
@@ -83,6 +84,9 @@ func (cfg *sendConfig) validate() error {
 	if cfg.ToDomain == "" || strings.ContainsAny(cfg.ToDomain, " @<>\r\n") {
 		errs = append(errs, fmt.Errorf("--to-domain %q: want a domain like example.net", cfg.ToDomain))
 	}
+	if cfg.Domains < 0 || cfg.Domains > maxDomains {
+		errs = append(errs, fmt.Errorf("--domains %d: want 0 to %d", cfg.Domains, maxDomains))
+	}
 	if cfg.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration", cfg.Timeout))
 	}
@@ -90,6 +94,25 @@ func (cfg *sendConfig) validate() error {
 		errs = append(errs, fmt.Errorf("--run-id %q: must not contain spaces", cfg.RunID))
 	}
 	return errors.Join(errs...)
+}
+
+// maxDomains bounds --domains.
+const maxDomains = 1000000
+
+// recipients are the recipients of message n of client id: rcptNNN at
+// ToDomain, or, with Domains, at one of Domains subdomains of it, taken in
+// turn by the clients' messages together, so each domain's mail is spread
+// over the whole run as a newsletter's is.
+func (cfg *sendConfig) recipients(id, n int) []string {
+	domain := cfg.ToDomain
+	if cfg.Domains > 0 {
+		domain = "d" + strconv.Itoa((n*cfg.Connections+id)%cfg.Domains) + "." + cfg.ToDomain
+	}
+	rcpts := make([]string, cfg.Recipients)
+	for i := range rcpts {
+		rcpts[i] = fmt.Sprintf("rcpt%03d@%s", i, domain)
+	}
+	return rcpts
 }
 
 func (cfg *sendConfig) scenario() string {
@@ -117,10 +140,7 @@ func runSend(ctx context.Context, cfg sendConfig) (sendReport, error) {
 		_, _ = rand.Read(b[:])
 		cfg.RunID = hex.EncodeToString(b[:])
 	}
-	rcpts := make([]string, cfg.Recipients)
-	for i := range rcpts {
-		rcpts[i] = fmt.Sprintf("rcpt%03d@%s", i, cfg.ToDomain)
-	}
+	rcpts := cfg.recipients(0, 0)
 	tlsConf := &tls.Config{
 		// Servers under test use self-signed certificates; this tool
 		// measures speed, not the certificate chain.
@@ -266,12 +286,17 @@ func errorClass(err error) string {
 
 // send submits message n and records its latency.
 func (c *client) send(s *session, n int) error {
+	rcpts := c.rcpts
+	if c.cfg.Domains > 0 {
+		rcpts = c.cfg.recipients(c.id, n)
+		c.msg.setRecipients(rcpts)
+	}
 	msg := c.msg.build(c.id, n, time.Now())
 	start := time.Now()
 	if err := s.tx.command(250, "MAIL FROM:<"+c.cfg.From+">"+s.mailParams+" SIZE="+strconv.Itoa(len(msg))); err != nil {
 		return fmt.Errorf("MAIL: %w", err)
 	}
-	for _, r := range c.rcpts {
+	for _, r := range rcpts {
 		if err := s.tx.command(250, "RCPT TO:<"+r+">"); err != nil {
 			return fmt.Errorf("RCPT %s: %w", r, err)
 		}
@@ -488,6 +513,7 @@ func newSendFlags(cfg *sendConfig, jsonOnly *bool) *flag.FlagSet {
 	fs.IntVar(&cfg.Recipients, "recipients", 1, "recipients per message")
 	fs.StringVar(&cfg.From, "from", "sender@example.com", "envelope and From header address; its domain is the signing domain")
 	fs.StringVar(&cfg.ToDomain, "to-domain", "example.net", "recipients are rcptNNN@<to-domain>")
+	fs.IntVar(&cfg.Domains, "domains", 0, "spread the messages over this many domains, d0.<to-domain> to d<N-1>.<to-domain> (0: all to <to-domain>)")
 	fs.BoolVar(&cfg.NewConnection, "new-connection", false, "open a new TCP+TLS+AUTH session per message (as WordPress does)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "limit for session setup and for each SMTP command")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "label for the report (default <mode>-<tls>-<auth>)")

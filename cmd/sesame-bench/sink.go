@@ -18,10 +18,14 @@ import (
 	"math"
 	"math/big"
 	"net"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/sesame-mail/sesame/delayline"
 )
 
 // sinkConfig is what one sink run does.
@@ -36,6 +40,44 @@ type sinkConfig struct {
 	AllowRemote bool          // permit listening outside loopback
 	DKIMRecords string        // "sesame domain add --json" output: keys to verify DKIM with
 	DNS         string        // host:port of a DNS server to look DKIM keys up at
+	// Latency holds every reply that long on a delay line (package
+	// delayline), as a server across the internet: pipelined replies
+	// overlap in flight, as on a real link.
+	Latency time.Duration
+	// Addrs is how many consecutive addresses, from Listen's on, the sink
+	// listens on (all with Listen's port), as the mail exchangers of many
+	// domains on shared hosting; 0 means 1.
+	Addrs int
+}
+
+// maxSinkAddrs bounds --addrs.
+const maxSinkAddrs = 10000
+
+// listenAddrs are the addresses the sink listens on: Addrs consecutive
+// IPs from Listen's, with its port.
+func (cfg *sinkConfig) listenAddrs() ([]string, error) {
+	addr, err := checkLoopback(cfg.Listen, cfg.AllowRemote)
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	n := max(cfg.Addrs, 1)
+	if n == 1 {
+		return []string{addr}, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: --addrs needs an IP address", cfg.Listen)
+	}
+	out := make([]string, n)
+	for i := range out {
+		if !ip.IsValid() || (!cfg.AllowRemote && !ip.IsLoopback()) {
+			return nil, fmt.Errorf("--addrs %d from %s leaves loopback", n, host)
+		}
+		out[i] = net.JoinHostPort(ip.String(), port)
+		ip = ip.Next()
+	}
+	return out, nil
 }
 
 func (cfg *sinkConfig) validate() error {
@@ -63,6 +105,14 @@ func (cfg *sinkConfig) validate() error {
 			errs = append(errs, fmt.Errorf("--dns: %w", err))
 		}
 	}
+	if cfg.Latency < 0 {
+		errs = append(errs, fmt.Errorf("--latency %s: want 0 or more", cfg.Latency))
+	}
+	if cfg.Addrs < 0 || cfg.Addrs > maxSinkAddrs {
+		errs = append(errs, fmt.Errorf("--addrs %d: want 1 to %d", cfg.Addrs, maxSinkAddrs))
+	} else if _, err := cfg.listenAddrs(); err != nil && cfg.Addrs > 1 {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -88,6 +138,17 @@ type sinkReport struct {
 	DKIMVerified int  `json:"dkim_verified"`
 	DKIMFailed   int  `json:"dkim_failed"`
 	DKIMUnsigned int  `json:"dkim_unsigned"`
+	// The shape of the run: how many addresses the sink listened on, the
+	// latency of its replies, and the most sessions open at once, in all
+	// and at one address (the relay's outbound concurrency as the
+	// receivers see it). FirstUnix and LastUnix are the first connection
+	// and the last message, in Unix seconds, for end-to-end rates.
+	Addrs               int     `json:"addrs"`
+	LatencyMs           float64 `json:"latency_ms"`
+	PeakSessions        int     `json:"peak_sessions"`
+	PeakSessionsPerAddr int     `json:"peak_sessions_per_addr"`
+	FirstUnix           float64 `json:"first_unix"`
+	LastUnix            float64 `json:"last_unix"`
 }
 
 // dkimError is non-nil when verification was asked for and a message failed.
@@ -134,7 +195,10 @@ func startSink(cfg sinkConfig, now func() time.Time, logw io.Writer) (*sink, err
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	addr, _ := checkLoopback(cfg.Listen, cfg.AllowRemote)
+	addrs, err := cfg.listenAddrs()
+	if err != nil {
+		return nil, err
+	}
 	checker, err := newDKIMChecker(cfg.DKIMRecords, cfg.DNS)
 	if err != nil {
 		return nil, err
@@ -173,11 +237,12 @@ func startSink(cfg sinkConfig, now func() time.Time, logw io.Writer) (*sink, err
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenAll(addrs)
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
-	s.ln = &countingListener{Listener: ln, onAccept: s.connected, open: map[*trackedConn]struct{}{}}
+	s.ln = &countingListener{Listener: ln, onAccept: s.connected, latency: cfg.Latency,
+		open: map[*trackedConn]struct{}{}, byAddr: map[string]int{}}
 	s.srv = srv
 	go func() { s.serveErr <- srv.Serve(s.ln) }()
 	return s, nil
@@ -288,8 +353,19 @@ func (s *sink) report() sinkReport {
 	rep.DKIMVerified = s.dkimCounts[dkimVerified]
 	rep.DKIMFailed = s.dkimCounts[dkimFailed]
 	rep.DKIMUnsigned = s.dkimCounts[dkimUnsigned]
+	rep.Addrs = max(s.cfg.Addrs, 1)
+	rep.LatencyMs = ms(s.cfg.Latency)
+	rep.PeakSessions, rep.PeakSessionsPerAddr = s.ln.peaks()
+	if !s.first.IsZero() {
+		rep.FirstUnix = unixSeconds(s.first)
+	}
+	if !s.last.IsZero() {
+		rep.LastUnix = unixSeconds(s.last)
+	}
 	return rep
 }
+
+func unixSeconds(t time.Time) float64 { return math.Round(float64(t.UnixMicro())/1000) / 1000 }
 
 func (s *sink) connected() {
 	now := s.now()
@@ -393,16 +469,22 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// countingListener counts accepted connections and keeps the open ones so
-// they can be cut after a graceful shutdown runs out of time. Counting in the
-// Backend would count a STARTTLS connection twice, as go-smtp makes a new
-// session after the TLS upgrade.
+// countingListener counts accepted connections and the sessions open at
+// once (in all and per address), puts each connection behind the delay line
+// when there is a latency, and keeps the open ones so they can be cut after
+// a graceful shutdown runs out of time. Counting in the Backend would count
+// a STARTTLS connection twice, as go-smtp makes a new session after the TLS
+// upgrade.
 type countingListener struct {
 	net.Listener
 	onAccept func()
+	latency  time.Duration
 
-	mu   sync.Mutex
-	open map[*trackedConn]struct{}
+	mu         sync.Mutex
+	open       map[*trackedConn]struct{}
+	byAddr     map[string]int // sessions open now, by the sink's address
+	peak       int            // the most sessions open at once
+	peakByAddr int            // the most open at once at one address
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
@@ -411,11 +493,21 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	l.onAccept()
-	tc := &trackedConn{Conn: c, l: l}
+	local := c.LocalAddr().String()
+	tc := &trackedConn{Conn: delayline.Wrap(c, l.latency), l: l, local: local}
 	l.mu.Lock()
 	l.open[tc] = struct{}{}
+	l.byAddr[local]++
+	l.peak = max(l.peak, len(l.open))
+	l.peakByAddr = max(l.peakByAddr, l.byAddr[local])
 	l.mu.Unlock()
 	return tc, nil
+}
+
+func (l *countingListener) peaks() (total, perAddr int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peak, l.peakByAddr
 }
 
 func (l *countingListener) closeAll() {
@@ -431,15 +523,99 @@ func (l *countingListener) closeAll() {
 // trackedConn leaves its listener's open set when closed.
 type trackedConn struct {
 	net.Conn
-	l *countingListener
+	l     *countingListener
+	local string
 }
 
 func (c *trackedConn) Close() error {
 	c.l.mu.Lock()
-	delete(c.l.open, c)
+	if _, ok := c.l.open[c]; ok {
+		delete(c.l.open, c)
+		if c.l.byAddr[c.local]--; c.l.byAddr[c.local] <= 0 {
+			delete(c.l.byAddr, c.local)
+		}
+	}
 	c.l.mu.Unlock()
 	return c.Conn.Close()
 }
+
+// multiListener accepts on several listeners as one, so one go-smtp server
+// serves every address.
+type multiListener struct {
+	lns      []net.Listener
+	accepted chan acceptResult
+	done     chan struct{}
+	once     sync.Once
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+// listenAll listens on every one of addrs, the first of which may have port
+// 0: the others then take the port it got.
+func listenAll(addrs []string) (net.Listener, error) {
+	first, err := net.Listen("tcp", addrs[0])
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 1 {
+		return first, nil
+	}
+	port := strconv.Itoa(first.Addr().(*net.TCPAddr).Port)
+	m := &multiListener{lns: []net.Listener{first}, accepted: make(chan acceptResult), done: make(chan struct{})}
+	for _, a := range addrs[1:] {
+		host, _, _ := net.SplitHostPort(a)
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		m.lns = append(m.lns, ln)
+	}
+	for _, ln := range m.lns {
+		go func() {
+			for {
+				c, err := ln.Accept()
+				select {
+				case m.accepted <- acceptResult{c, err}:
+				case <-m.done:
+					if c != nil {
+						c.Close()
+					}
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return m, nil
+}
+
+func (m *multiListener) Accept() (net.Conn, error) {
+	select {
+	case r := <-m.accepted:
+		return r.c, r.err
+	case <-m.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (m *multiListener) Close() error {
+	m.once.Do(func() {
+		close(m.done)
+		for _, ln := range m.lns {
+			ln.Close()
+		}
+	})
+	return nil
+}
+
+// Addr is the first address listened on.
+func (m *multiListener) Addr() net.Addr { return m.lns[0].Addr() }
 
 // selfSignedCert makes a throwaway ECDSA certificate for loopback names; the
 // relay under test is expected not to verify it.
@@ -488,6 +664,8 @@ func newSinkFlags(cfg *sinkConfig) *flag.FlagSet {
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow --listen and --dns addresses outside loopback")
 	fs.StringVar(&cfg.DKIMRecords, "dkim-records", "", "verify DKIM with the keys in this file, the output of \"sesame domain add --json\"")
 	fs.StringVar(&cfg.DNS, "dns", "", "verify DKIM with keys looked up at this DNS server, host:port (after --dkim-records)")
+	fs.DurationVar(&cfg.Latency, "latency", 0, "hold every reply this long, as a server across the internet (a delay line: pipelined replies overlap)")
+	fs.IntVar(&cfg.Addrs, "addrs", 1, "listen on this many consecutive addresses from --listen's, all on its port (the MX hosts of many domains)")
 	setUsage(fs, `Usage: sesame-bench sink [flags]
 
 A counting SMTP server for the relay to deliver to. It accepts every message,
@@ -499,6 +677,13 @@ the final JSON line goes to stdout when --expect is reached, on --timeout
 With --dkim-records or --dns it also verifies every message's DKIM
 signatures and counts messages verified, failed and unsigned; it exits 1 if
 any failed.
+
+With --latency every reply reaches the client that much later, as from a
+server across the internet: a delay line on the connection's writes, so the
+replies to pipelined commands overlap in flight as on a real link. With
+--addrs N it listens on N consecutive addresses (127.0.0.101 to
+127.0.0.200 with --listen 127.0.0.101:25525 --addrs 100), and reports the
+most sessions open at once, in all and at one address.
 `)
 	return fs
 }

@@ -216,11 +216,22 @@ func tuneGC(cfg *config.Config) {
 
 // gcMemoryLimit is the heap the collector tries to stay under: room for
 // the server's own data and the per-connection buffers, and for the
-// message each relay worker holds while it delivers it. The messages being
-// signed and queued are not on the heap (smtpd's memory budget,
-// submission.max_inflight_bytes, bounds them).
+// messages the relay holds while it delivers them (relayMessageBytes). The
+// messages being signed and queued are not on the heap (smtpd's memory
+// budget, submission.max_inflight_bytes, bounds them).
 func gcMemoryLimit(cfg *config.Config) int64 {
-	return 256<<20 + int64(cfg.Relay.Workers)*cfg.Submission.MaxMessageBytes
+	return 256<<20 + relayMessageBytes(cfg)
+}
+
+// relayMessageBytes bounds the bytes of the messages the relay delivers at
+// once: relay.memory_budget, or less when relay.workers caps the deliveries
+// to fewer than that many messages of the largest size.
+func relayMessageBytes(cfg *config.Config) int64 {
+	b := cfg.Relay.MemoryBudget
+	if w := int64(cfg.Relay.Workers) * cfg.Submission.MaxMessageBytes; cfg.Relay.Workers > 0 && w < b {
+		b = w
+	}
+	return b
 }
 
 // procsPerCPU is how many Go processors tuneProcs gives each CPU.
@@ -407,25 +418,29 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	shaper := warmup.NewLimiter(shaperConfig(cfg))
 	m.OutboundIPs(func() []warmup.IPStatus { return shaper.Status(time.Now()) }, st.ParkedCounts)
 	rel := relay.New(relay.Config{
-		Hostname:                 cfg.Hostname,
-		Smarthost:                cfg.Relay.Smarthost,
-		MXPort:                   cfg.Relay.MXPort,
-		SourceIPs:                cfg.Relay.SourceIPs,
-		DNSServers:               dnsServers,
-		Workers:                  cfg.Relay.Workers,
-		DomainConcurrency:        cfg.Relay.DomainConcurrency,
-		RetryFirst:               cfg.Relay.RetryFirst.Duration,
-		RetryMax:                 cfg.Relay.RetryMax.Duration,
-		MaxLifetime:              cfg.Relay.MaxLifetime.Duration,
-		DelayWarning:             cfg.Relay.DelayWarning.Duration,
-		ConnectTimeout:           cfg.Relay.ConnectTimeout.Duration,
-		CommandTimeout:           cfg.Relay.CommandTimeout.Duration,
-		AllowPrivateDestinations: cfg.Relay.AllowPrivateDestinations,
-		Shaper:                   shaper,
-		ReturnPath:               returnPath,
-		SimulatorDomain:          cfg.Policy.SimulatorDomain,
-		Metrics:                  m,
-		Logger:                   log.With("part", "relay"),
+		Hostname:                      cfg.Hostname,
+		Smarthost:                     cfg.Relay.Smarthost,
+		MXPort:                        cfg.Relay.MXPort,
+		SourceIPs:                     cfg.Relay.SourceIPs,
+		DNSServers:                    dnsServers,
+		Workers:                       cfg.Relay.Workers,
+		MemoryBudget:                  cfg.Relay.MemoryBudget,
+		DomainConcurrency:             cfg.Relay.DomainConcurrency,
+		DestinationConcurrency:        cfg.Relay.DestinationConcurrency,
+		InitialDestinationConcurrency: cfg.Relay.InitialDestinationConcurrency,
+		SmarthostConcurrency:          cfg.Relay.SmarthostConcurrency,
+		RetryFirst:                    cfg.Relay.RetryFirst.Duration,
+		RetryMax:                      cfg.Relay.RetryMax.Duration,
+		MaxLifetime:                   cfg.Relay.MaxLifetime.Duration,
+		DelayWarning:                  cfg.Relay.DelayWarning.Duration,
+		ConnectTimeout:                cfg.Relay.ConnectTimeout.Duration,
+		CommandTimeout:                cfg.Relay.CommandTimeout.Duration,
+		AllowPrivateDestinations:      cfg.Relay.AllowPrivateDestinations,
+		Shaper:                        shaper,
+		ReturnPath:                    returnPath,
+		SimulatorDomain:               cfg.Policy.SimulatorDomain,
+		Metrics:                       m,
+		Logger:                        log.With("part", "relay"),
 	}, st)
 
 	var ready readiness

@@ -45,13 +45,23 @@ func TestTuneGC(t *testing.T) {
 	t.Setenv("GOGC", "")
 	t.Setenv("GOMEMLIMIT", "")
 	tuneGC(cfg)
-	want := int64(256<<20 + 32*40<<20) // 32 workers, 40 MiB messages
+	want := int64(256<<20 + 256<<20) // relay.memory_budget
 	if got := debug.SetGCPercent(100); got != 400 {
 		t.Errorf("GOGC = %d after tuneGC, want 400", got)
 	}
 	if got := debug.SetMemoryLimit(math.MaxInt64); got != want {
 		t.Errorf("memory limit %d after tuneGC, want %d", got, want)
 	}
+
+	// relay.workers caps the relay's share when it allows fewer messages
+	// of the largest size than relay.memory_budget holds.
+	capped := config.Default()
+	capped.Relay.Workers = 2
+	tuneGC(capped)
+	if got, want := debug.SetMemoryLimit(math.MaxInt64), int64(256<<20+2*40<<20); got != want {
+		t.Errorf("memory limit %d after tuneGC with 2 workers, want %d", got, want)
+	}
+	debug.SetGCPercent(100)
 
 	t.Setenv("GOGC", "100")
 	t.Setenv("GOMEMLIMIT", "1GiB")
