@@ -329,6 +329,15 @@ var migrations = []string{
 	`ALTER TABLE addresses ADD COLUMN dmarc_policy TEXT NOT NULL DEFAULT '';
 	 ALTER TABLE addresses ADD COLUMN dmarc_checked_at INTEGER NOT NULL DEFAULT 0;
 	 ALTER TABLE addresses ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;`,
+	// The SES API's access key of each credential (package api): the
+	// secret sealed by package account with a key the database does not
+	// hold, since SigV4 needs the secret itself, not a hash of it.
+	`CREATE TABLE api_keys (
+		access_key_id TEXT PRIMARY KEY,
+		credential    TEXT NOT NULL UNIQUE REFERENCES credentials(name) ON DELETE CASCADE,
+		sealed_secret BLOB NOT NULL,
+		created_at    INTEGER NOT NULL
+	 );`,
 }
 
 func migrate(db *sql.DB) error {
