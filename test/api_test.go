@@ -1,0 +1,285 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// apiKeys is the key pair `sesame user create --json` prints.
+type apiKeys struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+}
+
+// createAPIUser makes a credential and returns its API key pair.
+func (i *instance) createAPIUser(t *testing.T, name string) apiKeys {
+	t.Helper()
+	out := i.mustAdmin(t, "user", "create", name, "--json")
+	var k apiKeys
+	if err := json.Unmarshal(out, &k); err != nil || len(k.AccessKeyID) != 20 || len(k.SecretAccessKey) != 40 {
+		t.Fatalf("sesame user create %s --json printed %q (%v); want a 20-character access_key_id and a 40-character secret_access_key", name, out, err)
+	}
+	return k
+}
+
+// sesClient is the AWS SDK's SES v2 client pointed at the instance's API,
+// trusting its self-signed certificate (for sesame.test) and nothing else.
+// It does not retry, so each call is one request. mod may change the
+// options (the signer, the HTTP client) before the client is made.
+func (i *instance) sesClient(t *testing.T, k apiKeys, mod func(*sesv2.Options)) *sesv2.Client {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(i.dataDir, "selfsigned-cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatal("no certificate in selfsigned-cert.pem")
+	}
+	o := sesv2.Options{
+		Region:           "eu-central-1", // any region: Sesame takes the one signed for
+		BaseEndpoint:     aws.String("https://" + i.apiAddr),
+		Credentials:      credentials.NewStaticCredentialsProvider(k.AccessKeyID, k.SecretAccessKey, ""),
+		RetryMaxAttempts: 1,
+		HTTPClient: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "sesame.test"}}},
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	return sesv2.New(o)
+}
+
+// skewedSigner signs as a client whose clock is behind.
+type skewedSigner struct{ by time.Duration }
+
+func (s skewedSigner) SignHTTP(ctx context.Context, c aws.Credentials, r *http.Request, payloadHash, service, region string,
+	t time.Time, opts ...func(*v4.SignerOptions)) error {
+	return v4.NewSigner().SignHTTP(ctx, c, r, payloadHash, service, region, t.Add(-s.by), opts...)
+}
+
+// tamperingClient changes one byte of the body after it was signed, as a
+// man in the middle would.
+type tamperingClient struct{ next sesv2.HTTPClient }
+
+func (c tamperingClient) Do(r *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	body = bytes.Replace(body, []byte("victim"), []byte("attack"), 1)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return c.next.Do(r)
+}
+
+// wantAPIError checks that err is the API's answer status with code.
+func wantAPIError(t *testing.T, what string, err error, status int, code string) {
+	t.Helper()
+	var re *smithyhttp.ResponseError
+	var ae smithy.APIError
+	if !errors.As(err, &re) || !errors.As(err, &ae) {
+		t.Fatalf("%s: %v; want HTTP %d %s", what, err, status, code)
+	}
+	if re.HTTPStatusCode() != status || ae.ErrorCode() != code {
+		t.Fatalf("%s: HTTP %d %s (%s); want HTTP %d %s", what, re.HTTPStatusCode(), ae.ErrorCode(), ae.ErrorMessage(), status, code)
+	}
+}
+
+// TestAPISendEmail sends through the SES v2 API with the real AWS SDK for
+// Go: Simple content (text, HTML, an attachment, a custom header, Bcc)
+// and Raw content arrive DKIM-signed with what was sent, an unverified
+// sender is the SDK's typed MessageRejected, bad signatures are 403 with
+// nothing queued, and GetAccount reports the credential.
+func TestAPISendEmail(t *testing.T) {
+	inst := newInstance(t)
+	inst.unthrottled()
+	inst.configure(map[string]any{"submission.auth_failure_delay": "10ms"})
+	inst.addDomain(t, "api.test")
+	keys := inst.createAPIUser(t, "app")
+	inst.start()
+	ses := inst.sesClient(t, keys, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Simple.
+	tok := newToken()
+	att := make([]byte, 5000)
+	rand.Read(att)
+	out, err := ses.SendEmail(ctx, &sesv2.SendEmailInput{
+		FromEmailAddress: aws.String("Die App <app@api.test>"),
+		Destination: &types.Destination{ToAddresses: []string{"to@example.net"}, CcAddresses: []string{"cc@example.net"},
+			BccAddresses: []string{"hidden@example.net"}},
+		ReplyToAddresses: []string{"help@api.test"},
+		Content: &types.EmailContent{Simple: &types.Message{
+			Subject: &types.Content{Data: aws.String("Grüße aus Sesame")},
+			Body: &types.Body{Text: &types.Content{Data: aws.String("Hello " + tok + "\nsecond line")},
+				Html: &types.Content{Data: aws.String("<p>Hello " + tok + "</p>")}},
+			Attachments: []types.Attachment{{FileName: aws.String("data.bin"), RawContent: att}},
+			Headers:     []types.MessageHeader{{Name: aws.String("X-Campaign"), Value: aws.String("spring")}},
+		}},
+	})
+	if err != nil {
+		t.Fatalf("SendEmail (Simple): %v", err)
+	}
+	msg := inst.expectDelivered(t, tok, "api.test")
+	if want := "id " + *out.MessageId; !bytes.Contains(msg.Data, []byte(want)) {
+		t.Errorf("MessageId %s is not the queue id in the Received field:\n%s", *out.MessageId, head(msg.Data))
+	}
+	if got := strings.Join(msg.To, ","); got != "to@example.net,cc@example.net,hidden@example.net" {
+		t.Errorf("delivered to %s; want to, cc and the Bcc recipient", got)
+	}
+	m, err := mail.ReadMessage(bytes.NewReader(msg.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := string(msg.Data[:bytes.Index(msg.Data, []byte("\r\n\r\n"))])
+	if m.Header.Get("Bcc") != "" || strings.Contains(hdr, "hidden@example.net") {
+		t.Errorf("the Bcc recipient is in the delivered header:\n%s", hdr)
+	}
+	dec := new(mime.WordDecoder)
+	if subj, _ := dec.DecodeHeader(m.Header.Get("Subject")); subj != "Grüße aus Sesame" {
+		t.Errorf("Subject %q", subj)
+	}
+	if m.Header.Get("X-Campaign") != "spring" || m.Header.Get("Reply-To") != "<help@api.test>" {
+		t.Errorf("X-Campaign %q, Reply-To %q", m.Header.Get("X-Campaign"), m.Header.Get("Reply-To"))
+	}
+	if got := attachment(t, m, "data.bin"); !bytes.Equal(got, att) {
+		t.Errorf("the attachment arrived as %d bytes, not the %d sent", len(got), len(att))
+	}
+
+	// Raw, with LF line ends, recipients from its header, Bcc removed.
+	tok2 := newToken()
+	raw := "From: app@api.test\nTo: raw@example.net\nBcc: secret@example.net\nSubject: raw " + tok2 +
+		"\nMIME-Version: 1.0\nContent-Type: text/plain\n\nRaw body " + tok2 + "\n"
+	if _, err := ses.SendEmail(ctx, &sesv2.SendEmailInput{Content: &types.EmailContent{Raw: &types.RawMessage{Data: []byte(raw)}}}); err != nil {
+		t.Fatalf("SendEmail (Raw): %v", err)
+	}
+	msg2 := inst.expectDelivered(t, tok2, "api.test")
+	if got := strings.Join(msg2.To, ","); got != "raw@example.net,secret@example.net" {
+		t.Errorf("raw message delivered to %s", got)
+	}
+	if bytes.Contains(msg2.Data, []byte("secret@example.net")) {
+		t.Errorf("the raw message's Bcc field was delivered:\n%s", head(msg2.Data))
+	}
+
+	// Refusals: none of these may be queued.
+	var refused []string
+	send := func(c *sesv2.Client, from string) error {
+		tok := newToken()
+		refused = append(refused, tok)
+		_, err := c.SendEmail(ctx, &sesv2.SendEmailInput{FromEmailAddress: aws.String(from),
+			Destination: &types.Destination{ToAddresses: []string{"to@example.net"}},
+			Content: &types.EmailContent{Simple: &types.Message{Subject: &types.Content{Data: aws.String("victim " + tok)},
+				Body: &types.Body{Text: &types.Content{Data: aws.String(tok)}}}}})
+		return err
+	}
+	err = send(ses, "someone@unverified.test")
+	var rejected *types.MessageRejected
+	if !errors.As(err, &rejected) || !strings.Contains(rejected.ErrorMessage(), "Email address is not verified") {
+		t.Errorf("an unverified sender: %v; want *types.MessageRejected saying the address is not verified", err)
+	}
+	wrong := keys
+	wrong.SecretAccessKey = strings.Repeat("x", 40)
+	wantAPIError(t, "a wrong secret", send(inst.sesClient(t, wrong, nil), "app@api.test"), 403, "SignatureDoesNotMatch")
+	unknown := keys
+	unknown.AccessKeyID = "SESAAAAAAAAAAAAAAAAA"
+	wantAPIError(t, "an unknown key", send(inst.sesClient(t, unknown, nil), "app@api.test"), 403, "InvalidClientTokenId")
+	old := inst.sesClient(t, keys, func(o *sesv2.Options) { o.HTTPSignerV4 = skewedSigner{20 * time.Minute} })
+	wantAPIError(t, "a request signed 20 minutes ago", send(old, "app@api.test"), 403, "RequestExpired")
+	tampered := inst.sesClient(t, keys, func(o *sesv2.Options) { o.HTTPClient = tamperingClient{o.HTTPClient} })
+	wantAPIError(t, "a tampered body", send(tampered, "app@api.test"), 403, "SignatureDoesNotMatch")
+
+	// An operation not implemented is named, never a 404 page.
+	_, err = ses.ListEmailTemplates(ctx, &sesv2.ListEmailTemplatesInput{})
+	var bad *types.BadRequestException
+	if !errors.As(err, &bad) || !strings.Contains(bad.ErrorMessage(), "ListEmailTemplates") {
+		t.Errorf("ListEmailTemplates: %v; want *types.BadRequestException naming it", err)
+	}
+
+	acct, err := ses.GetAccount(ctx, &sesv2.GetAccountInput{})
+	if err != nil {
+		t.Fatalf("GetAccount: %v", err)
+	}
+	if !acct.ProductionAccessEnabled || !acct.SendingEnabled || acct.SendQuota == nil ||
+		acct.SendQuota.Max24HourSend != 1e9 || acct.SendQuota.SentLast24Hours != 5 || aws.ToString(acct.EnforcementStatus) != "HEALTHY" {
+		q, _ := json.Marshal(acct.SendQuota)
+		t.Errorf("GetAccount: production %v, sending %v, status %q, quota %s; want true, true, HEALTHY, 1e9 a day with 5 sent",
+			acct.ProductionAccessEnabled, acct.SendingEnabled, aws.ToString(acct.EnforcementStatus), q)
+	}
+
+	// A last message, delivered after the refused ones would have been.
+	tok3 := newToken()
+	if _, err := ses.SendEmail(ctx, &sesv2.SendEmailInput{Content: &types.EmailContent{Raw: &types.RawMessage{
+		Data: []byte("From: app@api.test\r\nTo: last@example.net\r\nSubject: last\r\n\r\n" + tok3 + "\r\n")}}}); err != nil {
+		t.Fatalf("SendEmail after the refusals: %v", err)
+	}
+	inst.expectDelivered(t, tok3, "api.test")
+	for _, m := range inst.sink.Messages() {
+		for _, tok := range refused {
+			if bytes.Contains(m.Data, []byte(tok)) {
+				t.Errorf("a refused request was delivered:\n%s", head(m.Data))
+			}
+		}
+	}
+}
+
+// attachment returns the decoded body of the part whose filename is name.
+func attachment(t *testing.T, m *mail.Message, name string) []byte {
+	t.Helper()
+	mt, params, err := mime.ParseMediaType(m.Header.Get("Content-Type"))
+	if err != nil || !strings.HasPrefix(mt, "multipart/") {
+		t.Fatalf("Content-Type %q: want multipart", m.Header.Get("Content-Type"))
+	}
+	mr := multipart.NewReader(m.Body, params["boundary"])
+	for {
+		p, err := mr.NextPart() // decodes quoted-printable, not base64
+		if err != nil {
+			t.Fatalf("no part named %s: %v", name, err)
+		}
+		if p.FileName() == name {
+			if p.Header.Get("Content-Transfer-Encoding") != "base64" {
+				t.Fatalf("attachment encoded %q", p.Header.Get("Content-Transfer-Encoding"))
+			}
+			b, err := io.ReadAll(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := base64.StdEncoding.DecodeString(strings.NewReplacer("\r", "", "\n", "").Replace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+	}
+}
+
+func head(b []byte) string {
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i > 0 {
+		return string(b[:i])
+	}
+	return string(b)
+}
