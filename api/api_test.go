@@ -53,7 +53,8 @@ func (g *guard) LoginFailed(string, string, bool) time.Duration {
 	g.failures++
 	return 0
 }
-func (g *guard) LoginSucceeded(string, string) {}
+func (g *guard) LoginRefused(string, string) time.Duration { return 0 }
+func (g *guard) LoginSucceeded(string, string)             {}
 
 // submitter records what reaches the submission path, or refuses with
 // refusal.
@@ -269,5 +270,29 @@ func TestPrepareRaw(t *testing.T) {
 	want := "From: a@example.com\r\nTo: b@example.net\r\nSubject: s\r\n\r\nBcc: body line\r\n"
 	if string(msg) != want || h.from != "a@example.com" || strings.Join(h.recipients, " ") != "b@example.net c@example.net d@example.net" {
 		t.Errorf("prepareRaw = %q, %+v", msg, h)
+	}
+}
+
+func TestBudget(t *testing.T) {
+	b := newBudget(100)
+	ctx := context.Background()
+	if !b.take(ctx, 60) || !b.take(ctx, 40) {
+		t.Fatal("room refused")
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if b.take(short, 1) {
+		t.Fatal("took more than the budget")
+	}
+	got := make(chan bool)
+	go func() { got <- b.take(ctx, 50) }()
+	b.give(60)
+	if !<-got {
+		t.Fatal("a waiting request did not get the room given back")
+	}
+	b.give(40)
+	b.give(50)
+	if !b.take(ctx, 500) { // larger than the budget: alone, it goes
+		t.Fatal("a request larger than the budget never goes")
 	}
 }

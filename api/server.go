@@ -41,6 +41,7 @@ type Keys interface {
 type LoginGuard interface {
 	LoginBlocked(ip, username string) bool
 	LoginFailed(ip, username string, known bool) time.Duration
+	LoginRefused(ip, username string) time.Duration // refused without a check (blocked)
 	LoginSucceeded(ip, username string)
 }
 
@@ -64,8 +65,11 @@ type Config struct {
 	// MaxMessageBytes is the submission service's limit; a request body
 	// may be the message base64-encoded with JSON around it.
 	MaxMessageBytes int64
-	Logger          *slog.Logger
-	Now             func() time.Time // default time.Now
+	// MaxInflightBytes bounds the memory large requests hold at once
+	// (budget.go); 0: 512 MiB.
+	MaxInflightBytes int64
+	Logger           *slog.Logger
+	Now              func() time.Time // default time.Now
 }
 
 // MaxBodyBytes is the largest request body for a message of maxMessage
@@ -74,9 +78,10 @@ func MaxBodyBytes(maxMessage int64) int64 { return maxMessage/3*4 + 4 + 64<<10 }
 
 // Server answers API requests.
 type Server struct {
-	cfg  Config
-	deps Deps
-	log  *slog.Logger
+	cfg    Config
+	deps   Deps
+	log    *slog.Logger
+	budget *budget
 }
 
 // New returns the API's handler; Serve it with netguard.HTTPServer (with
@@ -89,7 +94,10 @@ func New(cfg Config, deps Deps) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, deps: deps, log: cfg.Logger}
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = 512 << 20
+	}
+	return &Server{cfg: cfg, deps: deps, log: cfg.Logger, budget: newBudget(cfg.MaxInflightBytes)}
 }
 
 type connKey struct{}
@@ -117,6 +125,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var id [16]byte
 	rand.Read(id[:])
 	w.Header().Set("x-amzn-RequestId", hex.EncodeToString(id[:]))
+	if size := r.ContentLength; size < 0 || size > smallBody {
+		if size < 0 { // chunked: as large as it may be
+			size = MaxBodyBytes(s.cfg.MaxMessageBytes)
+		}
+		n := size * bodyCopies
+		ctx, cancel := context.WithTimeout(r.Context(), budgetWait)
+		ok := s.budget.take(ctx, n)
+		cancel()
+		if !ok {
+			s.log.Warn("api request refused with 503: no room in the memory budget for large requests in time",
+				"client", clientIP(r), "size", size, "waited", budgetWait)
+			w.Header().Set("Connection", "close")
+			writeError(w, &apiError{http.StatusServiceUnavailable, "ServiceUnavailable",
+				"The server is busy with other large messages; try again later"})
+			return
+		}
+		defer s.budget.give(n)
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
@@ -159,7 +185,12 @@ func (s *Server) authenticate(r *request) *apiError {
 			"Request is missing a valid AWS Signature Version 4 Authorization header; sign it with your Sesame access key (an AWS SDK does)"}
 	}
 	fail := func(known bool, e *apiError) *apiError {
-		delay := s.deps.Guard.LoginFailed(r.ip, a.keyID, known)
+		var delay time.Duration
+		if e == errBlocked {
+			delay = s.deps.Guard.LoginRefused(r.ip, a.keyID)
+		} else {
+			delay = s.deps.Guard.LoginFailed(r.ip, a.keyID, known)
+		}
 		s.log.Warn("api signature refused", "client", r.ip, "access_key_id", printableID(a.keyID), "error", e.code, "delay", delay)
 		select {
 		case <-time.After(delay): // slows guessing, as a failed SMTP AUTH
@@ -168,8 +199,7 @@ func (s *Server) authenticate(r *request) *apiError {
 		return e
 	}
 	if s.deps.Guard.LoginBlocked(r.ip, a.keyID) {
-		return fail(false, &apiError{http.StatusForbidden, "InvalidClientTokenId",
-			"The security token included in the request is invalid."})
+		return fail(false, errBlocked)
 	}
 	cred, secret, err := s.deps.Keys.Lookup(r.Context(), a.keyID)
 	if errors.Is(err, account.ErrInvalidCredentials) {
@@ -213,6 +243,10 @@ func (s *Server) authenticate(r *request) *apiError {
 	r.cred, r.region = cred, a.region
 	return nil
 }
+
+// errBlocked answers a network blocked for failing too often: the answer
+// of an unknown key, as SMTP answers such a network as a wrong password.
+var errBlocked = &apiError{http.StatusForbidden, "InvalidClientTokenId", "The security token included in the request is invalid."}
 
 // printableID keeps an access key id fit for a log line: what a client
 // sends there may be anything, a secret pasted in the wrong field too, so

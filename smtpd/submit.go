@@ -135,5 +135,14 @@ func (s *Server) LoginFailed(ip, username string, known bool) time.Duration {
 	return delay
 }
 
+// LoginRefused records a login refused without a check (LoginBlocked):
+// it counts for the network only, as SMTP AUTH's do, and returns how long
+// to wait before answering.
+func (s *Server) LoginRefused(ip, username string) time.Duration {
+	s.deps.Metrics.AuthFailure()
+	delay, _ := s.guard.failed(ip, username, unchecked)
+	return delay
+}
+
 // LoginSucceeded forgets the network's failures as username.
 func (s *Server) LoginSucceeded(ip, username string) { s.guard.succeeded(ip, username) }

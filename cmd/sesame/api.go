@@ -56,7 +56,8 @@ func listenAPI(e *env, st *store.SQLite, sub *smtpd.Server, cert *smtpd.Certific
 		return nil, nil, fmt.Errorf("api: listen on %s: %w (set [api] listen to a free address, or \"\" to turn the API off)", cfg.API.Listen, err)
 	}
 	apiLog := log.With("part", "api")
-	handler := api.New(api.Config{MaxMessageBytes: cfg.Submission.MaxMessageBytes, Logger: apiLog, Now: time.Now},
+	handler := api.New(api.Config{MaxMessageBytes: cfg.Submission.MaxMessageBytes,
+		MaxInflightBytes: cfg.Submission.MaxInflightBytes, Logger: apiLog, Now: time.Now},
 		api.Deps{Submitter: sub, Keys: account.NewKeys(st, sealer), Guard: sub, Usage: st, Quotas: e.quotaDefaults()})
 	srv := netguard.HTTPServer(handler, netguard.HTTPConfig{ReadTimeout: cfg.API.ReadTimeout.Duration,
 		WriteTimeout: cfg.API.WriteTimeout.Duration, IdleTimeout: cfg.API.IdleTimeout.Duration,
