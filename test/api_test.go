@@ -245,6 +245,18 @@ func TestAPISendEmail(t *testing.T) {
 			}
 		}
 	}
+
+	// A rotated key pair works at once, and the old one no longer.
+	var rotated apiKeys
+	inst.adminJSON(t, &rotated, "user", "keys", "app", "--rotate")
+	if len(rotated.AccessKeyID) != 20 || rotated.AccessKeyID == keys.AccessKeyID || len(rotated.SecretAccessKey) != 40 {
+		t.Fatalf("user keys --rotate printed %+v", rotated)
+	}
+	if _, err := inst.sesClient(t, rotated, nil).GetAccount(ctx, &sesv2.GetAccountInput{}); err != nil {
+		t.Errorf("GetAccount with the rotated keys: %v", err)
+	}
+	_, err = ses.GetAccount(ctx, &sesv2.GetAccountInput{})
+	wantAPIError(t, "the key replaced by rotation", err, 403, "InvalidClientTokenId")
 }
 
 // attachment returns the decoded body of the part whose filename is name.
