@@ -263,7 +263,7 @@ func TestBuildSimple(t *testing.T) {
 
 func TestPrepareRaw(t *testing.T) {
 	raw := "From: a@example.com\nTo: b@example.net\nBcc: c@example.net,\n d@example.net\nSubject: s\n\nBcc: body line\n"
-	msg, h, e := prepareRaw([]byte(raw), true)
+	msg, h, e := prepareRaw([]byte(raw))
 	if e != nil {
 		t.Fatal(e)
 	}

@@ -325,10 +325,10 @@ type rawHeader struct {
 }
 
 // prepareRaw readies a raw message for the submission path: its line ends
-// made CRLF (messages built in code often end lines in LF alone), and its
-// From and recipients read from the header. When the recipients are taken
-// from the header (no Destination), the Bcc field is removed, as SES does.
-func prepareRaw(data []byte, stripBcc bool) ([]byte, rawHeader, *apiError) {
+// made CRLF (messages built in code often end lines in LF alone), its From
+// and recipients read from the header (for a request without Destination),
+// and its Bcc field removed: every recipient would see it otherwise.
+func prepareRaw(data []byte) ([]byte, rawHeader, *apiError) {
 	data = crlf(data)
 	var h rawHeader
 	m, err := mail.ReadMessage(bytes.NewReader(data))
@@ -347,10 +347,7 @@ func prepareRaw(data []byte, stripBcc bool) ([]byte, rawHeader, *apiError) {
 			h.recipients = append(h.recipients, a.Address)
 		}
 	}
-	if stripBcc {
-		data = removeField(data, "bcc")
-	}
-	return data, h, nil
+	return removeField(data, "bcc"), h, nil
 }
 
 // crlf makes every bare LF a CRLF.

@@ -122,7 +122,7 @@ func (s *Server) submission(in *sendEmailInput, r *request) (smtpd.Submission, *
 		if len(c.Raw.Data) == 0 {
 			return sub, badRequest("Content.Raw.Data is required: the whole message, base64-encoded")
 		}
-		msg, hdr, e := prepareRaw(c.Raw.Data, len(dest) == 0)
+		msg, hdr, e := prepareRaw(c.Raw.Data)
 		if e != nil {
 			return sub, e
 		}
