@@ -169,3 +169,22 @@ func canonicalHeaders(r *http.Request, names []string) string {
 	}
 	return b.String()
 }
+
+// Sign signs r, whose body is body, with SigV4 for service ses in region
+// at t, as the AWS SDKs do: sesame send's requests to the API.
+func Sign(r *http.Request, body []byte, keyID, secret, region string, t time.Time) {
+	t = t.UTC()
+	amzDate := t.Format(amzDateFmt)
+	sum := sha256.Sum256(body)
+	payloadHash := hex.EncodeToString(sum[:])
+	r.Header.Set("X-Amz-Date", amzDate)
+	r.Header.Set("X-Amz-Content-Sha256", payloadHash)
+	if r.Host == "" {
+		r.Host = r.URL.Host
+	}
+	a := authHeader{keyID: keyID, date: t.Format("20060102"), region: region, service: "ses",
+		signedHeaders: []string{"host", "x-amz-content-sha256", "x-amz-date"}}
+	sig := signature(r, a, amzDate, payloadHash, secret)
+	r.Header.Set("Authorization", sigAlgorithm+" Credential="+keyID+"/"+a.date+"/"+region+"/ses/aws4_request, SignedHeaders="+
+		strings.Join(a.signedHeaders, ";")+", Signature="+sig)
+}

@@ -257,6 +257,23 @@ func TestAPISendEmail(t *testing.T) {
 	}
 	_, err = ses.GetAccount(ctx, &sesv2.GetAccountInput{})
 	wantAPIError(t, "the key replaced by rotation", err, 403, "InvalidClientTokenId")
+
+	// sesame send: the same door, from the shell, with the current key.
+	tok4 := newToken()
+	var sent struct {
+		MessageID string `json:"message_id"`
+	}
+	inst.adminJSON(t, &sent, "send", "--user", "app", "--from", "app@api.test", "--to", "shell@example.net",
+		"--subject", "from the shell", "--text", "sent by sesame send "+tok4)
+	msg4 := inst.expectDelivered(t, tok4, "api.test")
+	if sent.MessageID == "" || !bytes.Contains(msg4.Data, []byte("with HTTPS id "+sent.MessageID)) {
+		t.Errorf("sesame send printed message_id %q; the delivered message says:\n%s", sent.MessageID, head(msg4.Data))
+	}
+	status, _, stderr := inst.adminStatus(t, "send", "--user", "app", "--from", "app@unverified.test", "--to", "shell@example.net",
+		"--subject", "s", "--text", "t")
+	if status == 0 || !strings.Contains(stderr, "MessageRejected: Email address is not verified") {
+		t.Errorf("sesame send from an unverified address: exit %d, %q; want a failure saying MessageRejected", status, stderr)
+	}
 }
 
 // attachment returns the decoded body of the part whose filename is name.
