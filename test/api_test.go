@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sesv2/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 )
 
 // apiKeys is the key pair `sesame user create --json` prints.
@@ -311,4 +314,94 @@ func head(b []byte) string {
 		return string(b[:i])
 	}
 	return string(b)
+}
+
+// TestAPIConcurrency: 50 AWS SDK clients send at once, each on its own
+// connection; every accepted message is delivered exactly once. The same
+// load over SMTP (50 go-smtp clients) gives the figures to compare: the
+// rate and serve's CPU per message of each door (logged, not asserted).
+func TestAPIConcurrency(t *testing.T) {
+	const clients, per = 50, 4
+	inst := newInstance(t)
+	inst.unthrottled()
+	inst.addDomain(t, senderDomain)
+	out := inst.mustAdmin(t, "user", "create", "app", "--json")
+	var user struct {
+		creds
+		apiKeys
+	}
+	if err := json.Unmarshal(out, &user); err != nil {
+		t.Fatal(err)
+	}
+	inst.start()
+	text := strings.Repeat("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", 160) // 10 KiB
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	sesClients := make([]*sesv2.Client, clients)
+	for n := range sesClients {
+		sesClients[n] = inst.sesClient(t, user.apiKeys, nil)
+	}
+	run := func(send func(n int, tok string) error) (accepted []string, elapsed, cpu time.Duration) {
+		var mu sync.Mutex
+		var firstErr error
+		cpu0, start := processCPU(t, inst), time.Now()
+		var wg sync.WaitGroup
+		for n := range clients {
+			wg.Go(func() {
+				for range per {
+					tok := newToken()
+					err := send(n, tok)
+					mu.Lock()
+					if err == nil {
+						accepted = append(accepted, tok)
+					} else if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		elapsed, cpu = time.Since(start), processCPU(t, inst)-cpu0
+		if firstErr != nil || len(accepted) != clients*per {
+			t.Fatalf("%d of %d accepted; first error: %v", len(accepted), clients*per, firstErr)
+		}
+		waitArrived(t, inst.sink, accepted, 2*time.Minute)
+		for _, tok := range accepted {
+			if n := len(inst.sink.Keyed(tok)); n != 1 {
+				t.Errorf("message %s delivered %d times", tok, n)
+			}
+		}
+		return accepted, elapsed, cpu
+	}
+
+	apiTokens, apiTime, apiCPU := run(func(n int, tok string) error {
+		_, err := sesClients[n].SendEmail(ctx, &sesv2.SendEmailInput{FromEmailAddress: aws.String(sender),
+			Destination: &types.Destination{ToAddresses: []string{recipient}},
+			Content: &types.EmailContent{Simple: &types.Message{Subject: &types.Content{Data: aws.String(tok)},
+				Body: &types.Body{Text: &types.Content{Data: aws.String(tok + "\n" + text)}}}}})
+		return err
+	})
+
+	conns := make([]*smtp.Client, clients)
+	for n := range conns {
+		c, err := smtp.DialStartTLS(inst.smtpAddr, insecureTLS())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Auth(sasl.NewPlainClient("", user.Username, user.Password)); err != nil {
+			t.Fatal(err)
+		}
+		conns[n] = c
+	}
+	_, smtpTime, smtpCPU := run(func(n int, tok string) error {
+		s := &submission{from: sender, to: recipient, token: tok}
+		return sendOne(conns[n], append(s.message("TestAPIConcurrency"), text...))
+	})
+
+	total := float64(len(apiTokens))
+	t.Logf("%d messages of 10 KiB from %d clients at once: API %.0f msg/s, %v of serve's CPU per message; SMTP %.0f msg/s, %v per message",
+		len(apiTokens), clients, total/apiTime.Seconds(), apiCPU/time.Duration(total), total/smtpTime.Seconds(), smtpCPU/time.Duration(total))
 }

@@ -63,10 +63,12 @@ func listenAPI(e *env, st *store.SQLite, sub *smtpd.Server, cert *smtpd.Certific
 		WriteTimeout: cfg.API.WriteTimeout.Duration, IdleTimeout: cfg.API.IdleTimeout.Duration,
 		MaxBodyBytes: api.MaxBodyBytes(cfg.Submission.MaxMessageBytes), TooLarge: api.TooLarge, Logger: apiLog})
 	srv.ConnContext = api.ConnContext
-	// Strangers (no valid signature yet) get a quarter of the slots, as on
-	// the submission ports.
+	// Strangers (no valid signature yet) get half the slots: an app's
+	// workers open their connections together and each is a stranger
+	// until its first request is signed, so a quarter, as on the
+	// submission ports, would turn away a pool of 50 from one address.
 	conns := netguard.New(netguard.Config{Name: "api", MaxConns: cfg.API.MaxConnections, MaxPerIP: cfg.API.MaxConnectionsPerIP,
-		MaxUnauthenticated: max(1, cfg.API.MaxConnections/4), MaxUnauthenticatedPerIP: max(1, cfg.API.MaxConnectionsPerIP/4),
+		MaxUnauthenticated: max(1, cfg.API.MaxConnections/2), MaxUnauthenticatedPerIP: max(1, cfg.API.MaxConnectionsPerIP/2),
 		Logger: apiLog, Metrics: m})
 	var ln net.Listener = conns.Wrap(l, nil)
 	if tlsCfg != nil {
