@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -294,5 +295,27 @@ func TestBudget(t *testing.T) {
 	b.give(50)
 	if !b.take(ctx, 500) { // larger than the budget: alone, it goes
 		t.Fatal("a request larger than the budget never goes")
+	}
+}
+
+// A stranger's request is refused on its headers, before its body is read:
+// an unknown key cannot make the server hold (or wait for) a large body.
+func TestStrangerBodyNotRead(t *testing.T) {
+	base, _, _ := startAPI(t, time.Now(), 100<<20)
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "POST /v2/email/outbound-emails HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n" +
+		"X-Amz-Date: 20260101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 Credential=SESAUNKNOWNKEY000001/20260101/us-east-1/ses/aws4_request, " +
+		"SignedHeaders=host;x-amz-date, Signature=00\r\n\r\n{\"Content\":"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // the server's read timeout is 30 s
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 403") {
+		t.Fatalf("answer %q, %v; want 403 before the body is sent", line, err)
 	}
 }

@@ -120,11 +120,20 @@ type request struct {
 	ip     string
 }
 
-// ServeHTTP authenticates the request and runs its operation.
+// ServeHTTP authenticates the request and runs its operation: the
+// headers are checked first (a known key, a fresh date), the body is read
+// (within the memory budget) only then, and the signature over both.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var id [16]byte
 	rand.Read(id[:])
 	w.Header().Set("x-amzn-RequestId", hex.EncodeToString(id[:]))
+	req := &request{Request: r, ip: clientIP(r)}
+	sg, e := s.authenticate(req)
+	if e != nil {
+		w.Header().Set("Connection", "close") // rather than read a stranger's body
+		writeError(w, e)
+		return
+	}
 	if size := r.ContentLength; size < 0 || size > smallBody {
 		if size < 0 { // chunked: as large as it may be
 			size = MaxBodyBytes(s.cfg.MaxMessageBytes)
@@ -151,8 +160,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return // the client went away or timed out: nobody to answer
 	}
-	req := &request{Request: r, body: body, ip: clientIP(r)}
-	if e := s.authenticate(req); e != nil {
+	req.body = body
+	if e := s.verify(req, sg); e != nil {
 		writeError(w, e)
 		return
 	}
@@ -176,72 +185,92 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// authenticate checks the request's signature. Every failure is answered
-// 403 after the guard's delay, and counted.
-func (s *Server) authenticate(r *request) *apiError {
+// signer is what authenticate learns from the headers alone: the
+// signature to check once the body is read, and whose key it is.
+type signer struct {
+	auth    authHeader
+	amzDate string
+	secret  string
+	cred    store.Credential
+}
+
+// authenticate checks what the headers say, before the body is read: a
+// stranger (no known key, a stale date) cannot make the server hold a
+// large body. Every failure is answered 403 after the guard's delay, and
+// counted.
+func (s *Server) authenticate(r *request) (*signer, *apiError) {
 	a, ok := parseAuth(r.Header.Get("Authorization"))
 	if !ok {
-		return &apiError{http.StatusForbidden, "MissingAuthenticationTokenException",
+		return nil, &apiError{http.StatusForbidden, "MissingAuthenticationTokenException",
 			"Request is missing a valid AWS Signature Version 4 Authorization header; sign it with your Sesame access key (an AWS SDK does)"}
 	}
-	fail := func(known bool, e *apiError) *apiError {
-		var delay time.Duration
-		if e == errBlocked {
-			delay = s.deps.Guard.LoginRefused(r.ip, a.keyID)
-		} else {
-			delay = s.deps.Guard.LoginFailed(r.ip, a.keyID, known)
-		}
-		s.log.Warn("api signature refused", "client", r.ip, "access_key_id", printableID(a.keyID), "error", e.code, "delay", delay)
-		select {
-		case <-time.After(delay): // slows guessing, as a failed SMTP AUTH
-		case <-r.Context().Done():
-		}
-		return e
-	}
 	if s.deps.Guard.LoginBlocked(r.ip, a.keyID) {
-		return fail(false, errBlocked)
+		return nil, s.fail(r, a.keyID, false, errBlocked)
 	}
 	cred, secret, err := s.deps.Keys.Lookup(r.Context(), a.keyID)
 	if errors.Is(err, account.ErrInvalidCredentials) {
-		return fail(false, &apiError{http.StatusForbidden, "InvalidClientTokenId",
+		return nil, s.fail(r, a.keyID, false, &apiError{http.StatusForbidden, "InvalidClientTokenId",
 			"The security token included in the request is invalid."})
 	}
 	if err != nil {
 		s.log.Error("looking up an access key failed", "access_key_id", printableID(a.keyID), "err", err)
-		return errInternal
+		return nil, errInternal
 	}
 	if a.service != "ses" {
-		return fail(true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
+		return nil, s.fail(r, a.keyID, true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
 			"Credential should be scoped to correct service: 'ses'."})
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	t, err := time.Parse(amzDateFmt, amzDate)
 	if err != nil || !strings.HasPrefix(amzDate, a.date) {
-		return fail(true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
+		return nil, s.fail(r, a.keyID, true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
 			"X-Amz-Date is missing, malformed, or not the date of the credential scope."})
 	}
 	if now := s.cfg.Now(); t.Before(now.Add(-maxSkew)) || t.After(now.Add(maxSkew)) {
-		return fail(true, &apiError{http.StatusForbidden, "RequestExpired",
+		return nil, s.fail(r, a.keyID, true, &apiError{http.StatusForbidden, "RequestExpired",
 			"Signature expired: " + amzDate + " is more than 15 minutes from the server's time " + now.UTC().Format(amzDateFmt) + "; check the client's clock."})
 	}
+	return &signer{auth: a, amzDate: amzDate, secret: secret, cred: cred}, nil
+}
+
+// verify checks the signature over the request with its body.
+func (s *Server) verify(r *request, sg *signer) *apiError {
+	a := sg.auth
 	sum := sha256.Sum256(r.body)
 	payloadHash := hex.EncodeToString(sum[:])
 	if h := r.Header.Get("X-Amz-Content-Sha256"); h != "" && h != payloadHash {
-		return fail(true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
+		return s.fail(r, a.keyID, true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
 			"The request body does not match its x-amz-content-sha256."})
 	}
 	signedHost := false
 	for _, h := range a.signedHeaders {
 		signedHost = signedHost || h == "host"
 	}
-	want := signature(r.Request, a, amzDate, payloadHash, secret)
+	want := signature(r.Request, a, sg.amzDate, payloadHash, sg.secret)
 	if !signedHost || !hmac.Equal([]byte(want), []byte(a.signature)) {
-		return fail(true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
+		return s.fail(r, a.keyID, true, &apiError{http.StatusForbidden, "SignatureDoesNotMatch",
 			"The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."})
 	}
 	s.deps.Guard.LoginSucceeded(r.ip, a.keyID)
-	r.cred, r.region = cred, a.region
+	r.cred, r.region = sg.cred, a.region
 	return nil
+}
+
+// fail counts a failed signature (known: the key exists), logs it, and
+// waits the guard's delay before e is answered.
+func (s *Server) fail(r *request, keyID string, known bool, e *apiError) *apiError {
+	var delay time.Duration
+	if e == errBlocked {
+		delay = s.deps.Guard.LoginRefused(r.ip, keyID)
+	} else {
+		delay = s.deps.Guard.LoginFailed(r.ip, keyID, known)
+	}
+	s.log.Warn("api signature refused", "client", r.ip, "access_key_id", printableID(keyID), "error", e.code, "delay", delay)
+	select {
+	case <-time.After(delay): // slows guessing, as a failed SMTP AUTH
+	case <-r.Context().Done():
+	}
+	return e
 }
 
 // errBlocked answers a network blocked for failing too often: the answer
