@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/mail"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -84,8 +85,16 @@ func (usage) Sent(context.Context, string, time.Time) (int, error) { return 3, n
 func startAPI(t *testing.T, now time.Time, maxBody int64) (string, *submitter, *guard) {
 	t.Helper()
 	sub, g := &submitter{}, &guard{}
+	st, err := store.OpenSQLite(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.CreateCredential(context.Background(), store.Credential{Name: "app", Username: "u", PasswordHash: "h", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
 	h := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }},
-		Deps{Submitter: sub, Keys: fakeKeys{}, Guard: g, Usage: usage{}, Quotas: account.QuotaDefaults{Daily: 100, Rate: 2}})
+		Deps{Submitter: sub, Keys: fakeKeys{}, Guard: g, Usage: usage{}, Templates: st, Quotas: account.QuotaDefaults{Daily: 100, Rate: 2}})
 	srv := netguard.HTTPServer(h, netguard.HTTPConfig{ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		IdleTimeout: 30 * time.Second, MaxBodyBytes: maxBody, TooLarge: TooLarge})
 	srv.ConnContext = ConnContext
@@ -192,8 +201,8 @@ func TestErrorsAndOperations(t *testing.T) {
 			t.Errorf("HTTP %d %s %q; want %d %s saying %q", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), msg, status, code, says)
 		}
 	}
-	resp, out := post("/v2/email/templates", `{}`)
-	check(resp, out, 400, "BadRequestException", "CreateEmailTemplate")
+	resp, out := post("/v2/email/identities", `{}`)
+	check(resp, out, 400, "BadRequestException", "CreateEmailIdentity")
 	resp, out = post("/nowhere", `{}`)
 	check(resp, out, 400, "BadRequestException", "Unknown operation")
 	resp, out = post("/v2/email/outbound-emails", `{"FromEmailAddress":"a@example.com","Destination":{"ToAddresses":["not an address"]},"Content":{"Raw":{"Data":"RnJvbTogYUBleGFtcGxlLmNvbQ0KDQpoaQ0K"}}}`)
@@ -317,5 +326,78 @@ func TestStrangerBodyNotRead(t *testing.T) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 403") {
 		t.Fatalf("answer %q, %v; want 403 before the body is sent", line, err)
+	}
+}
+
+func TestRender(t *testing.T) {
+	values := map[string]any{"name": "Ann <&>", "order": map[string]any{"id": 42.0, "paid": true}, "none": nil}
+	for _, tc := range []struct {
+		in, want string
+		html     bool
+		err      string
+	}{
+		{in: "Hi {{name}}, order {{ order.id }} paid: {{order.paid}}{{none}}", want: "Hi Ann <&>, order 42 paid: true"},
+		{in: "<p>{{name}}</p>{{{name}}}", html: true, want: "<p>Ann &lt;&amp;&gt;</p>Ann <&>"},
+		{in: "{{missing}}", err: "no value for {{missing}}"},
+		{in: "{{order}}", err: "no value for {{order}}"},
+		{in: "{{#if name}}x{{/if}}", err: "no #if"},
+		{in: "{{name", err: "without its }}"},
+	} {
+		got, err := render(tc.in, values, tc.html, true)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("render(%q) = %q, %v; want an error saying %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("render(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestTemplateOperations(t *testing.T) {
+	now := time.Now()
+	base, sub, _ := startAPI(t, now, 1<<20)
+	do := func(method, path, body string) (*http.Response, map[string]any) {
+		return call(t, method, base+path, []byte(body), testSecret, now, nil)
+	}
+	resp, out := do("POST", "/v2/email/templates", `{"TemplateName":"welcome","TemplateContent":{"Subject":"Hi {{name}}","Html":"<b>{{name}}</b>"}}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("CreateEmailTemplate: %d %v", resp.StatusCode, out)
+	}
+	resp, _ = do("POST", "/v2/email/templates", `{"TemplateName":"welcome","TemplateContent":{"Subject":"x","Text":"y"}}`)
+	if resp.Header.Get("x-amzn-ErrorType") != "AlreadyExistsException" {
+		t.Errorf("a second template of the name: %d %s", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
+	}
+	resp, _ = do("POST", "/v2/email/templates", `{"TemplateName":"bad","TemplateContent":{"Subject":"{{#each x}}","Text":"y"}}`)
+	if resp.Header.Get("x-amzn-ErrorType") != "BadRequestException" {
+		t.Errorf("a template with a block helper: %d %s", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
+	}
+	resp, out = do("POST", "/v2/email/templates/welcome/render", `{"TemplateData":"{\"name\":\"<Ann>\"}"}`)
+	if r, _ := out["RenderedTemplate"].(string); resp.StatusCode != 200 || !strings.Contains(r, "Subject: Hi <Ann>") || !strings.Contains(r, "&lt;Ann&gt;") {
+		t.Errorf("TestRenderEmailTemplate: %d %v", resp.StatusCode, out)
+	}
+	resp, out = do("POST", "/v2/email/outbound-emails", `{"FromEmailAddress":"a@example.com","Destination":{"ToAddresses":["b@example.net"]},`+
+		`"Content":{"Template":{"TemplateName":"welcome","TemplateData":"{\"name\":\"Bo\"}"}}}`)
+	if resp.StatusCode != 200 || len(sub.got) != 1 || !strings.Contains(string(sub.got[0].Message), "Subject: Hi Bo") {
+		t.Fatalf("SendEmail with a template: %d %v", resp.StatusCode, out)
+	}
+	resp, out = do("POST", "/v2/email/outbound-emails", `{"FromEmailAddress":"a@example.com","Destination":{"ToAddresses":["b@example.net"]},`+
+		`"Content":{"Template":{"TemplateName":"welcome","TemplateData":"{}"}}}`)
+	if m, _ := out["message"].(string); resp.StatusCode != 400 || !strings.Contains(m, "{{name}}") {
+		t.Errorf("SendEmail without the template's data: %d %v", resp.StatusCode, out)
+	}
+	resp, out = do("GET", "/v2/email/templates?PageSize=1", "")
+	if list, _ := out["TemplatesMetadata"].([]any); resp.StatusCode != 200 || len(list) != 1 {
+		t.Errorf("ListEmailTemplates: %d %v", resp.StatusCode, out)
+	}
+	resp, _ = do("DELETE", "/v2/email/templates/welcome", "")
+	if resp.StatusCode != 200 {
+		t.Errorf("DeleteEmailTemplate: %d", resp.StatusCode)
+	}
+	resp, _ = do("GET", "/v2/email/templates/welcome", "")
+	if resp.StatusCode != 404 || resp.Header.Get("x-amzn-ErrorType") != "NotFoundException" {
+		t.Errorf("GetEmailTemplate after delete: %d %s", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
 	}
 }

@@ -58,7 +58,9 @@ func buildSimple(from *mail.Address, to, cc, replyTo []string, m *simpleMessage)
 	}
 	var b bytes.Buffer
 	field := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
-	field("From", from.String())
+	if from != nil { // nil for TestRenderEmailTemplate: no envelope
+		field("From", from.String())
+	}
 	if list, e := addressList("Destination.ToAddresses", to); e != nil {
 		return nil, e
 	} else if list != "" {

@@ -25,7 +25,7 @@ type sendEmailInput struct {
 	Content                                   *struct {
 		Simple   *simpleMessage
 		Raw      *struct{ Data []byte }
-		Template json.RawMessage
+		Template *sendTemplate
 	}
 	EmailTags []struct{ Name, Value string }
 	// ConfigurationSetName: none exist yet, so any name is unknown.
@@ -75,9 +75,7 @@ func (s *Server) submission(in *sendEmailInput, r *request) (smtpd.Submission, *
 	case len(in.ListManagementOptions) > 0 && string(in.ListManagementOptions) != "null":
 		return sub, badRequest("ListManagementOptions is not supported by Sesame yet")
 	case in.Content == nil:
-		return sub, badRequest("Content is required: Simple or Raw")
-	case len(in.Content.Template) > 0 && string(in.Content.Template) != "null":
-		return sub, badRequest("Content.Template is not supported by this Sesame server yet: send Simple or Raw content")
+		return sub, badRequest("Content is required: Simple, Raw or Template")
 	}
 	var dest []string
 	if d := in.Destination; d != nil {
@@ -99,12 +97,21 @@ func (s *Server) submission(in *sendEmailInput, r *request) (smtpd.Submission, *
 			return sub, badRequest("ReplyToAddresses: " + quote(a) + " is not an email address")
 		}
 	}
-	switch c := in.Content; {
-	case c.Simple != nil && c.Raw != nil:
-		return sub, badRequest("Content: give one of Simple and Raw, not both")
+	c := in.Content
+	if n := btoi(c.Simple != nil) + btoi(c.Raw != nil) + btoi(c.Template != nil); n > 1 {
+		return sub, badRequest("Content: give one of Simple, Raw and Template")
+	}
+	if c.Template != nil {
+		m, e := s.templateMessage(r, c.Template)
+		if e != nil {
+			return sub, e
+		}
+		c.Simple = m
+	}
+	switch {
 	case c.Simple != nil:
 		if in.FromEmailAddress == "" {
-			return sub, badRequest("FromEmailAddress is required with Simple content")
+			return sub, badRequest("FromEmailAddress is required with Simple or Template content")
 		}
 		from, err := mail.ParseAddress(in.FromEmailAddress)
 		if err != nil {
@@ -145,7 +152,7 @@ func (s *Server) submission(in *sendEmailInput, r *request) (smtpd.Submission, *
 			return sub, badRequest("Destination: no recipients given, and the raw message has no To, Cc or Bcc field")
 		}
 	default:
-		return sub, badRequest("Content: Simple or Raw is required")
+		return sub, badRequest("Content: Simple, Raw or Template is required")
 	}
 	return sub, nil
 }
@@ -169,4 +176,11 @@ func jsonProblem(err error) string {
 		return "invalid JSON"
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -51,12 +51,22 @@ type Usage interface {
 	Sent(ctx context.Context, name string, since time.Time) (int, error)
 }
 
+// Templates keeps each credential's email templates (store.SQLite).
+type Templates interface {
+	CreateTemplate(ctx context.Context, t store.Template) error // store.ErrExists when the name is taken
+	Template(ctx context.Context, credential, name string) (store.Template, error)
+	ListTemplates(ctx context.Context, credential string) ([]store.Template, error) // by name
+	UpdateTemplate(ctx context.Context, t store.Template) error                     // store.ErrNotFound when there is none
+	DeleteTemplate(ctx context.Context, credential, name string) error              // store.ErrNotFound when there is none
+}
+
 // Deps are the parts of Sesame the API works with.
 type Deps struct {
 	Submitter Submitter
 	Keys      Keys
 	Guard     LoginGuard
 	Usage     Usage
+	Templates Templates
 	Quotas    account.QuotaDefaults
 }
 
@@ -176,6 +186,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.sendEmail(w, req)
 	case "GetAccount":
 		s.getAccount(w, req)
+	case "CreateEmailTemplate":
+		s.createTemplate(w, req)
+	case "GetEmailTemplate":
+		s.getTemplate(w, req)
+	case "ListEmailTemplates":
+		s.listTemplates(w, req)
+	case "UpdateEmailTemplate":
+		s.updateTemplate(w, req)
+	case "DeleteEmailTemplate":
+		s.deleteTemplate(w, req)
+	case "TestRenderEmailTemplate":
+		s.testRender(w, req)
 	default:
 		if !known {
 			writeError(w, badRequest("Unknown operation: "+r.Method+" "+r.URL.Path+" is not an operation of the SES v2 API"))

@@ -217,10 +217,10 @@ func TestAPISendEmail(t *testing.T) {
 	wantAPIError(t, "a tampered body", send(tampered, "app@api.test"), 403, "SignatureDoesNotMatch")
 
 	// An operation not implemented is named, never a 404 page.
-	_, err = ses.ListEmailTemplates(ctx, &sesv2.ListEmailTemplatesInput{})
+	_, err = ses.ListEmailIdentities(ctx, &sesv2.ListEmailIdentitiesInput{})
 	var bad *types.BadRequestException
-	if !errors.As(err, &bad) || !strings.Contains(bad.ErrorMessage(), "ListEmailTemplates") {
-		t.Errorf("ListEmailTemplates: %v; want *types.BadRequestException naming it", err)
+	if !errors.As(err, &bad) || !strings.Contains(bad.ErrorMessage(), "ListEmailIdentities") {
+		t.Errorf("ListEmailIdentities: %v; want *types.BadRequestException naming it", err)
 	}
 
 	acct, err := ses.GetAccount(ctx, &sesv2.GetAccountInput{})
@@ -404,4 +404,108 @@ func TestAPIConcurrency(t *testing.T) {
 	total := float64(len(apiTokens))
 	t.Logf("%d messages of 10 KiB from %d clients at once: API %.0f msg/s, %v of serve's CPU per message; SMTP %.0f msg/s, %v per message",
 		len(apiTokens), clients, total/apiTime.Seconds(), apiCPU/time.Duration(total), total/smtpTime.Seconds(), smtpCPU/time.Duration(total))
+}
+
+// TestAPITemplates: templates made, read, listed, rendered, updated and
+// deleted with the AWS SDK for Go, and SendEmail with Template content
+// (stored and inline) delivered DKIM-verified with the data substituted,
+// HTML-escaped in the HTML part; missing data and an unknown template are
+// refused with nothing queued.
+func TestAPITemplates(t *testing.T) {
+	inst := newInstance(t)
+	inst.unthrottled()
+	inst.addDomain(t, "api.test")
+	keys := inst.createAPIUser(t, "app")
+	inst.start()
+	ses := inst.sesClient(t, keys, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	_, err := ses.CreateEmailTemplate(ctx, &sesv2.CreateEmailTemplateInput{TemplateName: aws.String("welcome"),
+		TemplateContent: &types.EmailTemplateContent{Subject: aws.String("Welcome, {{name}}"),
+			Text: aws.String("Hello {{name}}, your code is {{code}}."), Html: aws.String("<p>Hello {{name}}, code {{code}}</p>")}})
+	if err != nil {
+		t.Fatalf("CreateEmailTemplate: %v", err)
+	}
+	_, err = ses.CreateEmailTemplate(ctx, &sesv2.CreateEmailTemplateInput{TemplateName: aws.String("welcome"),
+		TemplateContent: &types.EmailTemplateContent{Subject: aws.String("x"), Text: aws.String("y")}})
+	var exists *types.AlreadyExistsException
+	if !errors.As(err, &exists) {
+		t.Errorf("CreateEmailTemplate of a taken name: %v; want *types.AlreadyExistsException", err)
+	}
+	got, err := ses.GetEmailTemplate(ctx, &sesv2.GetEmailTemplateInput{TemplateName: aws.String("welcome")})
+	if err != nil || aws.ToString(got.TemplateContent.Subject) != "Welcome, {{name}}" {
+		t.Fatalf("GetEmailTemplate: %+v, %v", got, err)
+	}
+	list, err := ses.ListEmailTemplates(ctx, &sesv2.ListEmailTemplatesInput{})
+	if err != nil || len(list.TemplatesMetadata) != 1 || aws.ToString(list.TemplatesMetadata[0].TemplateName) != "welcome" ||
+		list.TemplatesMetadata[0].CreatedTimestamp == nil || time.Since(*list.TemplatesMetadata[0].CreatedTimestamp) > time.Hour {
+		t.Errorf("ListEmailTemplates: %+v, %v", list, err)
+	}
+	rendered, err := ses.TestRenderEmailTemplate(ctx, &sesv2.TestRenderEmailTemplateInput{TemplateName: aws.String("welcome"),
+		TemplateData: aws.String(`{"name":"Ann","code":"<42>"}`)})
+	if err != nil || !strings.Contains(aws.ToString(rendered.RenderedTemplate), "Subject: Welcome, Ann") {
+		t.Errorf("TestRenderEmailTemplate: %+v, %v", rendered, err)
+	}
+
+	tok := newToken()
+	out, err := ses.SendEmail(ctx, &sesv2.SendEmailInput{FromEmailAddress: aws.String("app@api.test"),
+		Destination: &types.Destination{ToAddresses: []string{"ann@example.net"}},
+		Content: &types.EmailContent{Template: &types.Template{TemplateName: aws.String("welcome"),
+			TemplateData: aws.String(`{"name":"Ann","code":"<` + tok + `>"}`)}}})
+	if err != nil {
+		t.Fatalf("SendEmail (Template): %v", err)
+	}
+	msg := inst.expectDelivered(t, tok, "api.test")
+	if !bytes.Contains(msg.Data, []byte("id "+*out.MessageId)) || !bytes.Contains(msg.Data, []byte("Subject: Welcome, Ann")) ||
+		!bytes.Contains(msg.Data, []byte("code is <"+tok+">")) || !bytes.Contains(msg.Data, []byte("code &lt;"+tok+"&gt;")) {
+		t.Errorf("the delivered message does not hold the rendered template (text as is, HTML escaped):\n%s", msg.Data)
+	}
+
+	tok2 := newToken()
+	if _, err := ses.SendEmail(ctx, &sesv2.SendEmailInput{FromEmailAddress: aws.String("app@api.test"),
+		Destination: &types.Destination{ToAddresses: []string{"bo@example.net"}},
+		Content: &types.EmailContent{Template: &types.Template{
+			TemplateContent: &types.EmailTemplateContent{Subject: aws.String("Inline {{x}}"), Text: aws.String("{{x}}")},
+			TemplateData:    aws.String(`{"x":"` + tok2 + `"}`)}}}); err != nil {
+		t.Fatalf("SendEmail (inline template): %v", err)
+	}
+	inst.expectDelivered(t, tok2, "api.test")
+
+	tok3 := newToken()
+	_, err = ses.SendEmail(ctx, &sesv2.SendEmailInput{FromEmailAddress: aws.String("app@api.test"),
+		Destination: &types.Destination{ToAddresses: []string{"cy@example.net"}},
+		Content: &types.EmailContent{Template: &types.Template{TemplateName: aws.String("welcome"),
+			TemplateData: aws.String(`{"name":"` + tok3 + `"}`)}}})
+	var bad *types.BadRequestException
+	if !errors.As(err, &bad) || !strings.Contains(bad.ErrorMessage(), "{{code}}") {
+		t.Errorf("SendEmail without the data for {{code}}: %v; want *types.BadRequestException naming it", err)
+	}
+	_, err = ses.SendEmail(ctx, &sesv2.SendEmailInput{FromEmailAddress: aws.String("app@api.test"),
+		Destination: &types.Destination{ToAddresses: []string{"cy@example.net"}},
+		Content:     &types.EmailContent{Template: &types.Template{TemplateName: aws.String("nope"), TemplateData: aws.String(`{}`)}}})
+	var notFound *types.NotFoundException
+	if !errors.As(err, &notFound) {
+		t.Errorf("SendEmail with an unknown template: %v; want *types.NotFoundException", err)
+	}
+
+	if _, err := ses.UpdateEmailTemplate(ctx, &sesv2.UpdateEmailTemplateInput{TemplateName: aws.String("welcome"),
+		TemplateContent: &types.EmailTemplateContent{Subject: aws.String("Hi {{name}}"), Text: aws.String("{{name}}")}}); err != nil {
+		t.Errorf("UpdateEmailTemplate: %v", err)
+	}
+	if got, err := ses.GetEmailTemplate(ctx, &sesv2.GetEmailTemplateInput{TemplateName: aws.String("welcome")}); err != nil ||
+		aws.ToString(got.TemplateContent.Subject) != "Hi {{name}}" || got.TemplateContent.Html != nil {
+		t.Errorf("GetEmailTemplate after the update: %+v, %v", got, err)
+	}
+	if _, err := ses.DeleteEmailTemplate(ctx, &sesv2.DeleteEmailTemplateInput{TemplateName: aws.String("welcome")}); err != nil {
+		t.Errorf("DeleteEmailTemplate: %v", err)
+	}
+	if _, err := ses.GetEmailTemplate(ctx, &sesv2.GetEmailTemplateInput{TemplateName: aws.String("welcome")}); !errors.As(err, &notFound) {
+		t.Errorf("GetEmailTemplate after the delete: %v; want *types.NotFoundException", err)
+	}
+	for _, m := range inst.sink.Messages() {
+		if bytes.Contains(m.Data, []byte(tok3)) {
+			t.Error("the refused template send was delivered")
+		}
+	}
 }
