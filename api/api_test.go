@@ -401,3 +401,22 @@ func TestTemplateOperations(t *testing.T) {
 		t.Errorf("GetEmailTemplate after delete: %d %s", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
 	}
 }
+
+func TestSendBulkEmail(t *testing.T) {
+	now := time.Now()
+	base, sub, _ := startAPI(t, now, 1<<20)
+	body := `{"FromEmailAddress":"a@example.com","DefaultContent":{"Template":{"TemplateContent":{"Subject":"Hi {{n}}","Text":"x"},"TemplateData":"{\"n\":\"all\"}"}},` +
+		`"BulkEmailEntries":[{"Destination":{"ToAddresses":["b@example.net"]},"ReplacementEmailContent":{"ReplacementTemplate":{"ReplacementTemplateData":"{\"n\":\"Bo\"}"}}},` +
+		`{"Destination":{"ToAddresses":["c@example.net"]}}]}`
+	resp, out := call(t, "POST", base+"/v2/email/outbound-bulk-emails", []byte(body), testSecret, now, nil)
+	if resp.StatusCode != 200 || len(sub.got) != 2 || !strings.Contains(string(sub.got[0].Message), "Subject: Hi Bo") ||
+		!strings.Contains(string(sub.got[1].Message), "Subject: Hi all") {
+		t.Fatalf("SendBulkEmail: %d %v", resp.StatusCode, out)
+	}
+	sub.refusal = &smtpd.Refusal{Reason: smtpd.ReasonQuotaRate, Reply: &smtp.SMTPError{Code: 454}}
+	_, out = call(t, "POST", base+"/v2/email/outbound-bulk-emails", []byte(body), testSecret, now, nil)
+	results, _ := out["BulkEmailEntryResults"].([]any)
+	if len(results) != 2 || results[0].(map[string]any)["Status"] != "ACCOUNT_THROTTLED" {
+		t.Errorf("SendBulkEmail over the rate: %v", out)
+	}
+}

@@ -184,6 +184,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch op {
 	case "SendEmail":
 		s.sendEmail(w, req)
+	case "SendBulkEmail":
+		s.sendBulk(w, req)
 	case "GetAccount":
 		s.getAccount(w, req)
 	case "CreateEmailTemplate":

@@ -489,6 +489,34 @@ func TestAPITemplates(t *testing.T) {
 		t.Errorf("SendEmail with an unknown template: %v; want *types.NotFoundException", err)
 	}
 
+	// SendBulkEmail: the default data under each entry's own, one result per entry.
+	tokA, tokB := newToken(), newToken()
+	entry := func(to, data string) types.BulkEmailEntry {
+		return types.BulkEmailEntry{Destination: &types.Destination{ToAddresses: []string{to}},
+			ReplacementEmailContent: &types.ReplacementEmailContent{ReplacementTemplate: &types.ReplacementTemplate{ReplacementTemplateData: aws.String(data)}}}
+	}
+	bulk, err := ses.SendBulkEmail(ctx, &sesv2.SendBulkEmailInput{FromEmailAddress: aws.String("app@api.test"),
+		DefaultContent: &types.BulkEmailContent{Template: &types.Template{TemplateName: aws.String("welcome"),
+			TemplateData: aws.String(`{"name":"friend","code":"none"}`)}},
+		BulkEmailEntries: []types.BulkEmailEntry{
+			entry("a@example.net", `{"code":"`+tokA+`"}`),
+			entry("not an address", `{}`),
+			entry("b@example.net", `{"name":"Bea","code":"`+tokB+`"}`),
+		}})
+	if err != nil {
+		t.Fatalf("SendBulkEmail: %v", err)
+	}
+	if r := bulk.BulkEmailEntryResults; len(r) != 3 || r[0].Status != types.BulkEmailStatusSuccess || r[1].Status != types.BulkEmailStatusInvalidParameter ||
+		r[2].Status != types.BulkEmailStatusSuccess || aws.ToString(r[0].MessageId) == "" {
+		t.Errorf("SendBulkEmail results: %+v", r)
+	}
+	if m := inst.expectDelivered(t, tokA, "api.test"); !bytes.Contains(m.Data, []byte("Subject: Welcome, friend")) {
+		t.Errorf("the first bulk message lacks the default data:\n%s", head(m.Data))
+	}
+	if m := inst.expectDelivered(t, tokB, "api.test"); !bytes.Contains(m.Data, []byte("Subject: Welcome, Bea")) {
+		t.Errorf("the last bulk message lacks its own data:\n%s", head(m.Data))
+	}
+
 	if _, err := ses.UpdateEmailTemplate(ctx, &sesv2.UpdateEmailTemplateInput{TemplateName: aws.String("welcome"),
 		TemplateContent: &types.EmailTemplateContent{Subject: aws.String("Hi {{name}}"), Text: aws.String("{{name}}")}}); err != nil {
 		t.Errorf("UpdateEmailTemplate: %v", err)
