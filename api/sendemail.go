@@ -42,22 +42,30 @@ func (s *Server) sendEmail(w http.ResponseWriter, r *request) {
 		writeError(w, badRequest("The request body is not a SendEmail request: "+jsonProblem(err)))
 		return
 	}
-	sub, e := s.submission(&in, r)
+	id, e := s.send(r, &in)
 	if e != nil {
 		writeError(w, e)
 		return
 	}
+	writeJSON(w, struct{ MessageId string }{id})
+}
+
+// send runs a SendEmail request (v2, or v1 translated) through the
+// submission path and returns the queue id, or the refusal in SES's terms.
+func (s *Server) send(r *request, in *sendEmailInput) (string, *apiError) {
+	sub, e := s.submission(in, r)
+	if e != nil {
+		return "", e
+	}
 	id, err := s.deps.Submitter.Submit(r.Context(), sub)
 	if ref := (*smtpd.Refusal)(nil); errors.As(err, &ref) {
-		writeError(w, refusalError(ref))
-		return
+		return "", refusalError(ref)
 	}
 	if err != nil {
 		s.log.Error("SendEmail failed", "credential", r.cred.Name, "err", err)
-		writeError(w, errInternal)
-		return
+		return "", errInternal
 	}
-	writeJSON(w, struct{ MessageId string }{id})
+	return id, nil
 }
 
 // submission turns a SendEmail request into the submission path's input,

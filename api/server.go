@@ -137,6 +137,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var id [16]byte
 	rand.Read(id[:])
 	w.Header().Set("x-amzn-RequestId", hex.EncodeToString(id[:]))
+	writeError := writeError
+	if isQuery(r) {
+		writeError = writeQueryError // SES v1 answers in XML
+	}
 	req := &request{Request: r, ip: clientIP(r)}
 	sg, e := s.authenticate(req)
 	if e != nil {
@@ -179,6 +183,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if gc := netguard.ConnOf(c); gc != nil {
 			gc.Authenticated()
 		}
+	}
+	if isQuery(r) {
+		s.serveQuery(w, req)
+		return
 	}
 	op, known := route(r.Method, r.URL.Path)
 	switch op {
