@@ -15,6 +15,12 @@
 // (sendemail.go) and hands it to the same submission path as SMTP
 // (smtpd.Server.Submit: sender authorization, sandbox, quotas, paused
 // credentials, DKIM signing, the durable queue), then translates its
-// refusals into SES's errors (errors.go). Operations of the model that are
+// refusals into SES's errors (errors.go). SendBulkEmail (bulk.go) does so
+// per entry; templates (templates.go) belong to the credential that made
+// them and render SES's {{variables}}. Operations of the model that are
 // not implemented yet answer BadRequestException naming the operation.
+//
+// SES v1's sending actions (the Query API: a form POST to "/", XML
+// answers; query.go) are translated into the v2 requests, so both
+// versions take the same path.
 package api

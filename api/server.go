@@ -119,7 +119,13 @@ func ConnContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // TooLarge answers a request body over the limit, in SES's shape.
-func TooLarge(w http.ResponseWriter, _ *http.Request) { writeError(w, errTooLarge) }
+func TooLarge(w http.ResponseWriter, r *http.Request) {
+	if isQuery(r) {
+		writeQueryError(w, errTooLarge)
+		return
+	}
+	writeError(w, errTooLarge)
+}
 
 // request is one authenticated request.
 type request struct {
