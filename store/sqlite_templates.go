@@ -22,8 +22,8 @@ type Templates interface {
 	CreateTemplate(ctx context.Context, t Template) error // ErrExists if the credential has one of that name
 	Template(ctx context.Context, credential, name string) (Template, error)
 	ListTemplates(ctx context.Context, credential string) ([]Template, error) // by name
-	UpdateTemplate(ctx context.Context, t Template) error                      // ErrNotFound if there is none
-	DeleteTemplate(ctx context.Context, credential, name string) error         // ErrNotFound if there is none
+	UpdateTemplate(ctx context.Context, t Template) error                     // ErrNotFound if there is none
+	DeleteTemplate(ctx context.Context, credential, name string) error        // ErrNotFound if there is none
 }
 
 var _ Templates = (*SQLite)(nil)

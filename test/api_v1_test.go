@@ -68,7 +68,7 @@ func TestAPIQueryV1(t *testing.T) {
 
 	_, err = v1.SendEmail(ctx, &ses.SendEmailInput{Source: aws.String("x@unverified.test"),
 		Destination: &sestypes.Destination{ToAddresses: []string{"to@example.net"}},
-		Message: &sestypes.Message{Subject: &sestypes.Content{Data: aws.String("s")}, Body: &sestypes.Body{Text: &sestypes.Content{Data: aws.String("b")}}}})
+		Message:     &sestypes.Message{Subject: &sestypes.Content{Data: aws.String("s")}, Body: &sestypes.Body{Text: &sestypes.Content{Data: aws.String("b")}}}})
 	var rejected *sestypes.MessageRejected
 	if !errors.As(err, &rejected) || !strings.Contains(rejected.ErrorMessage(), "Email address is not verified") {
 		t.Errorf("SendEmail from an unverified address: %v; want *types.MessageRejected", err)
