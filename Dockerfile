@@ -56,8 +56,9 @@ VOLUME /var/lib/sesame
 # on them: Docker (since 20.10) sets net.ipv4.ip_unprivileged_port_start=0
 # in each container's network namespace. 8025: /healthz and verification
 # links; publish it on the host's loopback only (-p 127.0.0.1:8025:8025) with
-# [http] listen = "0.0.0.0:8025" in the configuration.
-EXPOSE 587 465 8025
+# [http] listen = "0.0.0.0:8025" in the configuration. 8443: the SES-compatible
+# API (docs/api.md), with [api] listen = "0.0.0.0:8443".
+EXPOSE 587 465 8025 8443
 
 # No shell, no curl in distroless: the binary checks itself. It asks
 # GET /healthz of the [http] listener named in the configuration (200 while

@@ -30,6 +30,8 @@ dns_servers = ["127.0.0.1:25353"]
 smarthost = "127.0.0.2:25525"
 [http]
 listen = "127.0.0.1:28025"
+[api]
+listen = ""
 [policy]
 sandbox_new_users = false
 daily_quota = 100000000

@@ -49,6 +49,8 @@ $relay
 [http]
 listen = "127.0.0.1:28025"
 pprof = ${PROFILE:-false}
+[api]
+listen = ""
 [policy]
 sandbox_new_users = false
 daily_quota = 100000000

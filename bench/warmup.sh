@@ -34,6 +34,8 @@ mx_port = 25525
 allow_private_destinations = true
 [http]
 listen = "127.0.0.1:28025"
+[api]
+listen = ""
 [policy]
 sandbox_new_users = false
 daily_quota = 100000000

@@ -38,6 +38,7 @@ type Config struct {
 	Relay      Relay      `toml:"relay"`
 	HTTP       HTTP       `toml:"http"`
 	TLS        TLS        `toml:"tls"`
+	API        API        `toml:"api"`
 	DKIM       DKIM       `toml:"dkim"`
 	Policy     Policy     `toml:"policy"`
 	Identity   Identity   `toml:"identity"`
@@ -131,6 +132,22 @@ type TLS struct {
 
 // LetsEncryptDirectory is the default tls.acme_directory.
 const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// API configures the SES-compatible HTTP API.
+type API struct {
+	Listen string `toml:"listen"` // "" turns it off
+	// TLS serves HTTPS (the default); false serves plain HTTP, allowed
+	// only on a loopback address (a reverse proxy in front).
+	TLS bool `toml:"tls"`
+	// The certificate; empty: the submission service's.
+	TLSCertFile         string   `toml:"tls_cert_file"`
+	TLSKeyFile          string   `toml:"tls_key_file"`
+	MaxConnections      int      `toml:"max_connections"`
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"`
+	ReadTimeout         Duration `toml:"read_timeout"`
+	WriteTimeout        Duration `toml:"write_timeout"`
+	IdleTimeout         Duration `toml:"idle_timeout"`
+}
 
 // DKIM configures signing and key rotation.
 type DKIM struct {
@@ -388,6 +405,17 @@ func Default() *Config {
 		// A replaced key's record stays published a week: mail signed with
 		// it may sit in queues for days, and receivers check again later.
 		DKIM: DKIM{RotationGrace: Duration{7 * 24 * time.Hour}},
+		API: API{
+			Listen:              "127.0.0.1:8443",
+			TLS:                 true,
+			MaxConnections:      512,
+			MaxConnectionsPerIP: 128,
+			// A request carries a whole message: 40 MiB, base64-encoded,
+			// over a slow uplink takes a while.
+			ReadTimeout:  Duration{5 * time.Minute},
+			WriteTimeout: Duration{5 * time.Minute},
+			IdleTimeout:  Duration{2 * time.Minute},
+		},
 		// As SES: new credentials start in the sandbox (200 a day, 1 a
 		// second); production starts at 50,000 a day and 14 a second.
 		Policy: Policy{
@@ -704,6 +732,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	connCaps("http", c.HTTP.MaxConnections, c.HTTP.MaxConnectionsPerIP, bad)
+	c.validateAPI(bad, positive)
 	positive("http.read_timeout", c.HTTP.ReadTimeout)
 	positive("http.write_timeout", c.HTTP.WriteTimeout)
 	positive("http.idle_timeout", c.HTTP.IdleTimeout)
@@ -1060,4 +1089,37 @@ func (c *Config) validateInbound(bad func(key, format string, args ...any)) {
 	if in.MinFreeBytes < 0 {
 		bad("inbound.min_free_bytes", "%d: expected a size in bytes, or 0 for no reserve", in.MinFreeBytes)
 	}
+}
+
+// validateAPI checks [api].
+func (c *Config) validateAPI(bad func(key, format string, args ...any), positive func(string, Duration)) {
+	a := c.API
+	if a.Listen != "" {
+		if err := checkListen(a.Listen); err != nil {
+			bad("api.listen", "%v (or \"\" to turn the API off)", err)
+		} else if !a.TLS && !loopbackListen(a.Listen) {
+			bad("api.tls", "false is allowed only on a loopback address (api.listen is %q): access keys and mail would cross the network in the clear; "+
+				"keep tls = true, or listen on 127.0.0.1 behind a reverse proxy that terminates TLS", a.Listen)
+		}
+	}
+	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
+		bad("api.tls_cert_file", "tls_cert_file and tls_key_file go together: set both, or neither for the submission certificate")
+	}
+	connCaps("api", a.MaxConnections, a.MaxConnectionsPerIP, bad)
+	positive("api.read_timeout", a.ReadTimeout)
+	positive("api.write_timeout", a.WriteTimeout)
+	positive("api.idle_timeout", a.IdleTimeout)
+}
+
+// loopbackListen reports whether a listen address binds only loopback.
+func loopbackListen(a string) bool {
+	host, _, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }

@@ -123,6 +123,8 @@ listen = "somewhere"
 		}},
 		{"in-flight budget below four messages", "[submission]\nmax_message_bytes = 41943040\nmax_inflight_bytes = 104857600\n",
 			[]string{"submission.max_inflight_bytes: 104857600: expected at least 4 times max_message_bytes (167772160)"}},
+		{"api in the clear off loopback", "[api]\nlisten = \"0.0.0.0:8443\"\ntls = false\ntls_key_file = \"/k.pem\"\n",
+			[]string{"api.tls: false is allowed only on a loopback address", "api.tls_cert_file: tls_cert_file and tls_key_file go together"}},
 		{"no listeners", "[submission]\nstarttls_listen = []\ntls_listen = []\n", []string{"submission: no listener"}},
 		{"delivery concurrency", `
 [relay]

@@ -21,7 +21,10 @@ type HTTPConfig struct {
 	// MaxBodyBytes bounds a request body: a larger declared length is
 	// answered 413 at once, and reading past it fails.
 	MaxBodyBytes int64
-	Logger       *slog.Logger
+	// TooLarge answers a request whose declared body is over MaxBodyBytes
+	// (the connection is closed after it); nil: a plain-text 413.
+	TooLarge http.HandlerFunc
+	Logger   *slog.Logger
 }
 
 const (
@@ -40,7 +43,7 @@ func HTTPServer(h http.Handler, c HTTPConfig) *http.Server {
 		c.Logger = slog.Default()
 	}
 	return &http.Server{
-		Handler:           limitBody(h, c.MaxBodyBytes),
+		Handler:           limitBody(h, c.MaxBodyBytes, c.TooLarge),
 		ReadHeaderTimeout: min(maxHeaderTime, c.ReadTimeout),
 		ReadTimeout:       c.ReadTimeout,
 		WriteTimeout:      c.WriteTimeout,
@@ -52,13 +55,17 @@ func HTTPServer(h http.Handler, c HTTPConfig) *http.Server {
 
 // limitBody refuses a body declared larger than n with 413 (and closes the
 // connection rather than read it), and cuts off one that turns out larger.
-func limitBody(h http.Handler, n int64) http.Handler {
+func limitBody(h http.Handler, n int64, tooLarge http.HandlerFunc) http.Handler {
 	if n <= 0 {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > n {
 			w.Header().Set("Connection", "close")
+			if tooLarge != nil {
+				tooLarge(w, r)
+				return
+			}
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 			return
 		}

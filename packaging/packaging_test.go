@@ -463,7 +463,7 @@ func TestDockerfile(t *testing.T) {
 	for _, in := range final.all("EXPOSE") {
 		ports = append(ports, strings.Fields(in.args)...)
 	}
-	for _, p := range []string{"587", "465", "8025"} {
+	for _, p := range []string{"587", "465", "8025", "8443"} {
 		if !slices.Contains(ports, p) {
 			t.Errorf("EXPOSE lacks %s (has %v)", p, ports)
 		}
@@ -534,6 +534,8 @@ tls_listen = ["127.0.0.1:0"]
 dns_servers = ["127.0.0.1:53"]
 [http]
 listen = %q
+[api]
+listen = "127.0.0.1:0"
 `, filepath.Join(dir, "data"), httpAddr), 0o644)
 	image := func(args []string) []string {
 		out := slices.Clone(args)

@@ -83,11 +83,25 @@ type session struct {
 	recipients []string
 
 	rejects rejectLog // the connection's refusals, for reject events (rejects.go)
+	refused string    // the reason of the last refusal, for Submit
+
+	// For a submission by another door (Submit), conn is nil and these
+	// stand in for it: the Received field's protocol, and the TLS state.
+	door    string
+	doorTLS *tls.ConnectionState
 }
 
 var _ smtp.AuthSession = (*session)(nil)
 
-func (s *session) tlsState() (tls.ConnectionState, bool) { return s.conn.TLSConnectionState() }
+func (s *session) tlsState() (tls.ConnectionState, bool) {
+	if s.conn == nil {
+		if s.doorTLS == nil {
+			return tls.ConnectionState{}, false
+		}
+		return *s.doorTLS, true
+	}
+	return s.conn.TLSConnectionState()
+}
 
 // AuthMechanisms hides AUTH until the connection is encrypted: passwords
 // never cross the network in the clear.
@@ -212,6 +226,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 // limitedConn is the session's connection as the listener accepted it,
 // under any TLS.
 func (s *session) limitedConn() *limitedConn {
+	if s.conn == nil {
+		return nil // another door's submission (Submit)
+	}
 	c := s.conn.Conn()
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -280,6 +297,7 @@ func (s *session) refuse(reason string, err error) error {
 
 // refuseFor is refuse for the given recipients.
 func (s *session) refuseFor(rcpts []string, reason string, err error) error {
+	s.refused = reason
 	s.srv.deps.Metrics.Submission(false, reason)
 	if s.cred.Name != "" && s.srv.deps.Events != nil {
 		s.rejectEvent(rcpts, reason, err)
@@ -360,6 +378,18 @@ func (s *session) Data(r io.Reader) error {
 	if lc := s.limitedConn(); err == nil && lc != nil && lc.ended.Load() {
 		err = errIncomplete // a BDAT chunk cut short: go-smtp ends it as if whole
 	}
+	id, err := s.queue(buf, err)
+	if err != nil {
+		return err
+	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// queue ends the transaction of the message in buf, read with err (nil:
+// whole and well formed): the message is loaded into memory when it was
+// spooled, checked, signed and queued (accept), and its queue id returned;
+// or the refusal, counted. Every door ends here (Submit for the API).
+func (s *session) queue(buf *msgBuf, err error) (string, error) {
 	if err == nil {
 		err = s.load(buf)
 	}
@@ -369,7 +399,7 @@ func (s *session) Data(r io.Reader) error {
 		switch {
 		case err == errNoStorage:
 			s.noteSpoolFull(buf.full)
-			return s.refuseNoStorage()
+			return "", s.refuseNoStorage()
 		case err == errStoreFailed:
 			reason = reasonTemporary
 		case errors.Is(err, smtp.ErrDataTooLarge):
@@ -377,18 +407,18 @@ func (s *session) Data(r io.Reader) error {
 		case err == errInflight:
 			reason = reasonInflight
 		}
-		return s.refuse(reason, err)
+		return "", s.refuse(reason, err)
 	}
 	id, reason, err := s.accept(buf)
 	if err != nil {
 		s.log.Warn("message refused", "sender", s.sender, "reason", err)
 		if reason != "" { // refusals in accept are counted there
-			return s.refuse(reason, err)
+			return "", s.refuse(reason, err)
 		}
-		return err
+		return "", err
 	}
 	s.srv.deps.Metrics.Submission(true, "")
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+	return id, nil
 }
 
 // load reads a spooled message into memory, waiting for room in the
@@ -524,13 +554,17 @@ func (s *session) accept(buf *msgBuf) (id, reason string, err error) {
 // message, above the DKIM signature and not signed by it.
 func (s *session) received(id string, now time.Time) string {
 	var b strings.Builder
+	helo, with := "api", s.door
+	if s.conn != nil {
+		helo, with = heloName(s.conn.Hostname()), "ESMTPSA"
+	}
 	b.WriteString("Received: from ")
-	b.WriteString(heloName(s.conn.Hostname()))
+	b.WriteString(helo)
 	b.WriteString(" ([")
 	b.WriteString(s.remoteIP)
 	b.WriteString("])\r\n\tby ")
 	b.WriteString(s.srv.cfg.Hostname)
-	b.WriteString(" (Sesame) with ESMTPSA id ")
+	b.WriteString(" (Sesame) with " + with + " id ")
 	b.WriteString(id)
 	if st, ok := s.tlsState(); ok {
 		fmt.Fprintf(&b, "\r\n\t(using %s with cipher %s)", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite))

@@ -57,6 +57,7 @@ func (s *session) checkStorage() error {
 // refuseNoStorage counts a refusal for lack of space. Unlike refuse it
 // records no reject event: that could not be stored either.
 func (s *session) refuseNoStorage() error {
+	s.refused = reasonTemporary
 	s.srv.deps.Metrics.Submission(false, reasonTemporary)
 	return errNoStorage
 }

@@ -336,6 +336,26 @@ var migrations = []string{
 	 ALTER TABLE dkim_keys ADD COLUMN active_since INTEGER NOT NULL DEFAULT 0;
 	 ALTER TABLE dkim_keys ADD COLUMN retire_at INTEGER NOT NULL DEFAULT 0;
 	 UPDATE dkim_keys SET active_since = created_at;`,
+	// The SES API's access key of each credential (package api): the
+	// secret sealed by package account with a key the database does not
+	// hold, since SigV4 needs the secret itself, not a hash of it. And
+	// each credential's email templates (SES v2's templates; the
+	// credential is the SES account).
+	`CREATE TABLE api_keys (
+		access_key_id TEXT PRIMARY KEY,
+		credential    TEXT NOT NULL UNIQUE REFERENCES credentials(name) ON DELETE CASCADE,
+		sealed_secret BLOB NOT NULL,
+		created_at    INTEGER NOT NULL
+	 );
+	 CREATE TABLE email_templates (
+		credential TEXT NOT NULL REFERENCES credentials(name) ON DELETE CASCADE,
+		name       TEXT NOT NULL,
+		subject    TEXT NOT NULL,
+		text       TEXT NOT NULL,
+		html       TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (credential, name)
+	 );`,
 }
 
 func migrate(db *sql.DB) error {

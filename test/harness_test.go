@@ -213,6 +213,7 @@ type instance struct {
 	smtpAddr string // STARTTLS submission (587 in production)
 	tlsAddr  string // implicit-TLS submission (465 in production)
 	httpAddr string
+	apiAddr  string // the SES-compatible API (HTTPS)
 
 	mu       sync.Mutex
 	settings map[string]any // config overrides by "section.key"; nil removes a key
@@ -275,6 +276,7 @@ func (i *instance) pickPorts() {
 	i.smtpAddr = freeAddr(i.t, "127.0.0.1")
 	i.tlsAddr = freeAddr(i.t, "127.0.0.1")
 	i.httpAddr = freeAddr(i.t, "127.0.0.1")
+	i.apiAddr = freeAddr(i.t, "127.0.0.1")
 	i.writeConfig()
 }
 
@@ -315,6 +317,7 @@ func (i *instance) baseConfig() map[string]any {
 		"relay.dns_servers":            []string{i.zone.Addr},
 		"http.listen":                  i.httpAddr,
 		"http.public_url":              "http://" + i.httpAddr,
+		"api.listen":                   i.apiAddr,
 		"policy.sandbox_new_users":     false,
 	}
 }

@@ -61,11 +61,14 @@ starttls_listen = [%q]
 tls_listen = [%q]
 [http]
 listen = %q
+[api]
+listen = %q
 [policy]
 sandbox_new_users = false
 daily_quota = 1000000
 max_send_rate = 100000
-%s`, filepath.Join(dir, "data"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), extra)
+%s`, filepath.Join(dir, "data"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1"),
+		freePort(t, "127.0.0.1"), extra)
 	path = filepath.Join(dir, "sesame.toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)

@@ -160,6 +160,9 @@ func checkFileLimit(cfg *config.Config, log *slog.Logger) {
 	if cfg.HTTP.Listen != "" {
 		caps += cfg.HTTP.MaxConnections
 	}
+	if cfg.API.Listen != "" {
+		caps += cfg.API.MaxConnections
+	}
 	if need := uint64(caps + fileReserve); lim.Cur < need {
 		log.Warn("the connection caps add up to more open files than the process may have; raise the limit "+
 			"(LimitNOFILE in the systemd unit, ulimit -n) or lower the max_connections keys",
@@ -484,10 +487,18 @@ func serve(ctx context.Context, e *env, h hooks) error {
 			return err
 		}
 	}
+	apiSrv, apiConns, err := listenAPI(e, st, sub, cert, m, log)
+	if err != nil {
+		closeACME()
+		return err
+	}
 	m.Listeners(func() []netguard.Stats {
 		out := []netguard.Stats{sub.ConnStats()}
 		for _, g := range acmeGuards {
 			out = append(out, g.Stats())
+		}
+		if apiConns != nil {
+			out = append(out, apiConns.Stats())
 		}
 		if in != nil {
 			out = append(out, in.ConnStats())
@@ -595,6 +606,9 @@ wait:
 	}
 	if httpSrv != nil {
 		httpSrv.Shutdown(graceCtx)
+	}
+	if apiSrv != nil {
+		apiSrv.Shutdown(graceCtx)
 	}
 	closeACME()
 	<-acmeDone

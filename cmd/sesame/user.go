@@ -59,6 +59,9 @@ type credentialsOutput struct {
 	Username string    `json:"username"`
 	Password string    `json:"password"`
 	Allowed  *[]string `json:"allowed_identities,omitempty"` // user create only; empty: every verified identity
+	// The SES API's key pair (user create only).
+	AccessKeyID     string `json:"access_key_id,omitempty"`
+	SecretAccessKey string `json:"secret_access_key,omitempty"`
 }
 
 func (e *env) printCredentials(c credentialsOutput, verb string) error {
@@ -72,6 +75,84 @@ func (e *env) printCredentials(c credentialsOutput, verb string) error {
 
   Server: %s, port 587 with STARTTLS, or port 465 with TLS; AUTH PLAIN or LOGIN.
 `, verb, c.Name, c.Username, c.Password, e.cfg.Hostname)
+	if c.AccessKeyID != "" {
+		e.printAPIKeys(c.AccessKeyID, c.SecretAccessKey)
+	}
+	return nil
+}
+
+// printAPIKeys prints an access key pair and where to use it.
+func (e *env) printAPIKeys(id, secret string) {
+	fmt.Fprintf(e.stdout, `
+  SES API access key id:     %s
+  SES API secret access key: %s
+`, id, secret)
+	if e.cfg.API.Listen != "" {
+		scheme := "https"
+		if !e.cfg.API.TLS {
+			scheme = "http"
+		}
+		fmt.Fprintf(e.stdout, "  SES API endpoint:          %s://%s (any region; see docs/api.md)\n", scheme, e.cfg.API.Listen)
+	}
+}
+
+// newAPIKey makes an access key pair for the credential called name and
+// stores it, sealed, replacing any key it had.
+func (e *env) newAPIKey(ctx context.Context, st *store.SQLite, name string) (id, secret string, err error) {
+	sealer, err := e.loadSealer()
+	if err != nil {
+		return "", "", err
+	}
+	id, secret = account.NewAccessKey()
+	err = st.SetAPIKey(ctx, store.APIKey{ID: id, Credential: name, SealedSecret: sealer.Seal(id, secret), CreatedAt: time.Now()})
+	return id, secret, err
+}
+
+// apiKeysOutput is what user keys prints.
+type apiKeysOutput struct {
+	Name            string    `json:"name"`
+	AccessKeyID     string    `json:"access_key_id"`
+	SecretAccessKey string    `json:"secret_access_key,omitempty"` // with --rotate only
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// userKeys shows the credential's access key id, or with --rotate gives
+// it a new key pair (the old one stops working at once) and prints it once.
+func userKeys(e *env, args []string) error {
+	name := args[0]
+	var out apiKeysOutput
+	err := e.withStore(func(ctx context.Context, st *store.SQLite) error {
+		if _, err := st.Credential(ctx, name); err != nil {
+			return err
+		}
+		if e.flags["rotate"] {
+			id, secret, err := e.newAPIKey(ctx, st, name)
+			out = apiKeysOutput{Name: name, AccessKeyID: id, SecretAccessKey: secret, CreatedAt: time.Now()}
+			return err
+		}
+		k, err := st.CredentialAPIKey(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("credentials %q have no SES API key yet; make one with \"sesame user keys %s --rotate\"", name, name)
+		}
+		out = apiKeysOutput{Name: name, AccessKeyID: k.ID, CreatedAt: k.CreatedAt}
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no credentials named %q; see \"sesame user list\"", name)
+	}
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return e.printJSON(out)
+	}
+	if out.SecretAccessKey == "" {
+		fmt.Fprintf(e.stdout, "SES API access key id of %q: %s (made %s). The secret is shown only when made; "+
+			"\"sesame user keys %s --rotate\" makes a new pair.\n", name, out.AccessKeyID, out.CreatedAt.Format(time.RFC3339), name)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "New SES API key pair for %q; the old one stops working at once. The secret is shown only this once: store it now.\n", name)
+	e.printAPIKeys(out.AccessKeyID, out.SecretAccessKey)
 	return nil
 }
 
@@ -92,8 +173,16 @@ func userCreate(e *env, args []string) error {
 	out := credentialsOutput{Name: name, Username: account.NewUsername(), Password: password, Allowed: &allowed}
 	err = e.withStore(func(ctx context.Context, st *store.SQLite) error {
 		now := time.Now()
-		return st.CreateCredential(ctx, store.Credential{Name: name, Username: out.Username, PasswordHash: hash,
+		err := st.CreateCredential(ctx, store.Credential{Name: name, Username: out.Username, PasswordHash: hash,
 			CreatedAt: now, UpdatedAt: now, Sandbox: e.cfg.Policy.SandboxNewUsers, Allowed: allowed})
+		if err != nil {
+			return err
+		}
+		out.AccessKeyID, out.SecretAccessKey, err = e.newAPIKey(ctx, st, name)
+		if err != nil {
+			return fmt.Errorf("%w (the SMTP credentials were made; \"sesame user keys %s --rotate\" makes the API keys)", err, name)
+		}
+		return nil
 	})
 	if errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("credentials named %q exist already; use \"sesame user rotate %s\" for a new password", name, name)
