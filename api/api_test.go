@@ -94,7 +94,7 @@ func startAPI(t *testing.T, now time.Time, maxBody int64) (string, *submitter, *
 		t.Fatal(err)
 	}
 	h := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }},
-		Deps{Submitter: sub, Keys: fakeKeys{}, Guard: g, Usage: usage{}, Templates: st, Quotas: account.QuotaDefaults{Daily: 100, Rate: 2}})
+		Deps{Submitter: sub, Keys: fakeKeys{}, Guard: g, Usage: usage{}, Templates: st, Suppressions: st, Quotas: account.QuotaDefaults{Daily: 100, Rate: 2}})
 	srv := netguard.HTTPServer(h, netguard.HTTPConfig{ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		IdleTimeout: 30 * time.Second, MaxBodyBytes: maxBody, TooLarge: TooLarge})
 	srv.ConnContext = ConnContext

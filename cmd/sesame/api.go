@@ -58,7 +58,7 @@ func listenAPI(e *env, st *store.SQLite, sub *smtpd.Server, cert *smtpd.Certific
 	apiLog := log.With("part", "api")
 	handler := api.New(api.Config{MaxMessageBytes: cfg.Submission.MaxMessageBytes,
 		MaxInflightBytes: cfg.Submission.MaxInflightBytes, Logger: apiLog, Now: time.Now},
-		api.Deps{Submitter: sub, Keys: account.NewKeys(st, sealer), Guard: sub, Usage: st, Templates: st, Quotas: e.quotaDefaults()})
+		api.Deps{Submitter: sub, Keys: account.NewKeys(st, sealer), Guard: sub, Usage: st, Templates: st, Suppressions: st, Quotas: e.quotaDefaults()})
 	srv := netguard.HTTPServer(handler, netguard.HTTPConfig{ReadTimeout: cfg.API.ReadTimeout.Duration,
 		WriteTimeout: cfg.API.WriteTimeout.Duration, IdleTimeout: cfg.API.IdleTimeout.Duration,
 		MaxBodyBytes: api.MaxBodyBytes(cfg.Submission.MaxMessageBytes), TooLarge: api.TooLarge, Logger: apiLog})
