@@ -201,8 +201,8 @@ func TestErrorsAndOperations(t *testing.T) {
 			t.Errorf("HTTP %d %s %q; want %d %s saying %q", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), msg, status, code, says)
 		}
 	}
-	resp, out := post("/v2/email/identities", `{}`)
-	check(resp, out, 400, "BadRequestException", "CreateEmailIdentity")
+	resp, out := post("/v2/email/configuration-sets", `{}`)
+	check(resp, out, 400, "BadRequestException", "CreateConfigurationSet")
 	resp, out = post("/nowhere", `{}`)
 	check(resp, out, 400, "BadRequestException", "Unknown operation")
 	resp, out = post("/v2/email/outbound-emails", `{"FromEmailAddress":"a@example.com","Destination":{"ToAddresses":["not an address"]},"Content":{"Raw":{"Data":"RnJvbTogYUBleGFtcGxlLmNvbQ0KDQpoaQ0K"}}}`)

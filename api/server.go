@@ -68,6 +68,7 @@ type Deps struct {
 	Usage        Usage
 	Templates    Templates
 	Suppressions Suppressions
+	Identities   Identities
 	Quotas       account.QuotaDefaults
 }
 
@@ -215,6 +216,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.deleteTemplate(w, req)
 	case "TestRenderEmailTemplate":
 		s.testRender(w, req)
+	case "CreateEmailIdentity":
+		s.createIdentity(w, req)
+	case "GetEmailIdentity":
+		s.getIdentity(w, req)
+	case "ListEmailIdentities":
+		s.listIdentities(w, req)
+	case "DeleteEmailIdentity":
+		s.deleteIdentity(w, req)
 	case "PutSuppressedDestination":
 		s.putSuppressed(w, req)
 	case "GetSuppressedDestination":
