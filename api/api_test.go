@@ -94,7 +94,7 @@ func startAPI(t *testing.T, now time.Time, maxBody int64) (string, *submitter, *
 		t.Fatal(err)
 	}
 	h := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }},
-		Deps{Submitter: sub, Keys: fakeKeys{}, Guard: g, Usage: usage{}, Templates: st, Quotas: account.QuotaDefaults{Daily: 100, Rate: 2}})
+		Deps{Submitter: sub, Keys: fakeKeys{}, Guard: g, Usage: usage{}, Templates: st, Suppressions: st, Quotas: account.QuotaDefaults{Daily: 100, Rate: 2}})
 	srv := netguard.HTTPServer(h, netguard.HTTPConfig{ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		IdleTimeout: 30 * time.Second, MaxBodyBytes: maxBody, TooLarge: TooLarge})
 	srv.ConnContext = ConnContext
@@ -201,8 +201,8 @@ func TestErrorsAndOperations(t *testing.T) {
 			t.Errorf("HTTP %d %s %q; want %d %s saying %q", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), msg, status, code, says)
 		}
 	}
-	resp, out := post("/v2/email/identities", `{}`)
-	check(resp, out, 400, "BadRequestException", "CreateEmailIdentity")
+	resp, out := post("/v2/email/configuration-sets", `{}`)
+	check(resp, out, 400, "BadRequestException", "CreateConfigurationSet")
 	resp, out = post("/nowhere", `{}`)
 	check(resp, out, 400, "BadRequestException", "Unknown operation")
 	resp, out = post("/v2/email/outbound-emails", `{"FromEmailAddress":"a@example.com","Destination":{"ToAddresses":["not an address"]},"Content":{"Raw":{"Data":"RnJvbTogYUBleGFtcGxlLmNvbQ0KDQpoaQ0K"}}}`)

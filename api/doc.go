@@ -17,8 +17,12 @@
 // credentials, DKIM signing, the durable queue), then translates its
 // refusals into SES's errors (errors.go). SendBulkEmail (bulk.go) does so
 // per entry; templates (templates.go) belong to the credential that made
-// them and render SES's {{variables}}. Operations of the model that are
-// not implemented yet answer BadRequestException naming the operation.
+// them and render SES's {{variables}}. The identity operations
+// (identities.go) and the suppression operations (suppression.go) work on
+// Sesame's server-wide domains, addresses and suppression list, limited to
+// what the calling credential may use or is stopped by. Operations of the
+// model that are not implemented yet answer BadRequestException naming the
+// operation.
 //
 // SES v1's sending actions (the Query API: a form POST to "/", XML
 // answers; query.go) are translated into the v2 requests, so both

@@ -62,12 +62,14 @@ type Templates interface {
 
 // Deps are the parts of Sesame the API works with.
 type Deps struct {
-	Submitter Submitter
-	Keys      Keys
-	Guard     LoginGuard
-	Usage     Usage
-	Templates Templates
-	Quotas    account.QuotaDefaults
+	Submitter    Submitter
+	Keys         Keys
+	Guard        LoginGuard
+	Usage        Usage
+	Templates    Templates
+	Suppressions Suppressions
+	Identities   Identities
+	Quotas       account.QuotaDefaults
 }
 
 // Config is what the API needs from the configuration.
@@ -214,6 +216,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.deleteTemplate(w, req)
 	case "TestRenderEmailTemplate":
 		s.testRender(w, req)
+	case "CreateEmailIdentity":
+		s.createIdentity(w, req)
+	case "GetEmailIdentity":
+		s.getIdentity(w, req)
+	case "ListEmailIdentities":
+		s.listIdentities(w, req)
+	case "DeleteEmailIdentity":
+		s.deleteIdentity(w, req)
+	case "PutSuppressedDestination":
+		s.putSuppressed(w, req)
+	case "GetSuppressedDestination":
+		s.getSuppressed(w, req)
+	case "ListSuppressedDestinations":
+		s.listSuppressed(w, req)
+	case "DeleteSuppressedDestination":
+		s.deleteSuppressed(w, req)
 	default:
 		if !known {
 			writeError(w, badRequest("Unknown operation: "+r.Method+" "+r.URL.Path+" is not an operation of the SES v2 API"))

@@ -138,3 +138,20 @@ func canonical(address string) (addr, domain string, ok bool) {
 	}
 	return strings.ToLower(address[:at]) + "@" + domain, domain, true
 }
+
+// MayUse reports whether cred's Allowed list lets it use the identity id
+// (an address or a domain), verified or not: the list is empty, or names
+// the identity (an address also by its domain). The SES API lets a
+// credential see and manage only the identities it may use; sending still
+// asks MaySendAs.
+func MayUse(cred store.Credential, id string) bool {
+	if len(cred.Allowed) == 0 {
+		return true
+	}
+	if strings.Contains(id, "@") {
+		addr, domain, ok := canonical(id)
+		return ok && allows(cred.Allowed, addr, domain)
+	}
+	d, ok := normalizeDomain(strings.ToLower(id))
+	return ok && allows(cred.Allowed, "", d)
+}

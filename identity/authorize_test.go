@@ -87,3 +87,24 @@ func TestAuthorizer(t *testing.T) {
 		t.Errorf("VerifiedRecipient with a closed store: %v", err)
 	}
 }
+
+func TestMayUse(t *testing.T) {
+	for _, c := range []struct {
+		allowed []string
+		id      string
+		want    bool
+	}{
+		{nil, "anything.example", true},
+		{[]string{"shop.example"}, "shop.example", true},
+		{[]string{"shop.example"}, "Shop.Example.", true},
+		{[]string{"shop.example"}, "news@shop.example", true},
+		{[]string{"shop.example"}, "other.example", false},
+		{[]string{"news@shop.example"}, "shop.example", false},
+		{[]string{"news@shop.example"}, "News@shop.example", true},
+		{[]string{"news@shop.example"}, "sales@shop.example", false},
+	} {
+		if got := MayUse(store.Credential{Allowed: c.allowed}, c.id); got != c.want {
+			t.Errorf("MayUse(%v, %q) = %v; want %v", c.allowed, c.id, got, c.want)
+		}
+	}
+}

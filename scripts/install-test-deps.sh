@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests in test/ drive: swaks, msmtp, curl,
 # php-cli with PHPMailer, Python 3 with python3-dkim (the independent DKIM
-# verifier), Node.js with nodemailer, and the pebble ACME test CA. Debian/Ubuntu only. Idempotent:
+# verifier), Node.js with nodemailer and the AWS SDK for JavaScript's SES v2
+# client, and the pebble ACME test CA. Debian/Ubuntu only. Idempotent:
 # runs apt-get only when something is missing, and `npm ci` only when
-# nodemailer is not installed yet.
+# nodemailer or @aws-sdk/client-sesv2 is not installed yet.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,8 +61,8 @@ if ((${#missing[@]} > 0)); then
 	"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
 fi
 
-if [[ ! -d "$node_dir/node_modules/nodemailer" ]]; then
-	echo "install-test-deps: installing nodemailer in $node_dir" >&2
+if [[ ! -d "$node_dir/node_modules/nodemailer" || ! -d "$node_dir/node_modules/@aws-sdk/client-sesv2" ]]; then
+	echo "install-test-deps: installing nodemailer and @aws-sdk/client-sesv2 in $node_dir" >&2
 	(cd "$node_dir" && npm ci --no-audit --no-fund)
 fi
 

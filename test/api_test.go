@@ -217,10 +217,10 @@ func TestAPISendEmail(t *testing.T) {
 	wantAPIError(t, "a tampered body", send(tampered, "app@api.test"), 403, "SignatureDoesNotMatch")
 
 	// An operation not implemented is named, never a 404 page.
-	_, err = ses.ListEmailIdentities(ctx, &sesv2.ListEmailIdentitiesInput{})
+	_, err = ses.ListConfigurationSets(ctx, &sesv2.ListConfigurationSetsInput{})
 	var bad *types.BadRequestException
-	if !errors.As(err, &bad) || !strings.Contains(bad.ErrorMessage(), "ListEmailIdentities") {
-		t.Errorf("ListEmailIdentities: %v; want *types.BadRequestException naming it", err)
+	if !errors.As(err, &bad) || !strings.Contains(bad.ErrorMessage(), "ListConfigurationSets") {
+		t.Errorf("ListConfigurationSets: %v; want *types.BadRequestException naming it", err)
 	}
 
 	acct, err := ses.GetAccount(ctx, &sesv2.GetAccountInput{})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/sesame-mail/sesame/account"
 	"github.com/sesame-mail/sesame/api"
+	"github.com/sesame-mail/sesame/identity"
 	"github.com/sesame-mail/sesame/metrics"
 	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/smtpd"
@@ -56,9 +58,17 @@ func listenAPI(e *env, st *store.SQLite, sub *smtpd.Server, cert *smtpd.Certific
 		return nil, nil, fmt.Errorf("api: listen on %s: %w (set [api] listen to a free address, or \"\" to turn the API off)", cfg.API.Listen, err)
 	}
 	apiLog := log.With("part", "api")
+	idCfg := e.identityConfig()
+	idCfg.Logger = apiLog
+	checker, err := identity.NewChecker(idCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := &apiIdentities{SQLite: st, e: e, cfg: idCfg, dmarc: checker, addrs: identity.NewAddressVerifier(idCfg, st, st)}
 	handler := api.New(api.Config{MaxMessageBytes: cfg.Submission.MaxMessageBytes,
 		MaxInflightBytes: cfg.Submission.MaxInflightBytes, Logger: apiLog, Now: time.Now},
-		api.Deps{Submitter: sub, Keys: account.NewKeys(st, sealer), Guard: sub, Usage: st, Templates: st, Quotas: e.quotaDefaults()})
+		api.Deps{Submitter: sub, Keys: account.NewKeys(st, sealer), Guard: sub, Usage: st, Templates: st, Suppressions: st,
+			Identities: ids, Quotas: e.quotaDefaults()})
 	srv := netguard.HTTPServer(handler, netguard.HTTPConfig{ReadTimeout: cfg.API.ReadTimeout.Duration,
 		WriteTimeout: cfg.API.WriteTimeout.Duration, IdleTimeout: cfg.API.IdleTimeout.Duration,
 		MaxBodyBytes: api.MaxBodyBytes(cfg.Submission.MaxMessageBytes), TooLarge: api.TooLarge, Logger: apiLog})
@@ -81,4 +91,31 @@ func listenAPI(e *env, st *store.SQLite, sub *smtpd.Server, cert *smtpd.Certific
 		}
 	}()
 	return srv, conns, nil
+}
+
+// apiIdentities is api.Identities: the store's domains and addresses, new
+// domains made as `sesame domain add` makes them, new addresses verified
+// by mail as `sesame address add` does (refused when their domain's DMARC
+// policy would junk them; only the operator may --force).
+type apiIdentities struct {
+	*store.SQLite
+	e     *env
+	cfg   identity.Config
+	dmarc identity.DMARCLookup
+	addrs *identity.AddressVerifier
+}
+
+func (a *apiIdentities) CreateDomain(ctx context.Context, name string) (store.Domain, error) {
+	d, err := a.e.newDomain(name, time.Now())
+	if err != nil {
+		return store.Domain{}, err
+	}
+	return d, a.SQLite.CreateDomain(ctx, d)
+}
+
+func (a *apiIdentities) Records(d store.Domain) ([]identity.Record, error) { return a.cfg.Records(d) }
+
+func (a *apiIdentities) AddAddress(ctx context.Context, address string) (store.Address, error) {
+	ad, _, err := a.addrs.AddSender(ctx, address, a.dmarc, false)
+	return ad, err
 }

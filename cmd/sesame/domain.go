@@ -109,12 +109,9 @@ func (e *env) printRecords(out domainOutput) {
 	}
 }
 
-func domainAdd(e *env, args []string) error {
-	name, err := domainName(args[0])
-	if err != nil {
-		return err
-	}
-	now := time.Now()
+// newDomain is a pending domain with new DKIM keys: RSA, and Ed25519 when
+// [dkim] ed25519 is on.
+func (e *env) newDomain(name string, now time.Time) (store.Domain, error) {
 	d := store.Domain{Name: name, CreatedAt: now, Status: store.IdentityPending, StatusSince: now}
 	algs := []string{store.AlgRSA}
 	if e.cfg.DKIM.Ed25519 {
@@ -123,9 +120,21 @@ func domainAdd(e *env, args []string) error {
 	for _, alg := range algs {
 		k, err := dkim.NewKey(alg, now)
 		if err != nil {
-			return err
+			return store.Domain{}, err
 		}
 		d.Keys = append(d.Keys, k)
+	}
+	return d, nil
+}
+
+func domainAdd(e *env, args []string) error {
+	name, err := domainName(args[0])
+	if err != nil {
+		return err
+	}
+	d, err := e.newDomain(name, time.Now())
+	if err != nil {
+		return err
 	}
 	err = e.withStore(func(ctx context.Context, st *store.SQLite) error { return st.CreateDomain(ctx, d) })
 	if errors.Is(err, store.ErrExists) {
