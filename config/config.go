@@ -153,6 +153,7 @@ type API struct {
 type DKIM struct {
 	Ed25519        bool     `toml:"ed25519"`
 	FallbackDomain string   `toml:"fallback_domain"`
+	SystemDomain   string   `toml:"system_domain"` // see Config.SystemDomain
 	RotateEvery    Duration `toml:"rotate_every"`
 	RotationGrace  Duration `toml:"rotation_grace"`
 }
@@ -326,6 +327,26 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // eventTypes are the event types a webhook may ask for (store.EventTypes;
 // repeated here so that config does not depend on the store).
 var eventTypes = []string{"send", "delivery", "deferral", "bounce", "expired", "reject", "suppressed", "complaint", "dkim_rotation"}
+
+// SystemDomain is the domain whose keys sign the mail Sesame writes itself
+// (address verification, DSNs): dkim.system_domain, or the domain of
+// hostname, which is hostname without its first label when it has three or
+// more (mail.example.com → example.com), else hostname itself. "" when
+// neither names a domain.
+func (c *Config) SystemDomain() string {
+	if c.DKIM.SystemDomain != "" {
+		return strings.ToLower(c.DKIM.SystemDomain)
+	}
+	h := strings.ToLower(strings.TrimSuffix(c.Hostname, "."))
+	switch strings.Count(h, ".") {
+	case 0:
+		return "" // "localhost": no domain to sign for
+	case 1:
+		return h
+	}
+	_, d, _ := strings.Cut(h, ".")
+	return d
+}
 
 // PublicURL is the base of links Sesame puts in mail: http.public_url, or
 // https://HOSTNAME.
@@ -748,6 +769,9 @@ func (c *Config) Validate() error {
 	c.validateTLS(bad)
 	if d := c.DKIM.FallbackDomain; d != "" && !validHostname(d) {
 		bad("dkim.fallback_domain", "%q is not a domain name", d)
+	}
+	if d := c.DKIM.SystemDomain; d != "" && (!validHostname(d) || !strings.Contains(d, ".")) {
+		bad("dkim.system_domain", "%q is not a domain name; set the domain whose keys sign Sesame's own mail, e.g. \"example.com\"", d)
 	}
 	positive("dkim.rotation_grace", c.DKIM.RotationGrace)
 	if r := c.DKIM.RotateEvery; r.Duration != 0 && r.Duration <= c.DKIM.RotationGrace.Duration {

@@ -46,3 +46,25 @@ func TestDKIMRotationConfig(t *testing.T) {
 		}
 	}
 }
+
+// The system domain is dkim.system_domain, else hostname's domain.
+func TestSystemDomain(t *testing.T) {
+	for text, want := range map[string]string{
+		"hostname = \"mail.example.com\"\n":                                          "example.com",
+		"hostname = \"Relay.Mail.Example.co.uk\"\n":                                  "mail.example.co.uk",
+		"hostname = \"example.com\"\n":                                               "example.com",
+		"hostname = \"localhost\"\n":                                                 "",
+		"hostname = \"mail.example.com\"\n[dkim]\nsystem_domain = \"Example.ORG\"\n": "example.org",
+	} {
+		cfg, err := Parse(text)
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		if got := cfg.SystemDomain(); got != want {
+			t.Errorf("%q: system domain %q, want %q", text, got, want)
+		}
+	}
+	if _, err := Parse("[dkim]\nsystem_domain = \"localhost\"\n"); err == nil || !strings.Contains(err.Error(), "dkim.system_domain") {
+		t.Errorf("a one-label system_domain accepted: %v", err)
+	}
+}

@@ -37,7 +37,9 @@
 //
 // Signing never changes the message: Signer.Sign returns only the
 // DKIM-Signature header fields, which the caller prepends to the bytes it
-// passed in.
+// passed in. SystemSigner, for the mail Sesame writes itself (verification
+// links, DSNs), returns the message with them prepended, or unsigned when
+// the system domain has no keys.
 package dkim
 
 import "errors"

@@ -91,6 +91,9 @@ func (a *AddressVerifier) Add(ctx context.Context, address string) (store.Addres
 	}
 	link := a.cfg.PublicURL + "/verify/" + token
 	m := a.message(addr, link, now, expires)
+	if a.cfg.SystemSigner != nil {
+		m.Data = a.cfg.SystemSigner.Sign(ctx, m.Data)
+	}
 	if err := a.queue.Enqueue(ctx, m); err != nil {
 		return store.Address{}, "", fmt.Errorf("identity: queue the verification message to %s: %w; run sesame address add %s again", addr, err, addr)
 	}

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -27,7 +28,10 @@ type Config struct {
 	RotateEvery           time.Duration // rotate each DKIM key after it has signed this long; 0: never
 	RotationGrace         time.Duration // default 7 days: a replaced key's record stays published this long
 	Logger                *slog.Logger  // default: discard
-	Now                   func() time.Time
+	// SystemSigner DKIM-signs the verification mail, which comes from
+	// no-reply@Hostname; nil leaves it unsigned.
+	SystemSigner SystemSigner
+	Now          func() time.Time
 
 	// BulkSender holds domains to the rules Gmail, Yahoo and Outlook.com
 	// set for bulk senders: without a DMARC record a domain is then
@@ -37,6 +41,12 @@ type Config struct {
 	// return path in MailFromSubdomain.DOMAIN (the inbound listener is
 	// on); otherwise it keeps the application's own envelope sender.
 	SignedReturnPath bool
+}
+
+// SystemSigner signs the mail Sesame writes itself (dkim.SystemSigner): it
+// returns msg with a signature on top, or as it was when it cannot sign.
+type SystemSigner interface {
+	Sign(ctx context.Context, msg []byte) []byte
 }
 
 // withDefaults returns c with every unset field at its default.

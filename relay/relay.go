@@ -145,9 +145,18 @@ type Config struct {
 	// not globally reachable (destinations.go) and to this host's own; off,
 	// such destinations fail.
 	AllowPrivateDestinations bool
-	Metrics                  Metrics      // default: none
-	Logger                   *slog.Logger // default slog.Default()
-	Now                      func() time.Time
+	// SystemSigner DKIM-signs the DSNs and delay warnings, which come from
+	// MAILER-DAEMON@Hostname; nil leaves them unsigned.
+	SystemSigner SystemSigner
+	Metrics      Metrics      // default: none
+	Logger       *slog.Logger // default slog.Default()
+	Now          func() time.Time
+}
+
+// SystemSigner signs the mail Sesame writes itself (dkim.SystemSigner): it
+// returns msg with a signature on top, or as it was when it cannot sign.
+type SystemSigner interface {
+	Sign(ctx context.Context, msg []byte) []byte
 }
 
 // Metrics counts deliveries.

@@ -150,6 +150,9 @@ func (r *Relay) notice(d store.Delivery, results []result, which []int, action s
 		r.log.Error("relay: building a DSN failed", "queue_id", d.QueueID, "err", err)
 		return nil
 	}
+	if r.cfg.SystemSigner != nil {
+		data = r.cfg.SystemSigner.Sign(context.Background(), data)
+	}
 	return &store.Message{ID: id, Sender: "", Recipients: []string{d.Sender}, MessageID: p.MessageID,
 		ReceivedAt: now, Data: data}
 }

@@ -111,6 +111,13 @@ type header struct {
 	resent    []string // values of every Resent-From and Resent-Sender field
 	hasDate   bool
 	messageID string // "" when absent
+
+	hasFeedbackID bool
+	configSet     string // the first X-SES-CONFIGURATION-SET's value, trimmed
+	// configSetAt holds where each X-SES-CONFIGURATION-SET field is in the
+	// message, [start, end) with its continuation lines and CRLF: removed
+	// before signing.
+	configSetAt [][2]int
 }
 
 var errMalformedHeader = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
@@ -121,7 +128,8 @@ func parseHeader(msg []byte) (header, error) {
 	var h header
 	var name string
 	var value strings.Builder
-	flush := func() {
+	start := 0 // where the field in name begins
+	flush := func(end int) {
 		switch {
 		case strings.EqualFold(name, "From"):
 			h.from = append(h.from, value.String())
@@ -133,6 +141,13 @@ func parseHeader(msg []byte) (header, error) {
 			h.hasDate = true
 		case strings.EqualFold(name, "Message-ID"):
 			h.messageID = strings.TrimSpace(value.String())
+		case strings.EqualFold(name, "Feedback-ID"):
+			h.hasFeedbackID = true
+		case strings.EqualFold(name, configSetField):
+			if h.configSetAt == nil {
+				h.configSet = strings.TrimSpace(value.String())
+			}
+			h.configSetAt = append(h.configSetAt, [2]int{start, end})
 		}
 		name = ""
 		value.Reset()
@@ -145,8 +160,9 @@ func parseHeader(msg []byte) (header, error) {
 		}
 		line := rest[:end]
 		next := min(end+2, len(rest))
+		at := len(msg) - len(rest)
 		if len(line) == 0 { // the empty line that ends the header
-			flush()
+			flush(at)
 			h.size = len(msg) - len(rest) + next
 			return h, nil
 		}
@@ -156,7 +172,8 @@ func parseHeader(msg []byte) (header, error) {
 			}
 			value.Write(line)
 		} else {
-			flush()
+			flush(at)
+			start = at
 			colon := bytes.IndexByte(line, ':')
 			if colon <= 0 || !validFieldName(line[:colon]) {
 				return h, errMalformedHeader
@@ -166,7 +183,7 @@ func parseHeader(msg []byte) (header, error) {
 		}
 		rest = rest[next:]
 	}
-	flush()
+	flush(len(msg))
 	h.size = len(msg)
 	return h, nil
 }

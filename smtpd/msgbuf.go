@@ -161,6 +161,16 @@ func (m *msgBuf) prepend(parts ...[]byte) error {
 	return nil
 }
 
+// remove takes the bytes [start, end) of the message out, moving what is
+// in front of them (the header above them) forward: cheap for a header
+// field, the body is not moved. Fields are removed last first, so the
+// offsets of those before stay valid.
+func (m *msgBuf) remove(start, end int) {
+	n := end - start
+	copy(m.b[m.start+n:m.start+end], m.b[m.start:m.start+start])
+	m.start += n
+}
+
 // drop lets go of the buffer: back to the pool, or its reservation back
 // to the budget.
 func (m *msgBuf) drop() {

@@ -439,7 +439,7 @@ func (s *session) load(buf *msgBuf) error {
 }
 
 // accept turns a received message into a queued one: complete the header
-// (Message-ID, Date), sign, put Received above the signature, store. A
+// (Message-ID, Date, Feedback-ID; X-SES-CONFIGURATION-SET removed), sign, put Received above the signature, store. A
 // refusal comes with its reason for the metrics ("" when already counted).
 // What it adds goes into the room buf keeps in front of the message, so
 // the signer and the store get the message's own bytes, never a copy.
@@ -476,6 +476,12 @@ func (s *session) accept(buf *msgBuf) (id, reason string, err error) {
 	}
 	if !h.hasDate {
 		added = append(added, "Date: "+now.Format(time.RFC1123Z)+"\r\n"...)
+	}
+	for i := len(h.configSetAt) - 1; i >= 0; i-- { // an instruction to Sesame, not for the recipient
+		buf.remove(h.configSetAt[i][0], h.configSetAt[i][1])
+	}
+	if !h.hasFeedbackID { // feedbackid.go
+		added = append(added, feedbackID(h.configSet, s.cred.Name, domain)...)
 	}
 	if err := buf.prepend(added); err != nil {
 		return "", reasonInflight, err

@@ -661,7 +661,25 @@ func (i *instance) expectDelivered(t *testing.T, token, fromDomain string) *test
 		t.Fatalf("message %s did not reach the smarthost within 30s (sink holds %d messages)", token, len(i.sink.Messages()))
 	}
 	verifyDKIM(t, msg, fromDomain, i.dnsRecords())
+	checkFeedbackID(t, msg, fromDomain)
 	return msg
+}
+
+// feedbackIDField is the Feedback-ID smtpd adds; signedFeedbackID a
+// DKIM-Signature whose h= lists it.
+var (
+	feedbackIDField  = regexp.MustCompile(`(?m)^Feedback-ID: [^:\r\n]+:[^:\r\n]+:([^:\r\n]+):sesame\r$`)
+	signedFeedbackID = regexp.MustCompile(`(?is)DKIM-Signature:[^;]*(;[^;]*)*?\bh=[^;]*\bFeedback-ID\b`)
+)
+
+// checkFeedbackID checks that msg carries Sesame's Feedback-ID for
+// fromDomain, covered by a DKIM signature.
+func checkFeedbackID(t *testing.T, msg *testkit.Message, fromDomain string) {
+	t.Helper()
+	m := feedbackIDField.FindSubmatch(msg.Data)
+	if m == nil || !strings.EqualFold(string(m[1]), fromDomain) || !signedFeedbackID.Match(msg.Data) {
+		t.Errorf("no signed Feedback-ID for %s:\n%s", fromDomain, msg.Data)
+	}
 }
 
 // run executes a client program with a deadline and returns its combined

@@ -467,9 +467,11 @@ func TestMXDeliveryEndToEnd(t *testing.T) {
 
 // TestMXBounceDSN: one recipient refused with 550 5.1.1 at RCPT, the other
 // accepted: the accepted one is delivered, and the sender gets a DSN naming
-// only the refused one.
+// only the refused one, DKIM-signed for the system domain (hostname's,
+// sesame.test, added as a domain).
 func TestMXBounceDSN(t *testing.T) {
 	e := newMXEnv(t, mxOptions{})
+	system := e.inst.addDomain(t, "sesame.test")
 	const bad, good = "nobody@example.net", "somebody@example.net"
 	e.mx1.SetRcptPolicy(func(rcpt string) error {
 		if strings.EqualFold(rcpt, bad) {
@@ -488,6 +490,7 @@ func TestMXBounceDSN(t *testing.T) {
 	verifyDKIM(t, msg, senderDomain, e.inst.dnsRecords())
 
 	dsnMsg := mustWait(t, e.senderMX, "the DSN", dsnFor(tok))
+	verifyDKIM(t, dsnMsg, "sesame.test", system.dkimRecords())
 	d := parseDSN(t, dsnMsg)
 	if len(d.recipients) != 1 {
 		t.Errorf("DSN reports %d recipients, want only %s:\n%s", len(d.recipients), bad, dsnMsg.Data)

@@ -200,6 +200,13 @@ func domainShow(e *env, args []string) error {
 }
 
 func domainCheck(e *env, args []string) error {
+	system := e.cfg.SystemDomain()
+	if len(args) == 0 {
+		if system == "" {
+			return fmt.Errorf("hostname %q names no domain to sign Sesame's own mail; set [dkim] system_domain, or give a DOMAIN", e.cfg.Hostname)
+		}
+		args = []string{system}
+	}
 	name, err := domainName(args[0])
 	if err != nil {
 		return err
@@ -217,6 +224,10 @@ func domainCheck(e *env, args []string) error {
 		findings, err = checker.Audit(ctx, d)
 		return err
 	})
+	if errors.Is(err, store.ErrNotFound) && name == system {
+		return fmt.Errorf("no domain %s, the system domain: Sesame's own mail (address verification, DSNs) goes unsigned; "+
+			"add it with \"sesame domain add %s\" (or set [dkim] system_domain)", name, name)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no domain %s; add it with \"sesame domain add %s\"", name, name)
 	}
@@ -226,6 +237,9 @@ func domainCheck(e *env, args []string) error {
 	out, err := e.domainRecords(d, findings)
 	if err != nil {
 		return err
+	}
+	if name == system && !e.json {
+		fmt.Fprintf(e.stdout, "%s is the system domain: its keys sign Sesame's own mail (address verification, DSNs).\n", name)
 	}
 	return e.reportFindings(name, "record(s)", "Every record of "+name+" is in place.", findings, out)
 }
@@ -436,7 +450,9 @@ func addressAdd(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		a, link, err = identity.NewAddressVerifier(e.identityConfig(), st, st).AddSender(ctx, addr, checker, force)
+		idCfg := e.identityConfig()
+		idCfg.SystemSigner = dkim.NewSystemSigner(dkim.NewDomainSigner(st), e.cfg.SystemDomain(), nil)
+		a, link, err = identity.NewAddressVerifier(idCfg, st, st).AddSender(ctx, addr, checker, force)
 		return err
 	})
 	var dm *identity.DMARCError

@@ -92,7 +92,9 @@ func commands() []command {
 		none("domain list", "list sending domains and their verification status", domainList),
 		one("domain show", "DOMAIN", "print every DNS record to publish and whether each is in place", domainShow),
 		one("domain verify", "DOMAIN", "check the domain's DKIM records now and update its status", domainVerify),
-		one("domain check", "DOMAIN", "look up every record and say what is missing or wrong, and how to fix it", domainCheck),
+		{words: "domain check", args: "[DOMAIN]", maxArgs: 1, run: domainCheck,
+			help: "look up every record and say what is missing or wrong, and how to fix it; " +
+				"without DOMAIN, the system domain that signs Sesame's own mail ([dkim] system_domain)"},
 		{words: "domain rotate", args: "DOMAIN", minArgs: 1, maxArgs: 1, run: domainRotate,
 			help: "make a new DKIM key with a new selector and print its record; Sesame signs with it once the record is published, " +
 				"and keeps the old key's record valid for dkim.rotation_grace",

@@ -485,6 +485,8 @@ func TestQueueCommands(t *testing.T) {
 	if _, errOut, code := sesame(t, "queue", "show", "NOSUCHID", "--config", cfgPath); code != 1 || !strings.Contains(errOut, "no message NOSUCHID") {
 		t.Fatalf("show unknown: %d %q", code, errOut)
 	}
+	// The bounce is signed for the system domain (hostname's, sesame.test).
+	sesame(t, "domain", "add", "sesame.test", "--config", cfgPath)
 	if out, _, code := sesame(t, "queue", "delete", id, "--bounce", "--config", cfgPath); code != 0 || !strings.Contains(out, "bounce") {
 		t.Fatalf("queue delete --bounce: %d %q", code, out)
 	}
@@ -496,6 +498,10 @@ func TestQueueCommands(t *testing.T) {
 	json.Unmarshal([]byte(out), &after)
 	if len(after) != 1 || after[0].ID == id || after[0].Sender != "" || after[0].Recipients[0].Address != "shop@example.com" {
 		t.Fatalf("after delete --bounce, queue: %s", out)
+	}
+	if out, _, _ := sesame(t, "queue", "show", after[0].ID, "--config", cfgPath); !strings.Contains(out, "DKIM-Signature:") ||
+		!strings.Contains(out, "d=sesame.test;") {
+		t.Fatalf("the bounce is not signed for sesame.test:\n%s", out)
 	}
 	if _, errOut, code := sesame(t, "queue", "delete", id, "--config", cfgPath); code != 1 || !strings.Contains(errOut, "no message") {
 		t.Fatalf("second delete: %d %q", code, errOut)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sesame-mail/sesame/dkim"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/store"
 )
@@ -156,6 +157,9 @@ func queueDelete(e *env, args []string) error {
 			}
 			if notice, err = relay.OperatorBounce(e.cfg.Hostname, m, data, time.Now()); err != nil {
 				return err
+			}
+			if notice != nil {
+				notice.Data = dkim.NewSystemSigner(dkim.NewDomainSigner(st), e.cfg.SystemDomain(), nil).Sign(ctx, notice.Data)
 			}
 			bounced = notice != nil
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/sesame-mail/sesame/netguard"
 	"github.com/sesame-mail/sesame/relay"
 	"github.com/sesame-mail/sesame/smtpd"
+	"github.com/sesame-mail/sesame/store"
 	"github.com/sesame-mail/sesame/verp"
 	"github.com/sesame-mail/sesame/warmup"
 	"github.com/sesame-mail/sesame/web"
@@ -419,6 +420,8 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		}, cfg.Inbound.MaxStoredMessages, cfg.Inbound.MaxStoredBytes)
 	}
 	shaper := warmup.NewLimiter(shaperConfig(cfg))
+	system := dkim.NewSystemSigner(dkim.NewDomainSigner(st), cfg.SystemDomain(), log.With("part", "dkim"))
+	logSystemDomain(ctx, log, system)
 	m.OutboundIPs(func() []warmup.IPStatus { return shaper.Status(time.Now()) }, st.ParkedCounts)
 	rel := relay.New(relay.Config{
 		Hostname:                      cfg.Hostname,
@@ -442,6 +445,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 		Shaper:                        shaper,
 		ReturnPath:                    returnPath,
 		SimulatorDomain:               cfg.Policy.SimulatorDomain,
+		SystemSigner:                  system,
 		Metrics:                       m,
 		Logger:                        log.With("part", "relay"),
 	}, st)
@@ -450,6 +454,7 @@ func serve(ctx context.Context, e *env, h hooks) error {
 	ready.set(errors.New("starting"))
 	idCfg := e.identityConfig()
 	idCfg.Logger = log.With("part", "identity")
+	idCfg.SystemSigner = system
 	checker, err := identity.NewChecker(idCfg)
 	if err != nil {
 		return err
@@ -616,4 +621,27 @@ wait:
 	<-webhooksDone // before the deferred st.Close: the last cursor save lands
 	log.Info("stopped")
 	return runErr
+}
+
+// logSystemDomain says at start whether the mail Sesame writes itself
+// (verification links, DSNs) leaves DKIM-signed, and if not, what to do.
+func logSystemDomain(ctx context.Context, log *slog.Logger, system *dkim.SystemSigner) {
+	d := system.Domain()
+	if d == "" {
+		log.Warn("Sesame's own mail (address verification, DSNs) goes unsigned: hostname names no domain; set [dkim] system_domain")
+		return
+	}
+	status, err := system.Status(ctx)
+	switch {
+	case err != nil:
+		log.Warn("reading the system domain's DKIM keys failed", "domain", d, "err", err)
+	case status == store.IdentityVerified:
+		log.Info("Sesame's own mail (address verification, DSNs) is DKIM-signed", "domain", d)
+	case status != "":
+		log.Warn(fmt.Sprintf("Sesame's own mail (address verification, DSNs) is DKIM-signed, but the system domain is %s: "+
+			"receivers find no key until its records are published; run \"sesame domain check %s\"", status, d), "domain", d)
+	default:
+		log.Warn(fmt.Sprintf("Sesame's own mail (address verification, DSNs) goes unsigned, and receivers may junk it; run \"sesame domain add %s\" (or set [dkim] system_domain) to sign it", d),
+			"domain", d)
+	}
 }
