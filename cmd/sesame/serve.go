@@ -171,11 +171,11 @@ func checkFileLimit(cfg *config.Config, log *slog.Logger) {
 	}
 }
 
-// runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
 // The submission service counts suppressed reject events through this
 // optional ability of its Metrics.
 var _ smtpd.RejectMetrics = (*metrics.Metrics)(nil)
 
+// runServe runs the service until SIGINT or SIGTERM; SIGHUP reloads.
 func runServe(e *env, _ []string) error {
 	tuneGC(e.cfg)
 	tuneProcs()
