@@ -324,6 +324,7 @@ func notFoundUser(name string, err error) error {
 type userShowOutput struct {
 	Name        string     `json:"name"`
 	Username    string     `json:"username"`
+	AccessKeyID string     `json:"access_key_id"` // the SES API's; "" when it has none
 	Sandbox     bool       `json:"sandbox"`
 	DailyQuota  int        `json:"daily_quota"`
 	MaxSendRate float64    `json:"max_send_rate"`
@@ -423,7 +424,11 @@ func userShow(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		out = userShowOutput{Name: c.Name, Username: c.Username, Sandbox: c.Sandbox, DailyQuota: lim.Daily,
+		key, err := st.CredentialAPIKey(ctx, name)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		out = userShowOutput{Name: c.Name, Username: c.Username, AccessKeyID: key.ID, Sandbox: c.Sandbox, DailyQuota: lim.Daily,
 			MaxSendRate: lim.Rate, Sent24h: sent, Allowed: c.Allowed, CreatedAt: c.CreatedAt.UTC(),
 			BounceRate: rep.BounceRate, ComplaintRate: rep.ComplaintRate, Reputation: rep.Verdict, Paused: c.PausedReason, Pool: c.Pool,
 			FailedLogins: newFailedLoginsOutput(failures, e.cfg.Submission.AuthFailureWindow.Duration, time.Now())}
@@ -464,8 +469,13 @@ func userShow(e *env, args []string) error {
 	if out.Paused != "" {
 		paused = fmt.Sprintf("YES: %s (\"sesame user resume %s\" to resume)", out.Paused, out.Name)
 	}
+	keyID := out.AccessKeyID
+	if keyID == "" {
+		keyID = fmt.Sprintf("none (\"sesame user keys %s --rotate\" makes one)", out.Name)
+	}
 	fmt.Fprintf(e.stdout, `Credentials %q
   username:       %s
+  API key id:     %s
   access:         %s
   sending quota:  %d of %d recipients in the last 24 hours; at most %v a second
   may send as:    %s
@@ -475,7 +485,7 @@ func userShow(e *env, args []string) error {
   created:        %s
   last used:      %s
   failed logins:  %s
-`, out.Name, out.Username, access, out.Sent24h, out.DailyQuota, out.MaxSendRate, allowed,
+`, out.Name, out.Username, keyID, access, out.Sent24h, out.DailyQuota, out.MaxSendRate, allowed,
 		100*out.BounceRate, 100*out.ComplaintRate, e.cfg.Reputation.Window, out.Reputation, paused, out.Pool,
 		out.CreatedAt.Format(time.DateTime), used, out.FailedLogins.String(e.cfg.Submission.AuthFailureWindow.Duration))
 	return nil

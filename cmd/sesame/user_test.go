@@ -67,3 +67,25 @@ func TestUserCreateAllow(t *testing.T) {
 		t.Errorf("after user allow with a comma list: %q", got)
 	}
 }
+
+// "user show" names the credential's SES API key id, never its secret.
+func TestUserShowAPIKey(t *testing.T) {
+	cfgPath, _ := writeConfig(t, t.TempDir(), "")
+	out, errOut, code := sesame(t, "user", "create", "shop", "--config", cfgPath, "--json")
+	var created credentialsOutput
+	if err := json.Unmarshal([]byte(out), &created); code != 0 || err != nil || len(created.AccessKeyID) != 20 {
+		t.Fatalf("user create: exit %d %v\n%s%s", code, err, out, errOut)
+	}
+	out, errOut, code = sesame(t, "user", "show", "shop", "--config", cfgPath, "--json")
+	var shown userShowOutput
+	if err := json.Unmarshal([]byte(out), &shown); code != 0 || err != nil {
+		t.Fatalf("user show --json: exit %d %v\n%s%s", code, err, out, errOut)
+	}
+	if shown.AccessKeyID != created.AccessKeyID {
+		t.Errorf("user show access_key_id %q, want %q", shown.AccessKeyID, created.AccessKeyID)
+	}
+	out, _, _ = sesame(t, "user", "show", "shop", "--config", cfgPath)
+	if !strings.Contains(out, "API key id:     "+created.AccessKeyID+"\n") || strings.Contains(out, created.SecretAccessKey) {
+		t.Errorf("user show:\n%s", out)
+	}
+}
