@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,11 +248,33 @@ func startServeHooks(t *testing.T, cfg *config.Config, reload chan struct{}) (st
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	e := &env{cfg: cfg, stdout: io.Discard, stderr: logs}
-	go func() { done <- serve(ctx, e, hooks{reload: reload, started: func() { close(started) }}) }()
-	select {
-	case <-started:
-	case err := <-done:
-		t.Fatalf("serve: %v\n%s", err, logs)
+	for attempt := 1; ; attempt++ {
+		go func() { done <- serve(ctx, e, hooks{reload: reload, started: func() { close(started) }}) }()
+		var err error
+		select {
+		case <-started:
+		case err = <-done:
+		}
+		if err == nil {
+			break
+		}
+		// freePort's ports are free when the config is written, but the
+		// kernel may since have given one to a client connection as its
+		// local port (a restart later in a test widens that window): serve
+		// again on fresh ports. Tests read the addresses from cfg after
+		// startServe returns.
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatalf("serve: %v\n%s", err, logs)
+		}
+		t.Logf("serve: %v; again on other ports", err)
+		cfg.Submission.StartTLSListen = []string{freePort(t, "127.0.0.1")}
+		cfg.Submission.TLSListen = []string{freePort(t, "127.0.0.1")}
+		cfg.HTTP.Listen = freePort(t, "127.0.0.1")
+		if cfg.API.Listen != "" {
+			cfg.API.Listen = freePort(t, "127.0.0.1")
+		}
+		logs = &testkit.Buffer{}
+		e.stderr = logs
 	}
 	resp, err := http.Get("http://" + cfg.HTTP.Listen + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
